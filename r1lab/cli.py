@@ -1,0 +1,124 @@
+"""The `r1lab` command. Settings are `field=value` overrides of a recipe, e.g. `rl.lr=1e-6 task=gsm8k.jsonl`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+EXAMPLES = """examples:
+  r1lab run r1-zero --out runs/r1-zero                    # the demo: tiny world, CPU, ~15 min
+  r1lab run r1-zero --out runs/q model=Qwen/Qwen2.5-0.5B task=data/gsm8k.jsonl rl.lr=1e-6 rl.group_size=16
+  r1lab eval runs/r1-zero/final --task tinyworld --k 8
+  r1lab chat runs/r1-zero/final
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="r1lab", description="DeepSeek-R1 in miniature: R1-Zero with GRPO, from a tiny world on a CPU to HF models.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a recipe (r1-zero) into a run directory; re-running resumes it")
+    run.add_argument("recipe", help="recipe name (r1-zero) or path to a YAML recipe")
+    run.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    run.add_argument("overrides", nargs="*", help="field=value settings, e.g. rl.steps=50 model=path/to/model")
+
+    pre = sub.add_parser("pretrain", help="build the tiny world's base model (cached for later runs)")
+    pre.add_argument("--out", help="save it here instead of the cache")
+    pre.add_argument("overrides", nargs="*", help="pretrain fields, e.g. steps=200 hidden_size=64")
+
+    ev = sub.add_parser("eval", help="pass@1 over k samples at T=0.6 / top-p 0.95 on a task's test split")
+    ev.add_argument("model", help="model directory or hub name ('tinyworld' for the tiny base)")
+    ev.add_argument("--task", default="tinyworld")
+    ev.add_argument("--k", type=int, default=4)
+    ev.add_argument("--n", type=int, default=None, help="number of test problems (default: all)")
+    ev.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--json", help="write the result here")
+    ev.add_argument("overrides", nargs="*", help="more fields, e.g. data.answer_field=solution")
+
+    ch = sub.add_parser("chat", help="talk to a model; thinking is shown apart from the answer")
+    ch.add_argument("model")
+    ch.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
+    ch.add_argument("--temperature", type=float, default=0.6)
+    ch.add_argument("--max-new-tokens", type=int, default=512)
+
+    rep = sub.add_parser("report", help="(re)write a run directory's plots and report.html")
+    rep.add_argument("run_dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as err:  # ConfigError is a ValueError
+        if os.environ.get("R1LAB_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from r1lab.config import load_config, merge, parse_overrides, validate
+
+    if args.command == "run":
+        from r1lab.pipeline import run_recipe
+
+        run_recipe(load_config(args.recipe, args.overrides), args.out)
+    elif args.command == "pretrain":
+        from r1lab.progress import console
+        from r1lab.tinyworld.build import pretrain
+
+        cfg = validate({"pretrain": parse_overrides(args.overrides)}, source="pretrain settings").pretrain
+        console.print(f"tiny base model: {pretrain(cfg, args.out)}")
+    elif args.command == "eval":
+        from r1lab.evaluate import evaluate
+        from r1lab.models import load_model
+        from r1lab.pipeline import load_task_for, resolve_model, resolve_system
+        from r1lab.rollout import TorchEngine
+
+        settings = {"model": args.model, "task": args.task, "template": args.template,
+                    "eval": {"k": args.k, "n": args.n, "max_new_tokens": args.max_new_tokens}}
+        cfg = validate(merge(settings, parse_overrides(args.overrides)), source="eval settings")
+        task = load_task_for(cfg)
+        path = resolve_model(cfg)
+        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+        result = evaluate(TorchEngine(model, tokenizer, seed=cfg.seed), task, cfg.eval, template=cfg.template,
+                          system=resolve_system(cfg, path), reflection_phrases=cfg.rl.reflection_phrases)
+        _print_eval(path, cfg.task, result)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+    elif args.command == "chat":
+        from r1lab.chat import chat
+
+        chat(args.model, template=args.template, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    elif args.command == "report":
+        from r1lab.report import write_report
+
+        print(write_report(args.run_dir))
+    return 0
+
+
+def _print_eval(model: str, task: str, result: dict) -> None:
+    from rich.table import Table
+
+    from r1lab.progress import console
+
+    table = Table(title=f"{model} on {task}")
+    for key, value in result.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

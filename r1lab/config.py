@@ -1,0 +1,191 @@
+"""Every setting of a run, validated in one place: YAML recipes + `a.b=value` command-line overrides."""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A recipe or override is wrong; the message names the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PretrainConfig(Strict):
+    """The tiny world's base model: corpus, tokenizer, architecture and pretraining budget."""
+
+    seed: int = 0
+    corpus_docs: int = Field(60_000, gt=0, description="documents in the synthetic corpus")
+    test_size: int = Field(200, gt=0, description="held-out problems kept out of the corpus (= the task's test split)")
+    vocab_size: int = Field(384, ge=300)
+    hidden_size: int = Field(192, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    layers: int = Field(6, gt=0)
+    heads: int = Field(6, gt=0)
+    max_len: int = Field(256, gt=16, description="context length and pretraining block size")
+    batch_size: int = Field(32, gt=0)
+    steps: int = Field(1500, gt=0)
+    lr: float = Field(3e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class DataConfig(Strict):
+    """How a task's examples are read (file tasks) and split."""
+
+    question_field: str = "question"
+    answer_field: str = "answer"
+    test_file: str | None = None
+    test_size: int = Field(200, gt=0)
+    train_size: int | None = Field(None, gt=0)
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    max_new_tokens: int = Field(128, gt=0)
+    stop: list[str] = Field(default_factory=list, description="stop strings, besides EOS")
+
+
+class RLConfig(Strict):
+    """GRPO. Defaults suit the tiny world; the paper's values are in R1_RECIPE.md section 2."""
+
+    steps: int = Field(100, gt=0)
+    prompts_per_step: int = Field(16, gt=0)
+    group_size: int = Field(8, gt=1, description="completions per prompt (G)")
+    lr: float = Field(5e-5, gt=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(3, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    eps: float = Field(0.2, gt=0, description="clip range: ratio in [1-eps, 1+eps_high]")
+    eps_high: float | None = Field(None, gt=0, description="upper clip (DAPO clip-higher); default = eps")
+    beta: float = Field(0.0, ge=0, description="KL coefficient; 0 loads no reference model")
+    mu: int = Field(1, gt=0, description="inner iterations over each batch of rollouts")
+    minibatch_size: int = Field(128, gt=0, description="completions per optimizer step")
+    micro_batch_size: int = Field(64, gt=0, description="completions per forward/backward (gradient accumulation)")
+    ref_reset_every: int = Field(0, ge=0, description="reset the reference to the policy every N steps (0 = never)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
+    reflection_phrases: list[str] = Field(default_factory=lambda: ["wait", "recheck", "check"])
+    checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
+    log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
+
+
+class EvalConfig(Strict):
+    """The paper's protocol: pass@1 = mean correctness over k samples at T=0.6, top-p 0.95."""
+
+    k: int = Field(4, gt=0)
+    n: int | None = Field(None, gt=0, description="test problems to use (None = the whole test split)")
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(256, gt=0, description="sequences sampled at once")
+
+
+class RunConfig(Strict):
+    recipe: str = "r1-zero"
+    model: str = Field("tinyworld", description="HF model path or hub name; 'tinyworld' builds/uses the cached tiny base")
+    task: str = Field("tinyworld", description="tinyworld[/arithmetic|/countdown], reasoning-gym:NAME, or a data file")
+    template: Literal["r1-zero", "chat", "none"] = "r1-zero"
+    system: str | None = Field(None, description="system text for the template (None = the paper's)")
+    device: str = "auto"
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe by name (shipped in r1lab/recipes) or by path to a YAML file."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"recipe file '{name}' does not exist")
+        return path
+    shipped = resources.files("r1lab") / "recipes" / f"{name}.yaml"
+    if not shipped.is_file():
+        names = sorted(p.name[:-5] for p in (resources.files("r1lab") / "recipes").iterdir() if p.name.endswith(".yaml"))
+        raise ConfigError(f"unknown recipe '{name}': choose one of {', '.join(names)} or give a .yaml path")
+    return Path(str(shipped))
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """['rl.lr=1e-6', 'task=x.jsonl'] -> {'rl': {'lr': 1e-6}, 'task': 'x.jsonl'}; values parsed as YAML."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' must look like field=value, e.g. rl.lr=1e-6")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override of '{part}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        # Keys such as model= and task= are paths or names: keep them as the literal text.
+        node[leaf] = raw if isinstance(value, (int, float)) and leaf in ("model", "task", "system") else value
+    return tree
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _field_names(model: type[BaseModel], prefix: str = "") -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names += _field_names(field.annotation, prefix + name + ".")
+    return names
+
+
+def validate(data: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        known = _field_names(RunConfig)
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(where, known, n=1)
+                lines.append(f"  {where}: unknown field" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            else:
+                lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+def load_config(recipe: str, overrides: list[str] = ()) -> RunConfig:
+    path = recipe_path(recipe)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe '{path}' must be a mapping of fields")
+    return validate(merge(data, parse_overrides(list(overrides))), source=f"recipe '{recipe}' with overrides")

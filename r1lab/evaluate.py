@@ -1,0 +1,75 @@
+"""Evaluation as the paper does it: k samples per problem at T=0.6 / top-p 0.95, never greedy.
+
+pass@1 = mean correctness over the k samples; pass@k by the unbiased estimator; cons@k = the
+majority answer among the k, checked once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from math import comb
+
+from r1lab.config import EvalConfig, SamplingConfig
+from r1lab.models import apply_template, response_prefix
+from r1lab.progress import progress_bar
+from r1lab.rewards import extract_answer, format_reward
+from r1lab.tasks import Example, Task
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def majority_answer(answers: list[str | None]) -> str | None:
+    """The most common extracted answer (ties: the first seen); None if no sample answered."""
+    counts = Counter(" ".join(a.split()) for a in answers if a)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def reflects(text: str, phrases: list[str]) -> bool:
+    low = text.lower()
+    return any(p.lower() in low for p in phrases)
+
+
+def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str | None,
+             reflection_phrases: list[str] = ("wait", "recheck"), examples: list[Example] | None = None,
+             label: str = "eval") -> dict:
+    examples = list(examples if examples is not None else task.examples("test"))[: cfg.n]
+    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    per_chunk = max(1, cfg.batch_size // cfg.k)
+    correct, formatted, lengths, reflective, cons, samples = [], [], [], [], [], []
+    with progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) as bar:
+        for start in range(0, len(examples), per_chunk):
+            chunk = examples[start : start + per_chunk]
+            prompts = [apply_template(e.prompt, template, engine.tokenizer, system) for e in chunk]
+            rollout = engine.generate(prompts, sampling, n=cfg.k)
+            for i, ex in enumerate(chunk):
+                rows = range(i * cfg.k, (i + 1) * cfg.k)
+                responses = [response_prefix(prompts[i]) + rollout.texts[r] for r in rows]
+                answers = [extract_answer(r) for r in responses]
+                scores = [task.score(a, ex) if a else 0.0 for a in answers]
+                correct.append(scores)
+                formatted += [format_reward(r) for r in responses]
+                lengths += [int(rollout.lengths[r]) for r in rows]
+                reflective += [reflects(r, reflection_phrases) for r in responses]
+                vote = majority_answer(answers)
+                cons.append(task.score(vote, ex) if vote else 0.0)
+                samples.append({"prompt": ex.prompt, "answer": ex.answer, "response": responses[0], "correct": scores[0] >= 1.0})
+            bar(len(chunk), pass1=f"{sum(map(sum, correct)) / (cfg.k * len(correct)):.3f}")
+    n = len(examples)
+    return {
+        "pass@1": sum(sum(s) / cfg.k for s in correct) / n,
+        "k": cfg.k,
+        "n": n,
+        f"pass@{cfg.k}": sum(pass_at_k(cfg.k, sum(s >= 1.0 for s in sc), cfg.k) for sc in correct) / n,
+        f"cons@{cfg.k}": sum(cons) / n,
+        "format_rate": sum(formatted) / len(formatted),
+        "mean_length": sum(lengths) / len(lengths),
+        "reflection_rate": sum(reflective) / len(reflective),
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "samples": samples[:8],
+    }

@@ -1,0 +1,255 @@
+"""Turn a run directory into plots (run_dir/plots/*.png) and one self-contained page (run_dir/report.html)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+# The object-oriented Figure API draws with Agg without touching pyplot's global backend,
+# so this works headless and doesn't change the backend of a notebook that imports it.
+from matplotlib.figure import Figure
+
+# file name, title, y label, metric keys ("reward/*" expands to every reward function)
+PLOTS = [
+    ("reward", "Reward (total and per function)", "mean reward", ["reward", "reward/*"]),
+    ("accuracy", "Accuracy and format rate", "fraction of completions", ["accuracy", "format_rate"]),
+    ("length", "Completion length", "tokens", ["completion_len_mean", "completion_len_max"]),
+    ("reflection", "Reflection rate", "fraction with reflection words", ["reflection_rate"]),
+]
+PANELS = ["kl", "clip_frac", "entropy", "zero_std_frac"]  # different scales: one small panel each
+SAMPLES_PER_STEP = 3
+
+
+def smooth(values: list[float], window: int | None = None) -> list[float]:
+    """Centered moving average over `window` points (default ~1/10 of the run), cut short near the ends.
+
+    Centered rather than an exponential average: plots are drawn after the fact, and an EMA lags a trend.
+    """
+    n = len(values)
+    window = max(1, n // 10) if window is None else window
+    if window < 1:
+        raise ValueError(f"smooth: window must be >= 1, got {window}")
+    h = window // 2
+    csum = [0.0]
+    for v in values:
+        csum.append(csum[-1] + v)
+    return [(csum[min(n, i + h + 1)] - csum[max(0, i - h)]) / (min(n, i + h + 1) - max(0, i - h)) for i in range(n)]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file. A line that doesn't parse (a crash mid-write, perhaps followed by a resumed
+    run appending to it) is skipped with a warning: a report of a crashed run is when you need it most.
+    Bytes that aren't UTF-8 (a character cut in half) are replaced rather than fatal, for the same reason."""
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            warnings.warn(f"{path}:{i}: skipping a line that is not a JSON object (truncated write?): {line[:60]!r}")
+            continue
+        rows.append(row)
+    return rows
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _series(rows: list[dict], key: str) -> dict[str, tuple[list, list]]:
+    """{stage: (steps, values)} for one metric, skipping rows where it is missing or not a finite number.
+    A step logged twice (a run resumed from a checkpoint) keeps its last value, so lines never run backwards."""
+    by_stage: dict[str, dict] = {}
+    for r in rows:
+        if _is_num(r.get(key)):
+            d = by_stage.setdefault(str(r.get("stage", "run")), {})
+            d[r["step"] if _is_num(r.get("step")) else len(d) + 1] = r[key]
+    return {st: (sorted(d), [d[x] for x in sorted(d)]) for st, d in by_stage.items()}
+
+
+def _draw(ax, lines: list[tuple[str, int, int, list, list]]) -> None:
+    """lines: (label, colour index, line-style index, steps, values)."""
+    for label, c, ls, xs, ys in lines:
+        ax.plot(xs, ys, "o", color=f"C{c % 10}", ms=2.5, alpha=0.35)  # raw values, faint
+        ax.plot(xs, smooth(ys), ["-", "--", ":", "-."][ls % 4], color=f"C{c % 10}", lw=1.8, label=label)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("step (within stage)")
+
+
+def _plot(path: Path, title: str, ylabel: str, rows: list[dict], keys: list[str]) -> bool:
+    per_key = {k: _series(rows, k) for k in keys}
+    per_key = {k: s for k, s in per_key.items() if s}
+    if not per_key:
+        return False
+    stages = list(dict.fromkeys(st for s in per_key.values() for st in s))
+    # One colour per metric and one line style per stage; a single metric gets one colour per stage.
+    many = len(per_key) > 1
+    lines = [(" · ".join([st] * (len(stages) > 1) + [k] * (many or len(stages) == 1)),
+              ki if many else stages.index(st), stages.index(st) if many else 0, *xy)
+             for ki, (k, s) in enumerate(per_key.items()) for st, xy in s.items()]
+    fig = Figure(figsize=(7, 3.6), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    _draw(ax, lines)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.savefig(path)
+    return True
+
+
+def _plot_panels(path: Path, rows: list[dict]) -> bool:
+    present = [(k, _series(rows, k)) for k in PANELS]
+    present = [(k, s) for k, s in present if s]
+    if not present:
+        return False
+    fig = Figure(figsize=(2.9 * len(present), 2.8), dpi=110, layout="constrained")
+    for i, (key, s) in enumerate(present):
+        ax = fig.add_subplot(1, len(present), i + 1)
+        _draw(ax, [(st, i, 0, *xy) for i, (st, xy) in enumerate(s.items())])
+        ax.set_title(key, fontsize=10)
+        ax.set_ylabel(key)
+        if len(s) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle("Optimisation health")
+    fig.savefig(path)
+    return True
+
+
+def _fmt(v) -> str:
+    return f"{v:,}" if isinstance(v, int) else f"{v:.4g}"
+
+
+def _duration(s) -> str:
+    if not _is_num(s):
+        return ""
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _eval_table(summary: dict, path: Path) -> str:
+    stages = summary.get("stages", [])
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        raise ValueError(f"{path}: field 'stages' must be a list of objects")
+    evals = [s.get(w) for s in stages for w in ("eval_before", "eval_after") if isinstance(s.get(w), dict)]
+    if not evals:
+        return ""
+    # pass@1, then the other pass@k / cons@k scores, then k and n, then whatever else is numeric
+    keys = sorted({k for e in evals for k, v in e.items() if _is_num(v)},
+                  key=lambda k: (k != "pass@1", not k.startswith(("pass@", "cons@")), k not in ("k", "n"), k))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["stage", "steps", "time", "eval", *keys])
+    body = []
+    for s in stages:
+        cells = [html.escape(str(s.get("name", ""))), _fmt(s["steps"]) if _is_num(s.get("steps")) else "",
+                 _duration(s.get("wall_seconds"))]
+        whens = [w for w in ("before", "after") if isinstance(s.get(f"eval_{w}"), dict)] or ["–"]
+        for w in whens:
+            e = s.get(f"eval_{w}", {})
+            vals = [_fmt(e[k]) if _is_num(e.get(k)) else "–" for k in keys]
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, w, *vals]) + "</tr>")
+            cells = ["", "", ""]  # stage info once, on its first row
+    return f"<h2>Evaluation</h2><table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def render_response(text: str, thinking: bool = False) -> str:
+    """HTML of a completion with every character shown as text (tags too), the <think> part dimmed."""
+    out, cls = [], "think" if thinking else ""
+    for part in re.split(r"(</?think>|</?answer>)", text):
+        if not part:
+            continue
+        if part in ("<think>", "<answer>"):
+            cls = part[1:-1]
+        esc = html.escape(part)
+        out.append(f'<span class="{cls}">{esc}</span>' if cls else esc)
+        if part in ("</think>", "</answer>"):
+            cls = ""
+    return "".join(out)
+
+
+def _samples_html(samples: list[dict]) -> str:
+    by_stage: dict[str, list[dict]] = {}
+    for r in samples:
+        by_stage.setdefault(str(r.get("stage", "run")), []).append(r)
+    parts = []
+    for stage, rows in by_stage.items():
+        steps = sorted({r.get("step") for r in rows if _is_num(r.get("step"))}) or [None]
+        for step in dict.fromkeys([steps[0], steps[-1]]):  # first and last logged step, once if equal
+            parts.append(f"<h3>{html.escape(stage)} · step {step}</h3>")
+            for r in [r for r in rows if r.get("step") == step][:SAMPLES_PER_STEP]:
+                prompt, response = str(r.get("prompt", "")), str(r.get("response", ""))
+                # r1-zero prompts end in "<think>": show the pre-filled tag so the response reads whole.
+                if prompt.rstrip().endswith("<think>") and not response.lstrip().startswith("<think>"):
+                    response = "<think>" + response
+                ok = {True: "✓ correct", False: "✗ wrong"}.get(r.get("correct"), "")
+                reward = f"reward {_fmt(r['reward'])}" if _is_num(r.get("reward")) else ""
+                ref = f"reference: {r['answer']}" if "answer" in r else ""
+                meta = " · ".join(p for p in (ok, reward, ref) if p)
+                parts.append(f'<div class="sample"><div class="meta">{html.escape(meta)}</div>'
+                             f"<details><summary>prompt</summary><pre>{html.escape(prompt)}</pre></details>"
+                             f"<pre>{render_response(response)}</pre></div>")
+    return "<h2>Samples</h2>" + "".join(parts) if parts else ""
+
+
+CSS = """body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.5rem}h2{border-bottom:1px solid #ddd;margin-top:2rem}.sub{color:#666}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}td,th{padding:.25rem .7rem;border-bottom:1px solid #eee;text-align:right}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:1rem 0}
+.sample{border:1px solid #e3e3e3;border-radius:6px;padding:.6rem .8rem;margin:.8rem 0}.meta{font-size:.9rem;color:#555}
+pre{white-space:pre-wrap;word-break:break-word;max-height:24rem;overflow:auto;margin:.4rem 0;font-size:.85rem}
+.think{color:#999;font-style:italic}.answer{font-weight:600}summary{cursor:pointer;color:#666;font-size:.85rem}"""
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Reads metrics.jsonl, samples.jsonl and summary.json (any may be missing); writes plots/*.png and report.html."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory '{run_dir}' does not exist")
+    files = {n: run_dir / n for n in ("metrics.jsonl", "samples.jsonl", "summary.json")}
+    if not any(p.exists() for p in files.values()):
+        raise FileNotFoundError(f"'{run_dir}' has none of metrics.jsonl, samples.jsonl, summary.json: is it a run directory?")
+    metrics = read_jsonl(files["metrics.jsonl"]) if files["metrics.jsonl"].exists() else []
+    samples = read_jsonl(files["samples.jsonl"]) if files["samples.jsonl"].exists() else []
+    summary = _load_json(files["summary.json"]) if files["summary.json"].exists() else {}
+
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    reward_keys = sorted({k for r in metrics for k in r if k.startswith("reward/")})
+    made = []
+    for name, title, ylabel, keys in PLOTS:
+        keys = [k2 for k in keys for k2 in (reward_keys if k == "reward/*" else [k])]
+        if _plot(plots / f"{name}.png", title, ylabel, metrics, keys):
+            made.append(name)
+    if _plot_panels(plots / "health.png", metrics):
+        made.append("health")
+    for name in [p[0] for p in PLOTS] + ["health"]:
+        if name not in made:  # a stale plot from an earlier report would contradict this one
+            (plots / f"{name}.png").unlink(missing_ok=True)
+
+    title = " · ".join(str(summary[k]) for k in ("recipe", "model", "task") if summary.get(k)) or run_dir.name
+    sub = f"total time {_duration(summary.get('wall_seconds'))} · " if _is_num(summary.get("wall_seconds")) else ""
+    imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,'
+                   f'{base64.b64encode((plots / f"{n}.png").read_bytes()).decode()}">' for n in made)
+    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style>'
+            f'</head><body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(sub)}{html.escape(str(run_dir))}</p>'
+            f"{_eval_table(summary, files['summary.json'])}{'<h2>Training</h2>' + imgs if imgs else ''}"
+            f"{_samples_html(samples)}</body></html>")
+    out = run_dir / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,143 @@
+"""Build the tiny world's base model: corpus -> tokenizer -> Llama model -> pretraining -> save_pretrained.
+
+The result is an ordinary HF model directory; every later stage treats it like Qwen2.5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from r1lab.models import apply_template
+from r1lab.tinyworld.problems import TinyWorldTask, worked_solution
+
+SPECIAL = ["<think>", "</think>", "<answer>", "</answer>"]
+EOS = "<|endoftext|>"
+# The tiny model learns the R1-Zero template without the paper's long system text: it would be
+# most of every sequence and most of the compute, and teaches a 2M-parameter model nothing.
+SYSTEM = ""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("R1LAB_CACHE", Path.home() / ".cache" / "r1lab"))
+
+
+def corpus(cfg, task: TinyWorldTask) -> list[str]:
+    """Pretraining documents: template + a worked solution in a random style. Test prompts never appear."""
+    rng = random.Random(f"corpus-{cfg.seed}")
+    train = task.examples("train")
+    docs = []
+    for i in range(cfg.corpus_docs):
+        ex = train[i % len(train)]
+        prompt = apply_template(ex.prompt, "r1-zero", system=SYSTEM)
+        response = worked_solution(rng, ex)
+        assert response.startswith("<think>")
+        docs.append(prompt + response[len("<think>"):] + EOS)
+    return docs
+
+
+def train_tokenizer(docs: list[str], vocab_size: int):
+    """Byte-level BPE with one token per digit (so the model sees place value) and the tags as single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator((d.replace(EOS, "") for d in docs), trainer=trainer)
+    tok.add_tokens(SPECIAL)  # plain added tokens: matched whole, and kept when decoding
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, clean_up_tokenization_spaces=False)
+
+
+def build_model(cfg, vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=cfg.max_len,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def cache_dir(cfg) -> Path:
+    key = hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root() / f"tinyworld-{key}"
+
+
+def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
+    """Builds and pretrains the base model unless a finished one is cached; returns its directory."""
+    out = Path(out) if out is not None else cache_dir(cfg)
+    if (out / "r1lab.json").exists():
+        return out
+    from r1lab.progress import progress_bar
+
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    task = TinyWorldTask("tinyworld", test_size=cfg.test_size, seed=cfg.seed)
+    docs = corpus(cfg, task)
+    tokenizer = train_tokenizer(docs, cfg.vocab_size)
+    model = build_model(cfg, len(tokenizer))
+    ids = torch.tensor([t for ids in tokenizer(docs)["input_ids"] for t in ids])
+    n_blocks = len(ids) // (cfg.max_len + 1)
+    blocks = ids[: n_blocks * (cfg.max_len + 1)].view(n_blocks, cfg.max_len + 1)  # (n_blocks, max_len+1)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    steps = cfg.steps
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    with progress_bar(f"pretraining tiny model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", steps) as bar:
+        for step in range(steps):
+            batch = blocks[torch.randint(0, n_blocks, (cfg.batch_size,), generator=gen)]
+            loss = _lm_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            bar(loss=f"{loss.item():.3f}")
+    model.eval()
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {"built_by": "r1lab pretrain", "config": cfg.model_dump(), "corpus_tokens": len(ids),
+            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
+            "final_loss": round(loss.item(), 4), "template": "r1-zero", "system": SYSTEM}
+    (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)  # a finished model appears at once, never half-written
+    return out
+
+
+def _lm_loss(model, batch: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())

@@ -1,0 +1,242 @@
+"""The tiny world's problems, their verifiers, and deliberately imperfect worked solutions.
+
+Two families of checkable problems:
+  arithmetic  "Compute 37 + 48 - 19"           -> 66 (2-3 steps, two-digit numbers)
+  countdown   "Make 22 from 3, 5, 7"           -> an expression using each number once
+
+Worked solutions come in styles, so a model pretrained on them is only partly right and RL has
+behaviour to select for (the point of R1-Zero):
+  guess    answers without working                          (short, mostly wrong)
+  slip     works step by step, makes a slip, leaves it      (wrong)
+  careful  works step by step                               (right)
+  verify   checks each step; a slip is caught by the check  (long, right, reflective)
+  catch    makes a slip, then "wait, recheck" and fixes it  (right, reflective)
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import random
+
+from r1lab.tasks import Example, Task
+
+# Share of each style in the pretraining corpus. Correct styles are about half of it, and the
+# model's own arithmetic is imperfect, so the base lands near the 20-50% pass@1 the demo needs.
+ARITH_STYLES = {"guess": 0.30, "slip": 0.25, "careful": 0.20, "verify": 0.12, "catch": 0.13}
+COUNTDOWN_STYLES = {"guess": 0.30, "impatient": 0.30, "search": 0.25, "catch": 0.15}
+OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def _pick(rng: random.Random, weights: dict[str, float]) -> str:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def _slip(rng: random.Random, value: int) -> int:
+    wrong = value + rng.choice([-10, -2, -1, 1, 2, 10])
+    return wrong if wrong >= 0 else value + 1
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+def arithmetic_problem(rng: random.Random) -> tuple[str, list[tuple[int, str, int, int]]]:
+    """Returns the question and its steps [(a, op, b, result)]; every value stays in 0..99."""
+    value = rng.randint(10, 60)
+    steps = []
+    for _ in range(rng.choice([2, 2, 3])):
+        op = rng.choice(["+", "-", "+", "-", "*"]) if value < 20 else rng.choice(["+", "-"])
+        if op == "*":
+            b = rng.randint(2, max(2, min(9, 99 // max(value, 1))))
+        elif op == "+":
+            b = rng.randint(2, max(2, 99 - value))
+        else:
+            b = rng.randint(2, max(2, value))
+        result = OPS[op](value, b)
+        if not 0 <= result <= 99:
+            op, b, result = "-", value // 2, value - value // 2
+        steps.append((value, op, b, result))
+        value = result
+    text = f"{steps[0][0]}" + "".join(f" {op} {b}" for _, op, b, _ in steps)
+    return f"Compute {text}", steps
+
+
+def arithmetic_solution(rng: random.Random, steps, style: str) -> tuple[str, int]:
+    """Returns (thinking, final answer) in the given style."""
+    answer = steps[-1][3]
+    if style == "guess":
+        guess = max(0, answer + rng.choice([-12, -7, -3, 3, 5, 9, 11, 0]))
+        return f"it is about {guess}.", guess
+    slip_at = rng.randrange(len(steps)) if style in ("slip", "catch", "verify") else -1
+    if style == "verify" and rng.random() < 0.5:
+        slip_at = -1  # half of the verified solutions have nothing to catch
+    lines, value = [], steps[0][0]
+    for i, (_, op, b, result) in enumerate(steps):
+        true = OPS[op](value, b)
+        got = _slip(rng, true) if i == slip_at else true
+        line = f"{value} {op} {b} = {got}."
+        if style == "verify":
+            inv = {"+": "-", "-": "+", "*": "/"}[op]
+            back = got - b if op == "+" else got + b if op == "-" else None
+            if back is None:  # multiplication: check by adding up instead of dividing
+                line += f" check {b} * {value} = {true}" + (" ok." if got == true else f" not {got}. so {value} {op} {b} = {true}.")
+            elif got == true:
+                line += f" check {got} {inv} {b} = {back} ok."
+            else:
+                line += f" check {got} {inv} {b} = {back} not {value}. wait, recheck {value} {op} {b} = {true}."
+        elif style == "catch" and i == slip_at:
+            line += f" wait, recheck {value} {op} {b} = {true}."
+        lines.append(line)
+        value = true if style in ("verify", "catch") or i != slip_at else got
+    return " ".join(lines), value
+
+
+# ---------------------------------------------------------------- countdown
+
+
+def _evaluate(expr: str) -> tuple[int, list[int]] | None:
+    """Safely evaluates an expression of ints, + - * and parentheses; returns (value, numbers used)."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except (SyntaxError, ValueError):
+        return None
+    numbers: list[int] = []
+
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            numbers.append(node.value)
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in (ast.Add, ast.Sub, ast.Mult):
+            left, right = walk(node.left), walk(node.right)
+            if left is None or right is None or abs(left) > 10**6 or abs(right) > 10**6:
+                return None
+            return {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}[type(node.op)]
+        return None
+
+    value = walk(tree)
+    return None if value is None else (value, numbers)
+
+
+def _chains(numbers: list[int]):
+    """Every left-to-right chain (a op b) op c over an ordering of the numbers."""
+    for a, b, c in itertools.permutations(numbers):
+        for op1, op2 in itertools.product(OPS, repeat=2):
+            mid = OPS[op1](a, b)
+            yield (a, op1, b, mid, op2, c, OPS[op2](mid, c))
+
+
+def countdown_problem(rng: random.Random) -> tuple[str, list[int], int]:
+    while True:
+        numbers = [rng.randint(1, 9) for _ in range(3)]
+        a, b, c = rng.sample(numbers, 3)
+        target = OPS[rng.choice("+-*")](OPS[rng.choice("+-*")](a, b), c)
+        if 1 <= target <= 99 and target not in numbers:
+            return f"Make {target} from {', '.join(map(str, numbers))}", numbers, target
+
+
+def countdown_solution(rng: random.Random, numbers: list[int], target: int, style: str) -> tuple[str, str]:
+    """Returns (thinking, answer expression). Search tries chains in random order."""
+    chains = list(_chains(numbers))
+    rng.shuffle(chains)
+    hits = [c for c in chains if c[-1] == target]
+    misses = [c for c in chains if c[-1] != target]
+    expr = lambda c: f"({c[0]} {c[1]} {c[2]}) {c[4]} {c[5]}"  # noqa: E731
+    if style == "guess":
+        c = misses[0] if misses else hits[0]
+        return f"maybe {expr(c)}.", expr(c)
+    n_miss = rng.randint(1, 2) if style == "impatient" else rng.randint(0, 3)
+    tries = misses[:n_miss] + ([] if style == "impatient" else hits[:1])
+    lines = []
+    for i, c in enumerate(tries):
+        a, op1, b, mid, op2, cc, val = c
+        ok = val == target
+        if style == "catch" and ok and i == len(tries) - 1:
+            lines.append(f"try {a} {op1} {b} = {mid}, {mid} {op2} {cc} = {_slip(rng, val)} no. wait, recheck {mid} {op2} {cc} = {val} yes.")
+        else:
+            lines.append(f"try {a} {op1} {b} = {mid}, {mid} {op2} {cc} = {val} {'yes' if ok else 'no'}.")
+    return " ".join(lines), expr(tries[-1])
+
+
+# ---------------------------------------------------------------- corpus and task
+
+
+def sample_problem(rng: random.Random, kind: str) -> Example:
+    """One problem of `kind` ('arithmetic' or 'countdown'); the id is the prompt, so splits dedupe on it."""
+    if kind == "arithmetic":
+        prompt, steps = arithmetic_problem(rng)
+        return Example(id=prompt, prompt=prompt, answer=str(steps[-1][3]), meta={"kind": kind, "steps": steps})
+    prompt, numbers, target = countdown_problem(rng)
+    return Example(id=prompt, prompt=prompt, answer=str(target), meta={"kind": kind, "numbers": numbers, "target": target})
+
+
+def worked_solution(rng: random.Random, example: Example) -> str:
+    """The response a document of the corpus shows for `example`: '<think> … </think> <answer> … </answer>'."""
+    if example.meta["kind"] == "arithmetic":
+        thinking, answer = arithmetic_solution(rng, example.meta["steps"], _pick(rng, ARITH_STYLES))
+    else:
+        thinking, answer = countdown_solution(rng, example.meta["numbers"], example.meta["target"], _pick(rng, COUNTDOWN_STYLES))
+    return f"<think> {thinking} </think> <answer> {answer} </answer>"
+
+
+def score(answer: str | None, example: Example) -> float:
+    if answer is None:
+        return 0.0
+    if example.meta["kind"] == "arithmetic":
+        return float(answer.strip() == example.answer)
+    result = _evaluate(answer)
+    return float(result is not None and result[0] == example.meta["target"] and sorted(result[1]) == sorted(example.meta["numbers"]))
+
+
+KINDS = ("arithmetic", "countdown")
+
+
+RESERVED_TEST = 1000  # per kind: problems no corpus or train split ever contains
+
+
+class TinyWorldTask(Task):
+    """`tinyworld` mixes both kinds; `tinyworld/arithmetic` and `tinyworld/countdown` pick one.
+
+    The test split is a fixed property of the world: the first `test_size` of RESERVED_TEST problems
+    per kind, drawn from a stream of their own. Train (and so the pretraining corpus) excludes all
+    reserved problems, so any test_size up to 2 * RESERVED_TEST is unseen, whatever the seed.
+    """
+
+    def __init__(self, name: str = "tinyworld", train_size: int | None = None, test_size: int = 200, seed: int = 0):
+        kind = name.partition("/")[2]
+        if kind and kind not in KINDS:
+            raise ValueError(f"unknown tiny-world task '{name}': choose tinyworld, {', '.join('tinyworld/' + k for k in KINDS)}")
+        self.name, self.kinds = name, (kind,) if kind else KINDS
+        if test_size > RESERVED_TEST * len(self.kinds):
+            raise ValueError(f"test_size {test_size} is more than the {RESERVED_TEST * len(self.kinds)} reserved test problems of {name}")
+        reserved = {k: self._draw(random.Random(f"tinyworld-test-{k}"), k, RESERVED_TEST, set()) for k in KINDS}
+        per_kind = [reserved[k][: test_size // len(self.kinds) + (i < test_size % len(self.kinds))] for i, k in enumerate(self.kinds)]
+        self.test = [e for pair in itertools.zip_longest(*per_kind) for e in pair if e is not None]
+        exclude = {e.prompt for r in reserved.values() for e in r}
+        rng = random.Random(f"tinyworld-train-{seed}")
+        want = train_size or 20000
+        self.train = [e for i, k in enumerate(self.kinds)
+                      for e in self._draw(rng, k, want // len(self.kinds) + (i < want % len(self.kinds)), exclude)]
+        rng.shuffle(self.train)
+
+    @staticmethod
+    def _draw(rng: random.Random, kind: str, n: int, exclude: set[str]) -> list[Example]:
+        """Up to n distinct problems of one kind (fewer if the kind runs out of new ones)."""
+        seen, out = set(exclude), []
+        for _ in range(5 * n):
+            if len(out) == n:
+                break
+            ex = sample_problem(rng, kind)
+            if ex.prompt not in seen:
+                seen.add(ex.prompt)
+                out.append(ex)
+        return out
+
+    def examples(self, split: str) -> list[Example]:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not '{split}'")
+        return self.train if split == "train" else self.test
+
+    def score(self, answer: str, example: Example) -> float:
+        return score(answer, example)

@@ -1,0 +1,26 @@
+import pytest
+
+from r1lab.config import PretrainConfig
+from r1lab.tinyworld.build import build_model, corpus, train_tokenizer
+from r1lab.tinyworld.problems import TinyWorldTask
+
+TINY = PretrainConfig(corpus_docs=400, vocab_size=320, hidden_size=32, intermediate_size=64, layers=2, heads=4, max_len=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """An untrained tiny Llama + the tiny world's tokenizer, saved like any HF model."""
+    out = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = train_tokenizer(corpus(TINY, TinyWorldTask("tinyworld", train_size=400, test_size=20)), TINY.vocab_size)
+    model = build_model(TINY, len(tokenizer))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "r1lab.json").write_text('{"system": ""}')
+    return out
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    from r1lab.models import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
