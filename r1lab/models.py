@@ -32,6 +32,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _check_exists(name_or_path: str, what: str) -> None:
+    name_or_path = str(name_or_path)
     # A string that looks like a path but is missing must not be sent to the hub as a repo id.
     looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).suffix != "" or name_or_path.count("/") > 1
     if looks_local and not Path(name_or_path).expanduser().exists():
@@ -41,6 +42,7 @@ def _check_exists(name_or_path: str, what: str) -> None:
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    name_or_path = str(name_or_path)
     _check_exists(name_or_path, "tokenizer")
     path = Path(name_or_path).expanduser()
     if (path / "tokenizer.json").exists() and (path / "r1lab.json").exists():
@@ -58,6 +60,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto"):
     """Returns (model, tokenizer) on the chosen device, in eval mode."""
     from transformers import AutoModelForCausalLM
 
+    name_or_path = str(name_or_path)
     _check_exists(name_or_path, "model")
     dev = pick_device(device)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev))

@@ -1,9 +1,13 @@
-"""Terminal progress: one rich bar per long job, with live fields (loss, reward, accuracy)."""
+"""Terminal progress: one rich bar per long job, with live fields (loss, reward, accuracy).
+
+Without a terminal (CI logs, pipes) the bar becomes a plain line every 10% of the job.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import sys
+import os
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -13,20 +17,29 @@ console = Console(stderr=True)
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int):
-    """Yields `advance(**fields)`: moves the bar one step and shows the fields next to it."""
+    """Yields `advance(n=1, **fields)`: moves the bar n steps and shows the fields next to it."""
+    if not console.is_terminal and os.environ.get("R1LAB_PROGRESS") != "bar":
+        yield _plain(description, total)
+        return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=console, disable=not sys.stderr.isatty() and not _force()) as bar:
+    with Progress(*columns, console=console) as bar:
         task = bar.add_task(description, total=total, info="")
 
         def advance(n: int = 1, **fields):
-            info = "  ".join(f"{k}={v}" for k, v in fields.items())
-            bar.update(task, advance=n, info=info)
+            bar.update(task, advance=n, info="  ".join(f"{k}={v}" for k, v in fields.items()))
 
         yield advance
 
 
-def _force() -> bool:
-    import os
+def _plain(description: str, total: int):
+    state = {"done": 0, "next": 0, "t0": time.time()}
 
-    return os.environ.get("R1LAB_PROGRESS") == "1"
+    def advance(n: int = 1, **fields):
+        state["done"] += n
+        if n and (state["done"] >= state["next"] or state["done"] == total):
+            state["next"] = state["done"] + max(1, total // 10)
+            info = "  ".join(f"{k}={v}" for k, v in fields.items())
+            console.print(f"{description} {state['done']}/{total} [{time.time() - state['t0']:.0f}s] {info}", highlight=False)
+
+    return advance

@@ -8,6 +8,7 @@ rows dropped from the batch. A vLLM engine implements the same `generate`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,21 @@ class Rollout:
     @property
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(1)
+
+
+class Engine(Protocol):
+    """What the trainer and the evaluator need from a rollout engine.
+
+    The log-probs must be those of the weights being trained (the trainer uses them as the old
+    log-probs of the clipped objective), so an engine with its own copy of the weights (vLLM) gets
+    them from `load_weights` after every optimizer step.
+    """
+
+    tokenizer: object
+
+    def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout: ...
+
+    def load_weights(self, model) -> None: ...
 
 
 def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:

@@ -44,13 +44,16 @@ def corpus(cfg, task: TinyWorldTask) -> list[str]:
 
 
 def train_tokenizer(docs: list[str], vocab_size: int):
-    """Byte-level BPE with one token per digit (so the model sees place value) and the tags as single tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Byte-level BPE with one token per digit (so the model sees place value) and the tags as single tokens.
+
+    A space before a number stays on its first digit (" 37" -> " 3", "7"): one token less per number.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [pre_tokenizers.Split(Regex(r" ?\d"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -99,9 +102,8 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
     docs = corpus(cfg, task)
     tokenizer = train_tokenizer(docs, cfg.vocab_size)
     model = build_model(cfg, len(tokenizer))
-    ids = torch.tensor([t for ids in tokenizer(docs)["input_ids"] for t in ids])
-    n_blocks = len(ids) // (cfg.max_len + 1)
-    blocks = ids[: n_blocks * (cfg.max_len + 1)].view(n_blocks, cfg.max_len + 1)  # (n_blocks, max_len+1)
+    blocks, labels = pack(tokenizer(docs)["input_ids"], tokenizer.convert_tokens_to_ids("<think>"), cfg.max_len)
+    n_blocks = len(blocks)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
     steps = cfg.steps
@@ -113,8 +115,8 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
     model.train()
     with progress_bar(f"pretraining tiny model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", steps) as bar:
         for step in range(steps):
-            batch = blocks[torch.randint(0, n_blocks, (cfg.batch_size,), generator=gen)]
-            loss = _lm_loss(model, batch)
+            rows = torch.randint(0, n_blocks, (cfg.batch_size,), generator=gen)
+            loss = _lm_loss(model, blocks[rows], labels[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -126,7 +128,7 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    meta = {"built_by": "r1lab pretrain", "config": cfg.model_dump(), "corpus_tokens": len(ids),
+    meta = {"built_by": "r1lab pretrain", "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
             "final_loss": round(loss.item(), 4), "template": "r1-zero", "system": SYSTEM}
     (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2))
@@ -138,6 +140,27 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
     return out
 
 
-def _lm_loss(model, batch: torch.Tensor) -> torch.Tensor:
-    logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+def pack(docs: list[list[int]], think_id: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole documents packed into blocks of max_len (never cut in two: a solution without its question
+    teaches nothing), padded with EOS. Labels are the response tokens (after <think>, EOS included):
+    the prompt's numbers are random, so predicting them is noise in the gradient."""
+    blocks, labels, block, label = [], [], [], []
+    for ids in docs:
+        if len(ids) > max_len:
+            continue
+        if len(block) + len(ids) > max_len:
+            blocks.append(block + [0] * (max_len - len(block)))
+            labels.append(label + [-100] * (max_len - len(label)))
+            block, label = [], []
+        start = ids.index(think_id) + 1 if think_id in ids else 0
+        block += ids
+        label += [-100] * start + ids[start:]
+    if block:
+        blocks.append(block + [0] * (max_len - len(block)))
+        labels.append(label + [-100] * (max_len - len(label)))
+    return torch.tensor(blocks), torch.tensor(labels)  # (n_blocks, max_len) each
+
+
+def _lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=inputs[:, :-1]).logits  # (B, T-1, V)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)

@@ -24,7 +24,7 @@ from r1lab.tasks import Example, Task
 # Share of each style in the pretraining corpus. Correct styles are about half of it, and the
 # model's own arithmetic is imperfect, so the base lands near the 20-50% pass@1 the demo needs.
 ARITH_STYLES = {"guess": 0.30, "slip": 0.25, "careful": 0.20, "verify": 0.12, "catch": 0.13}
-COUNTDOWN_STYLES = {"guess": 0.30, "impatient": 0.30, "search": 0.25, "catch": 0.15}
+COUNTDOWN_STYLES = {"guess": 0.25, "impatient": 0.35, "search": 0.25, "catch": 0.15}
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
@@ -41,20 +41,25 @@ def _slip(rng: random.Random, value: int) -> int:
 
 
 def arithmetic_problem(rng: random.Random) -> tuple[str, list[tuple[int, str, int, int]]]:
-    """Returns the question and its steps [(a, op, b, result)]; every value stays in 0..99."""
-    value = rng.randint(10, 60)
+    """Returns the question and its steps [(a, op, b, result)]: a two-digit start, then 2-3 steps
+    adding or subtracting a digit, or multiplying by up to 5; every value stays in 0..99.
+
+    One-digit operands keep the skills few (the same ones countdown needs), so a ~1M-parameter
+    model learns them in minutes on a CPU."""
+    value = rng.randint(10, 50)
     steps = []
     for _ in range(rng.choice([2, 2, 3])):
-        op = rng.choice(["+", "-", "+", "-", "*"]) if value < 20 else rng.choice(["+", "-"])
+        ops = ["+", "-"] + (["*"] if 2 <= value <= 19 else [])
+        op = rng.choice(ops)
         if op == "*":
-            b = rng.randint(2, max(2, min(9, 99 // max(value, 1))))
+            b = rng.randint(2, min(5, 99 // value))
         elif op == "+":
-            b = rng.randint(2, max(2, 99 - value))
+            b = rng.randint(2, min(9, 99 - value)) if value <= 97 else None
         else:
-            b = rng.randint(2, max(2, value))
+            b = rng.randint(2, min(9, value)) if value >= 2 else None
+        if b is None:
+            op, b = ("-", 2) if value > 97 else ("+", 2)
         result = OPS[op](value, b)
-        if not 0 <= result <= 99:
-            op, b, result = "-", value // 2, value - value // 2
         steps.append((value, op, b, result))
         value = result
     text = f"{steps[0][0]}" + "".join(f" {op} {b}" for _, op, b, _ in steps)
@@ -120,43 +125,49 @@ def _evaluate(expr: str) -> tuple[int, list[int]] | None:
 
 
 def _chains(numbers: list[int]):
-    """Every left-to-right chain (a op b) op c over an ordering of the numbers."""
-    for a, b, c in itertools.permutations(numbers):
-        for op1, op2 in itertools.product(OPS, repeat=2):
-            mid = OPS[op1](a, b)
-            yield (a, op1, b, mid, op2, c, OPS[op2](mid, c))
+    """The 12 candidate solutions (x op1 y) op2 z with op in + and *: every pair first, both ops."""
+    for i, j in itertools.combinations(range(3), 2):
+        (k,) = {0, 1, 2} - {i, j}
+        x, y, z = numbers[i], numbers[j], numbers[k]
+        for op1, op2 in itertools.product("+*", repeat=2):
+            mid = OPS[op1](x, y)
+            yield (x, op1, y, mid, op2, z, OPS[op2](mid, z))
 
 
 def countdown_problem(rng: random.Random) -> tuple[str, list[int], int]:
     while True:
         numbers = [rng.randint(1, 9) for _ in range(3)]
-        a, b, c = rng.sample(numbers, 3)
-        target = OPS[rng.choice("+-*")](OPS[rng.choice("+-*")](a, b), c)
-        if 1 <= target <= 99 and target not in numbers:
+        target = rng.choice(list(_chains(numbers)))[-1]
+        if 10 <= target <= 99 and target not in numbers:
             return f"Make {target} from {', '.join(map(str, numbers))}", numbers, target
 
 
+MAX_MISSES = 6  # a search gives up after this many wrong tries
+
+
 def countdown_solution(rng: random.Random, numbers: list[int], target: int, style: str) -> tuple[str, str]:
-    """Returns (thinking, answer expression). Search tries chains in random order."""
+    """Returns (thinking, answer expression). Tries candidates in random order: `search` keeps going
+    until a hit (or MAX_MISSES), `impatient` gives up after one or two misses, so persistence pays."""
     chains = list(_chains(numbers))
     rng.shuffle(chains)
-    hits = [c for c in chains if c[-1] == target]
-    misses = [c for c in chains if c[-1] != target]
     expr = lambda c: f"({c[0]} {c[1]} {c[2]}) {c[4]} {c[5]}"  # noqa: E731
     if style == "guess":
-        c = misses[0] if misses else hits[0]
-        return f"maybe {expr(c)}.", expr(c)
-    n_miss = rng.randint(1, 2) if style == "impatient" else rng.randint(0, 3)
-    tries = misses[:n_miss] + ([] if style == "impatient" else hits[:1])
-    lines = []
-    for i, c in enumerate(tries):
-        a, op1, b, mid, op2, cc, val = c
-        ok = val == target
-        if style == "catch" and ok and i == len(tries) - 1:
-            lines.append(f"try {a} {op1} {b} = {mid}, {mid} {op2} {cc} = {_slip(rng, val)} no. wait, recheck {mid} {op2} {cc} = {val} yes.")
-        else:
-            lines.append(f"try {a} {op1} {b} = {mid}, {mid} {op2} {cc} = {val} {'yes' if ok else 'no'}.")
-    return " ".join(lines), expr(tries[-1])
+        return f"maybe {expr(chains[0])}.", expr(chains[0])
+    give_up = rng.randint(1, 2) if style == "impatient" else MAX_MISSES
+    lines, misses = [], 0
+    for c in chains:
+        x, op1, y, mid, op2, z, value = c
+        if value == target:
+            if style == "catch":
+                lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {_slip(rng, value)} no. wait, recheck {mid} {op2} {z} = {value} yes.")
+            else:
+                lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {value} yes.")
+            return " ".join(lines), expr(c)
+        lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {value} no.")
+        misses += 1
+        if misses == give_up:
+            break
+    return " ".join(lines) + " give up.", expr(c)
 
 
 # ---------------------------------------------------------------- corpus and task
