@@ -24,16 +24,15 @@ class PretrainConfig(Strict):
 
     seed: int = 0
     corpus_docs: int = Field(60_000, gt=0, description="documents in the synthetic corpus")
-    test_size: int = Field(200, gt=0, description="held-out problems kept out of the corpus (= the task's test split)")
     vocab_size: int = Field(384, ge=300)
-    hidden_size: int = Field(192, gt=0)
-    intermediate_size: int = Field(512, gt=0)
-    layers: int = Field(6, gt=0)
-    heads: int = Field(6, gt=0)
-    max_len: int = Field(256, gt=16, description="context length and pretraining block size")
+    hidden_size: int = Field(128, gt=0)
+    intermediate_size: int = Field(384, gt=0)
+    layers: int = Field(4, gt=0)
+    heads: int = Field(4, gt=0)
+    max_len: int = Field(160, gt=16, description="context length and pretraining block size")
     batch_size: int = Field(32, gt=0)
-    steps: int = Field(1500, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    steps: int = Field(900, gt=0)
+    lr: float = Field(5e-3, gt=0)
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -66,7 +65,7 @@ class RLConfig(Strict):
     steps: int = Field(100, gt=0)
     prompts_per_step: int = Field(16, gt=0)
     group_size: int = Field(8, gt=1, description="completions per prompt (G)")
-    lr: float = Field(5e-5, gt=0)
+    lr: float = Field(1e-4, gt=0)
     schedule: Literal["constant", "cosine"] = "cosine"
     warmup_steps: int = Field(3, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -143,6 +142,11 @@ def parse_overrides(overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         # Keys such as model= and task= are paths or names: keep them as the literal text.
         node[leaf] = raw if isinstance(value, (int, float)) and leaf in ("model", "task", "system") else value
     return tree

@@ -24,7 +24,7 @@ def test_numeric_looking_names_stay_text():
     ("rl.group_size=1", ["rl.group_size", "greater than 1"]),
     ("eval.top_p=1.5", ["eval.top_p"]),
     ("template=jinja", ["template"]),
-    ("pretrain.hidden_size=100", ["hidden_size", "heads"]),
+    ("pretrain.hidden_size=102", ["hidden_size", "heads"]),
     ("nonsense", ["field=value"]),
 ])
 def test_bad_overrides_name_the_field(override, names):

@@ -98,7 +98,7 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
 
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    task = TinyWorldTask("tinyworld", test_size=cfg.test_size, seed=cfg.seed)
+    task = TinyWorldTask("tinyworld", seed=cfg.seed)  # train split: never a reserved test problem
     docs = corpus(cfg, task)
     tokenizer = train_tokenizer(docs, cfg.vocab_size)
     model = build_model(cfg, len(tokenizer))

@@ -21,10 +21,12 @@ import random
 
 from r1lab.tasks import Example, Task
 
-# Share of each style in the pretraining corpus. Correct styles are about half of it, and the
-# model's own arithmetic is imperfect, so the base lands near the 20-50% pass@1 the demo needs.
-ARITH_STYLES = {"guess": 0.30, "slip": 0.25, "careful": 0.20, "verify": 0.12, "catch": 0.13}
-COUNTDOWN_STYLES = {"guess": 0.25, "impatient": 0.35, "search": 0.25, "catch": 0.15}
+# Share of each style in the pretraining corpus. Guessing (answering without working) is the base
+# model's main failure: a choice made at the first token, so T=0.6 sampling keeps it, while scattered
+# slips mostly vanish at low temperature. The base lands near the 20-50% pass@1 the demo needs, and
+# RL has a behaviour to select: think instead of guess (and, in countdown, keep searching).
+ARITH_STYLES = {"guess": 0.45, "slip": 0.15, "careful": 0.15, "verify": 0.12, "catch": 0.13}
+COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.25, "search": 0.20, "catch": 0.15}
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 

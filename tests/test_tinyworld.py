@@ -1,0 +1,82 @@
+import random
+
+import pytest
+import torch
+
+from r1lab.config import PretrainConfig
+from r1lab.rewards import extract_answer, format_reward
+from r1lab.tinyworld.build import corpus, pack, train_tokenizer
+from r1lab.tinyworld.problems import (ARITH_STYLES, COUNTDOWN_STYLES, RESERVED_TEST, TinyWorldTask, arithmetic_problem,
+                                      arithmetic_solution, sample_problem, score, worked_solution)
+
+
+def _countdown(numbers, target):
+    return sample_problem(random.Random(0), "countdown").__class__(
+        id="x", prompt="", answer=str(target), meta={"kind": "countdown", "numbers": numbers, "target": target})
+
+
+def test_countdown_verifier():
+    ex = _countdown([3, 5, 7], 22)
+    assert score("(3 * 5) + 7", ex) == 1.0
+    assert score("7 + 5 * 3", ex) == 1.0  # any expression using each number once
+    assert score("(3 + 5) + 7", ex) == 0.0  # wrong value
+    assert score("(3 * 5) + 7 + 0", ex) == 0.0  # an extra number
+    assert score("15 + 7", ex) == 0.0  # numbers not the given ones
+    assert score("__import__('os').system('x')", ex) == 0.0  # never evaluated as Python
+    assert score("9" * 5000, ex) == 0.0 and score(None, ex) == 0.0
+
+
+def test_arithmetic_values_stay_two_digit_and_answers_check():
+    rng = random.Random(1)
+    for _ in range(2000):
+        question, steps = arithmetic_problem(rng)
+        assert all(0 <= result <= 99 for *_, result in steps), question
+        thinking, answer = arithmetic_solution(rng, steps, "careful")
+        assert answer == steps[-1][3]
+
+
+@pytest.mark.parametrize("kind, styles", [("arithmetic", ARITH_STYLES), ("countdown", COUNTDOWN_STYLES)])
+def test_corpus_is_imperfect_but_well_formed(kind, styles):
+    rng = random.Random(2)
+    scores, reflective = [], 0
+    for _ in range(1500):
+        ex = sample_problem(rng, kind)
+        response = worked_solution(rng, ex)
+        assert format_reward(response) == 1.0
+        scores.append(score(extract_answer(response), ex))
+        reflective += "wait, recheck" in response
+    accuracy = sum(scores) / len(scores)
+    assert 0.2 < accuracy < 0.7, accuracy  # partly right: RL has behaviour to select for
+    assert reflective > 50  # some solutions catch their own slip
+
+
+def test_test_split_is_fixed_and_never_in_train_or_corpus():
+    a = TinyWorldTask("tinyworld", test_size=40, seed=0)
+    b = TinyWorldTask("tinyworld", test_size=20, seed=7, train_size=3000)
+    test_a = {e.prompt for e in a.examples("test")}
+    assert {e.prompt for e in b.examples("test")} <= test_a  # the same world, whatever the seed
+    assert not test_a & {e.prompt for e in a.examples("train")}
+    assert not test_a & {e.prompt for e in b.examples("train")}
+    docs = corpus(PretrainConfig(corpus_docs=3000), b)
+    assert not any(f"User: {p}." in d for d in docs for p in test_a)
+    with pytest.raises(ValueError, match="reserved"):
+        TinyWorldTask("tinyworld/countdown", test_size=RESERVED_TEST + 1)
+    with pytest.raises(ValueError, match="tinyworld/arithmetic"):
+        TinyWorldTask("tinyworld/chess")
+
+
+def test_pack_keeps_documents_whole_and_labels_responses():
+    think = 9
+    docs = [[1, 2, think, 3, 4, 0], [5, think, 6, 0], [7, 7, 7, think, 8, 8, 0]]
+    blocks, labels = pack(docs, think, max_len=10)
+    assert blocks.tolist() == [[1, 2, 9, 3, 4, 0, 5, 9, 6, 0], [7, 7, 7, 9, 8, 8, 0, 0, 0, 0]]
+    assert labels.tolist() == [[-100, -100, -100, 3, 4, 0, -100, -100, 6, 0], [-100] * 4 + [8, 8, 0] + [-100] * 3]
+    assert isinstance(blocks, torch.Tensor)
+
+
+def test_tokenizer_keeps_digits_apart():
+    docs = corpus(PretrainConfig(corpus_docs=300), TinyWorldTask("tinyworld", train_size=300, test_size=10))
+    tok = train_tokenizer(docs, 320)
+    pieces = tok.convert_ids_to_tokens(tok("Compute 47 + 85 = 132")["input_ids"])
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == ["Ġ4", "7", "Ġ8", "5", "Ġ1", "3", "2"]
+    assert tok.decode(tok(docs[0])["input_ids"]) == docs[0]
