@@ -24,7 +24,7 @@ class PretrainConfig(Strict):
 
     seed: int = 0
     corpus_docs: int = Field(60_000, gt=0, description="documents in the synthetic corpus")
-    vocab_size: int = Field(384, ge=300)
+    vocab_size: int = Field(448, ge=300)
     hidden_size: int = Field(128, gt=0)
     intermediate_size: int = Field(384, gt=0)
     layers: int = Field(4, gt=0)
@@ -80,7 +80,7 @@ class RLConfig(Strict):
     ref_reset_every: int = Field(0, ge=0, description="reset the reference to the policy every N steps (0 = never)")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
-    reflection_phrases: list[str] = Field(default_factory=lambda: ["wait", "recheck", "check"])
+    reflection_phrases: list[str] = Field(default_factory=lambda: ["wait", "recheck", "check", "等等", "再算", "验算"])
     checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
     log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
 
@@ -94,6 +94,35 @@ class EvalConfig(Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(128, gt=0)
     batch_size: int = Field(256, gt=0, description="sequences sampled at once")
+
+
+class SFTConfig(Strict):
+    """Supervised fine-tuning: R1's cold start, rejection-sampling SFT and distillation (R1 uses lr 5e-5 -> 5e-6, 2 epochs)."""
+
+    epochs: int = Field(2, gt=0, description="passes over the training examples")
+    lr: float = Field(5e-5, gt=0, description="peak learning rate, reached after warmup")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays the lr to lr * min_lr_ratio at the last step")
+    warmup_steps: int = Field(10, ge=0, description="optimizer steps of linear warmup")
+    batch_size: int = Field(32, gt=0, description="sequences per optimizer step")
+    micro_batch_size: int = Field(8, gt=0, description="sequences per forward/backward; batch_size / micro_batch_size are accumulated")
+    max_len: int = Field(4096, gt=1, description="tokens per sequence; longer examples lose the end of their completion")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of examples held out for the eval loss (0 = none)")
+    eval_every: int = Field(50, ge=0, description="optimizer steps between eval losses (0 = only at the end)")
+    checkpoint_every: int = Field(100, ge=0, description="optimizer steps between checkpoints (0 = only at the end)")
+    seed: int = 0
+    template: Literal["r1-zero", "chat", "none"] = "r1-zero"
+    system: str | None = Field(None, description="system text for the template (None = the paper's for r1-zero, none for chat)")
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    messages_field: str = Field("messages", description="chat rows: a list of {role, content}; the last assistant message is the completion")
+
+    @model_validator(mode="after")
+    def _micro_divides_batch(self):
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must divide batch_size ({self.batch_size})")
+        return self
 
 
 class RunConfig(Strict):

@@ -145,3 +145,12 @@ class Rewards:
         if failures > 1:
             log.warning("reward %r failed on %d of %d samples in this batch (scored 0)", name, failures, len(scores))
         return scores
+
+
+def _language_reward(task: Task) -> RewardFn:  # imported on use, so r1lab.language may import this module
+    from r1lab.language import language_consistency_reward
+
+    return language_consistency_reward
+
+
+REWARD_FUNCTIONS["language"] = _language_reward

@@ -11,6 +11,7 @@ behaviour to select for (the point of R1-Zero):
   careful  works step by step                               (right)
   verify   checks each step; a slip is caught by the check  (long, right, reflective)
   catch    makes a slip, then "wait, recheck" and fixes it  (right, reflective)
+and in 30% of them the words of the reasoning drift into Chinese (R1-Zero's language mixing).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ast
 import itertools
 import random
+import re
 
 from r1lab.tasks import Example, Task
 
@@ -184,12 +186,26 @@ def sample_problem(rng: random.Random, kind: str) -> Example:
     return Example(id=prompt, prompt=prompt, answer=str(target), meta={"kind": kind, "numbers": numbers, "target": target})
 
 
+# Some chains of thought drift into Chinese, as R1-Zero's did: the words, never the numbers, so a
+# mixed solution is exactly as right as a clean one and only a language reward can tell them apart.
+MIXED_SHARE, MIXED_WORD_SHARE = 0.3, 0.6
+CHINESE = {"try": "试", "no": "不对", "yes": "对", "wait": "等等", "recheck": "再算", "check": "验算", "ok": "好",
+           "not": "不是", "so": "所以", "give up": "放弃", "maybe": "也许", "it is about": "大约是"}
+_WORDS = re.compile(r"\b(" + "|".join(sorted(map(re.escape, CHINESE), key=len, reverse=True)) + r")\b")
+
+
+def mix_language(rng: random.Random, thinking: str) -> str:
+    return _WORDS.sub(lambda m: CHINESE[m.group(1)] if rng.random() < MIXED_WORD_SHARE else m.group(1), thinking)
+
+
 def worked_solution(rng: random.Random, example: Example) -> str:
     """The response a document of the corpus shows for `example`: '<think> … </think> <answer> … </answer>'."""
     if example.meta["kind"] == "arithmetic":
         thinking, answer = arithmetic_solution(rng, example.meta["steps"], _pick(rng, ARITH_STYLES))
     else:
         thinking, answer = countdown_solution(rng, example.meta["numbers"], example.meta["target"], _pick(rng, COUNTDOWN_STYLES))
+    if rng.random() < MIXED_SHARE:
+        thinking = mix_language(rng, thinking)
     return f"<think> {thinking} </think> <answer> {answer} </answer>"
 
 
