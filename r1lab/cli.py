@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   r1lab run r1-zero --out runs/r1-zero                    # the demo: tiny world, CPU, ~15 min
   r1lab run r1-zero --out runs/q model=Qwen/Qwen2.5-0.5B task=data/gsm8k.jsonl rl.lr=1e-6 rl.group_size=16
   r1lab eval runs/r1-zero/final --task tinyworld --k 8
+  r1lab generate runs/r1-zero/final --k 8 --n 500 --out traces.jsonl   # sample, score, filter
+  r1lab sft tinyworld --data traces.jsonl --out runs/sft epochs=2      # SFT on the kept samples
   r1lab chat runs/r1-zero/final
 """
 
@@ -39,6 +41,24 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=int, default=128)
     ev.add_argument("--json", help="write the result here")
     ev.add_argument("overrides", nargs="*", help="more fields, e.g. data.answer_field=solution")
+
+    gen = sub.add_parser("generate", help="sample k completions per prompt, score and filter them, write JSONL (every sample, kept or not)")
+    gen.add_argument("model", help="model directory or hub name ('tinyworld' for the tiny base)")
+    gen.add_argument("--task", default="tinyworld")
+    gen.add_argument("--split", default="train", choices=["train", "test"])
+    gen.add_argument("--n", type=int, default=None, help="number of prompts (default: all)")
+    gen.add_argument("--k", type=int, default=4)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
+    gen.add_argument("--out", required=True, help="JSONL file to write")
+    gen.add_argument("overrides", nargs="*", help="more fields, e.g. data.answer_field=solution")
+
+    sf = sub.add_parser("sft", help="fine-tune a model on prompt/completion or chat rows (loss on completions only)")
+    sf.add_argument("model", help="model directory or hub name ('tinyworld' for the tiny base)")
+    sf.add_argument("--data", required=True, help="JSONL/JSON/CSV/parquet file or save_to_disk directory (e.g. r1lab generate's output)")
+    sf.add_argument("--out", required=True, help="output directory: metrics.jsonl, checkpoints/, final/")
+    sf.add_argument("overrides", nargs="*", help="sft fields, e.g. epochs=3 lr=1e-5 template=chat")
 
     ch = sub.add_parser("chat", help="talk to a model; thinking is shown apart from the answer")
     ch.add_argument("model")
@@ -102,6 +122,35 @@ def _dispatch(args) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
+    elif args.command == "generate":
+        from r1lab.config import SamplingConfig
+        from r1lab.generate import generate
+        from r1lab.models import load_model
+        from r1lab.pipeline import load_task_for, resolve_model, resolve_system
+        from r1lab.progress import console
+        from r1lab.rollout import TorchEngine
+
+        cfg = validate(merge({"model": args.model, "task": args.task, "template": args.template},
+                             parse_overrides(args.overrides)), source="generate settings")
+        task = load_task_for(cfg)
+        path = resolve_model(cfg)
+        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+        stats = generate(TorchEngine(model, tokenizer, seed=cfg.seed), task, task.examples(args.split)[: args.n], k=args.k,
+                         sampling=SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
+                         template=cfg.template, system=resolve_system(cfg, path), filters=None, out_path=args.out)
+        console.print(stats)
+    elif args.command == "sft":
+        from r1lab.pipeline import resolve_model
+        from r1lab.sft import sft_from_config
+
+        cfg = validate({"model": args.model, "sft": parse_overrides(args.overrides)}, source="sft settings")
+        data = args.data
+        if data.endswith(".jsonl") and _looks_like_generate_output(data):
+            from r1lab.generate import read_kept
+
+            data = read_kept(data)  # r1lab generate's rows: train on the kept samples only
+        result = sft_from_config(resolve_model(cfg), data, cfg.sft, args.out, device=cfg.device, dtype=cfg.dtype)
+        print(json.dumps(result, indent=2))
     elif args.command == "chat":
         from r1lab.chat import chat
 
@@ -111,6 +160,15 @@ def _dispatch(args) -> int:
 
         print(write_report(args.run_dir))
     return 0
+
+
+def _looks_like_generate_output(path: str) -> bool:
+    with open(path) as f:
+        first = f.readline()
+    try:
+        return "kept" in json.loads(first)
+    except json.JSONDecodeError:
+        return False
 
 
 def _print_eval(model: str, task: str, result: dict) -> None:

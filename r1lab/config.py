@@ -125,6 +125,21 @@ class SFTConfig(Strict):
         return self
 
 
+class StageConfig(Strict):
+    """One step of a recipe. Stages run in order; a stage starts from `init`: 'base' or an earlier stage."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also the stage's folder in the run directory")
+    kind: Literal["rl", "generate", "sft"]
+    init: str = Field("base", description="model to start from (rl, sft) or to sample from (generate)")
+    rl: dict = Field(default_factory=dict, description="rl: changes to the run's rl settings for this stage")
+    sft: dict = Field(default_factory=dict, description="sft: changes to the run's sft settings for this stage")
+    data: list[str] = Field(default_factory=list, description="sft: generate stages whose kept samples it trains on")
+    k: int = Field(4, gt=0, description="generate: samples per prompt")
+    prompts: int | None = Field(None, gt=0, description="generate: train prompts to sample (None = all)")
+    temperature: float = Field(1.0, ge=0, description="generate: sampling temperature")
+    filters: dict = Field(default_factory=dict, description="generate: FilterConfig fields (r1lab/generate.py)")
+
+
 class RunConfig(Strict):
     recipe: str = "r1-zero"
     model: str = Field("tinyworld", description="HF model path or hub name; 'tinyworld' builds/uses the cached tiny base")
@@ -138,6 +153,25 @@ class RunConfig(Strict):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="r1-zero", kind="rl")], min_length=1)
+
+    @model_validator(mode="after")
+    def _stages_refer_backwards(self):
+        seen: dict[str, str] = {}
+        for i, st in enumerate(self.stages):
+            if st.name in seen or st.name in ("base", "final"):
+                raise ValueError(f"stages[{i}].name '{st.name}' is used twice or reserved")
+            wanted = [st.init] if st.kind != "sft" else [st.init, *st.data]
+            for ref in wanted:
+                if ref != "base" and ref not in seen:
+                    raise ValueError(f"stages[{i}] ({st.name}) refers to '{ref}', which is not 'base' or an earlier stage")
+            if st.init in seen and seen[st.init] == "generate":
+                raise ValueError(f"stages[{i}].init '{st.init}' is a generate stage: it makes data, not a model")
+            if st.kind == "sft" and (not st.data or any(seen.get(d) != "generate" for d in st.data)):
+                raise ValueError(f"stages[{i}] ({st.name}) is sft: its data must name earlier generate stages")
+            seen[st.name] = st.kind
+        return self
 
 
 def recipe_path(name: str) -> Path:
@@ -208,6 +242,8 @@ def validate(data: dict, source: str = "config") -> RunConfig:
             if e["type"] == "extra_forbidden":
                 close = difflib.get_close_matches(where, known, n=1)
                 lines.append(f"  {where}: unknown field" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            elif not e["loc"] or isinstance(e.get("input"), dict):  # a check across fields: the message names them
+                lines.append(f"  {where or 'config'}: {e['msg'].removeprefix('Value error, ')}")
             else:
                 lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None

@@ -10,6 +10,7 @@ from collections import Counter
 from math import comb
 
 from r1lab.config import EvalConfig, SamplingConfig
+from r1lab.language import language_consistency_reward
 from r1lab.models import apply_template, response_prefix
 from r1lab.progress import progress_bar
 from r1lab.rewards import extract_answer, format_reward
@@ -35,12 +36,12 @@ def reflects(text: str, phrases: list[str]) -> bool:
 
 
 def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str | None,
-             reflection_phrases: list[str] = ("wait", "recheck"), examples: list[Example] | None = None,
+             reflection_phrases: list[str] = ("wait", "recheck", "等等", "再算"), examples: list[Example] | None = None,
              label: str = "eval") -> dict:
     examples = list(examples if examples is not None else task.examples("test"))[: cfg.n]
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     per_chunk = max(1, cfg.batch_size // cfg.k)
-    correct, formatted, lengths, reflective, cons, samples = [], [], [], [], [], []
+    correct, formatted, lengths, reflective, consistency, cons, samples = [], [], [], [], [], [], []
     with progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) as bar:
         for start in range(0, len(examples), per_chunk):
             chunk = examples[start : start + per_chunk]
@@ -55,6 +56,7 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
                 formatted += [format_reward(r) for r in responses]
                 lengths += [int(rollout.lengths[r]) for r in rows]
                 reflective += [reflects(r, reflection_phrases) for r in responses]
+                consistency += [language_consistency_reward(r) for r in responses]
                 vote = majority_answer(answers)
                 cons.append(task.score(vote, ex) if vote else 0.0)
                 samples.append({"prompt": ex.prompt, "answer": ex.answer, "response": responses[0], "correct": scores[0] >= 1.0})
@@ -69,6 +71,7 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
         "format_rate": sum(formatted) / len(formatted),
         "mean_length": sum(lengths) / len(lengths),
         "reflection_rate": sum(reflective) / len(reflective),
+        "language_consistency": sum(consistency) / len(consistency),
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "samples": samples[:8],

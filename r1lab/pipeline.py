@@ -1,7 +1,11 @@
-"""Runs a recipe into a run directory: base model -> evaluate -> RL -> evaluate -> save -> report.
+"""Runs a recipe's stages into a run directory, evaluates every model it makes, writes the summary and report.
 
-Each finished piece is recorded in RUN/state.json, so running the same command again resumes
-where it stopped (RL itself resumes from its last checkpoint) and never redoes finished work.
+    RUN/config.yaml     the resolved config (a run directory holds one experiment)
+    RUN/state.json      finished stages and evaluations: re-running the same command resumes, never redoes
+    RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft) or samples.jsonl (generate)
+    RUN/metrics.jsonl   every stage's step metrics, RUN/samples.jsonl their sample completions
+    RUN/summary.json    one entry per model stage with eval_before (its init) and eval_after
+    RUN/final           the last model stage's final/ (a symlink)
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from r1lab.config import ConfigError, RunConfig
+from r1lab.config import ConfigError, RLConfig, RunConfig, SFTConfig, SamplingConfig, StageConfig, merge
 from r1lab.evaluate import evaluate
 from r1lab.progress import console
 
@@ -46,9 +50,9 @@ def load_task_for(cfg: RunConfig):
                      test_size=d.test_size, train_size=d.train_size, seed=cfg.seed)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     os.replace(tmp, path)
 
 
@@ -56,83 +60,152 @@ def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
     """A run directory belongs to one config: resuming with a different one would mix two experiments."""
     saved = run_dir / "config.yaml"
     if saved.exists():
-        before = yaml.safe_load(saved.read_text())
-        now = cfg.model_dump()
+        before, now = yaml.safe_load(saved.read_text()), cfg.model_dump()
         diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if diff:
             raise ConfigError(f"run directory '{run_dir}' holds a run with a different config (fields: {', '.join(diff)}); "
                               "use a new --out directory, or the same settings to resume")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        saved.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False, allow_unicode=True))
 
 
-def run_r1_zero(cfg: RunConfig, run_dir: str | Path) -> dict:
-    from r1lab.models import load_model
-    from r1lab.report import write_report
-    from r1lab.rollout import TorchEngine
+class Run:
+    """What every stage needs: the config, the task, the models made so far, and the saved state."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.cfg, self.dir = cfg, Path(run_dir)
+        self.task = load_task_for(cfg)  # bad data fails here, before any model work
+        check_run_dir(self.dir, cfg)
+        self.state_path = self.dir / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        for key in ("stages", "evals"):
+            self.state.setdefault(key, {})
+        self.state.setdefault("wall_seconds", 0.0)
+        self.models = {"base": resolve_model(cfg)}
+        self.system = resolve_system(cfg, self.models["base"])
+
+    def save(self) -> None:
+        write_json_atomic(self.state_path, self.state)
+
+    def load(self, name: str):
+        from r1lab.models import load_model
+
+        return load_model(self.models[name], self.cfg.device, self.cfg.dtype)
+
+    def evaluate(self, name: str) -> dict:
+        if name not in self.state["evals"]:
+            from r1lab.rollout import TorchEngine
+
+            model, tokenizer = self.load(name)
+            self.state["evals"][name] = evaluate(
+                TorchEngine(model, tokenizer, seed=self.cfg.seed), self.task, self.cfg.eval, template=self.cfg.template,
+                system=self.system, reflection_phrases=self.cfg.rl.reflection_phrases, label=f"eval {name}")
+            self.save()
+        result = self.state["evals"][name]
+        console.print(f"{name}: pass@1 = {result['pass@1']:.3f} (k={result['k']}, n={result['n']})")
+        return result
+
+
+def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.trainer import train_rl
 
-    run_dir = Path(run_dir)
+    rl = RLConfig.model_validate(merge(run.cfg.rl.model_dump(), stage.rl))
+    policy, tokenizer = run.load(stage.init)
+    result = train_rl(policy, tokenizer, run.task, rl, out, template=run.cfg.template, system=run.system,
+                      seed=run.cfg.seed, stage=stage.name)
+    save_final(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
+                                                  "system": run.system})
+    return result
+
+
+def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
+    from r1lab.generate import generate
+    from r1lab.rollout import TorchEngine
+
+    model, tokenizer = run.load(stage.init)
+    out.mkdir(parents=True, exist_ok=True)
+    sampling = SamplingConfig(temperature=stage.temperature, max_new_tokens=run.cfg.rl.sampling.max_new_tokens)
     t0 = time.time()
-    task = load_task_for(cfg)  # bad data fails here, before any model work
-    check_run_dir(run_dir, cfg)
-    state_path = run_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    state.setdefault("wall_before", 0.0)
-    save = lambda: _write_json_atomic(state_path, state)  # noqa: E731
-    stage = cfg.recipe
-
-    model_path = resolve_model(cfg)
-    system = resolve_system(cfg, model_path)
-    policy, tokenizer = load_model(model_path, cfg.device, cfg.dtype)
-    evaluate_kw = dict(template=cfg.template, system=system, reflection_phrases=cfg.rl.reflection_phrases)
-    if "eval_before" not in state:
-        state["eval_before"] = evaluate(TorchEngine(policy, tokenizer, seed=cfg.seed), task, cfg.eval, label="eval base", **evaluate_kw)
-        save()
-    console.print(f"base pass@1 = {state['eval_before']['pass@1']:.3f} (k={cfg.eval.k}, n={state['eval_before']['n']})")
-
-    final = run_dir / "final"
-    if "rl" not in state:
-        state["rl"] = train_rl(policy, tokenizer, task, cfg.rl, run_dir, template=cfg.template, system=system,
-                               seed=cfg.seed, stage=stage)
-        tmp = run_dir / "final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        policy.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "r1lab.json").write_text(json.dumps({"built_by": f"r1lab run {cfg.recipe}", "base": model_path,
-                                                    "template": cfg.template, "system": system}, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        save()
-    if "eval_after" not in state:
-        policy, tokenizer = load_model(str(final), cfg.device, cfg.dtype)
-        state["eval_after"] = evaluate(TorchEngine(policy, tokenizer, seed=cfg.seed + 1), task, cfg.eval, label="eval final", **evaluate_kw)
-        save()
-
-    wall = round(state["wall_before"] + time.time() - t0, 1)
-    state["wall_before"] = wall
-    save()
-    summary = {
-        "recipe": cfg.recipe,
-        "model": cfg.model if cfg.model != "tinyworld" else f"tinyworld ({model_path})",
-        "task": cfg.task,
-        "wall_seconds": wall,
-        "final_model": str(final),
-        "stages": [{"name": stage, "steps": state["rl"]["steps"], "wall_seconds": state["rl"]["wall_seconds"],
-                    "eval_before": state["eval_before"], "eval_after": state["eval_after"]}],
-    }
-    _write_json_atomic(run_dir / "summary.json", summary)
-    write_report(run_dir)
-    before, after = state["eval_before"]["pass@1"], state["eval_after"]["pass@1"]
-    console.print(f"[bold]pass@1 {before:.3f} -> {after:.3f}[/] ({after - before:+.3f}); report: {run_dir / 'report.html'}")
-    return summary
+    stats = generate(TorchEngine(model, tokenizer, seed=run.cfg.seed), run.task, run.task.examples("train")[: stage.prompts],
+                     k=stage.k, sampling=sampling, template=run.cfg.template, system=run.system, filters=stage.filters,
+                     out_path=out / "samples.jsonl", label=stage.name)
+    return {**stats, "wall_seconds": round(time.time() - t0, 1)}
 
 
-RECIPES = {"r1-zero": run_r1_zero}
+def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
+    from r1lab.generate import read_kept
+    from r1lab.sft import load_sft_examples, train_sft
+
+    cfg = SFTConfig.model_validate(merge(run.cfg.sft.model_dump(), {"template": run.cfg.template, "system": run.system, **stage.sft}))
+    model, tokenizer = run.load(stage.init)
+    rows = [row for name in stage.data for row in read_kept(run.dir / name / "samples.jsonl")]
+    if not rows:
+        raise ValueError(f"stage {stage.name}: its data stages ({', '.join(stage.data)}) kept no samples to train on")
+    return train_sft(model, tokenizer, load_sft_examples(rows, cfg, tokenizer), cfg, out, stage=stage.name)
+
+
+RUNNERS = {"rl": run_rl, "generate": run_generate, "sft": run_sft}
+
+
+def save_final(model, tokenizer, final: Path, meta: dict) -> None:
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
 
 
 def run_recipe(cfg: RunConfig, run_dir: str | Path) -> dict:
-    if cfg.recipe not in RECIPES:
-        raise ConfigError(f"recipe: unknown pipeline '{cfg.recipe}' (choose one of {', '.join(RECIPES)})")
-    return RECIPES[cfg.recipe](cfg, run_dir)
+    t0 = time.time()
+    run = Run(cfg, Path(run_dir))
+    for stage in cfg.stages:
+        out = run.dir / stage.name
+        if stage.kind != "generate":
+            run.evaluate(stage.init)
+        if stage.name not in run.state["stages"]:
+            run.state["stages"][stage.name] = RUNNERS[stage.kind](run, stage, out)
+            run.save()
+        if stage.kind != "generate":
+            run.models[stage.name] = str(out / "final")
+            run.evaluate(stage.name)
+    run.state["wall_seconds"] = round(run.state["wall_seconds"] + time.time() - t0, 1)
+    run.save()
+    return finish(run)
+
+
+def finish(run: Run) -> dict:
+    """Gathers the stages' logs, links RUN/final, writes summary.json and the report."""
+    from r1lab.report import write_report
+
+    cfg, state = run.cfg, run.state
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        parts = [run.dir / s.name / name for s in cfg.stages if s.kind != "generate"]
+        tmp = run.dir / (name + ".tmp")
+        tmp.write_text("".join(p.read_text() for p in parts if p.exists()))
+        os.replace(tmp, run.dir / name)
+    last = [s for s in cfg.stages if s.kind != "generate"][-1]
+    link = run.dir / "final"
+    if link.is_symlink() or link.exists():
+        link.unlink() if link.is_symlink() else shutil.rmtree(link)
+    link.symlink_to(Path(last.name) / "final")
+    summary = {
+        "recipe": cfg.recipe,
+        "model": cfg.model if cfg.model != "tinyworld" else f"tinyworld ({run.models['base']})",
+        "task": cfg.task,
+        "wall_seconds": state["wall_seconds"],
+        "final_model": str(run.dir / last.name / "final"),
+        "stages": [{"name": s.name, "kind": s.kind, "init": s.init, "steps": state["stages"][s.name].get("steps"),
+                    "wall_seconds": state["stages"][s.name].get("wall_seconds"),
+                    "eval_before": state["evals"][s.init], "eval_after": state["evals"][s.name]}
+                   for s in cfg.stages if s.kind != "generate"],
+        "data": [{"name": s.name, "init": s.init, **state["stages"][s.name]} for s in cfg.stages if s.kind == "generate"],
+    }
+    write_json_atomic(run.dir / "summary.json", summary)
+    write_report(run.dir)
+    first, final = state["evals"]["base"]["pass@1"], state["evals"][last.name]["pass@1"]
+    console.print(f"[bold]pass@1 {first:.3f} (base) -> {final:.3f} ({last.name})[/] ({final - first:+.3f}); "
+                  f"report: {run.dir / 'report.html'}")
+    return summary

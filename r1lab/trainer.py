@@ -16,6 +16,7 @@ from r1lab import checkpoint
 from r1lab.algorithms import group_advantages, grpo_loss
 from r1lab.config import RLConfig
 from r1lab.evaluate import reflects
+from r1lab.language import language_consistency_reward
 from r1lab.models import apply_template, response_prefix
 from r1lab.progress import console, progress_bar
 from r1lab.rewards import Rewards
@@ -209,6 +210,7 @@ def _metrics(stage, step, rewards, per_fn, rollout, responses, advantages, stats
         "completion_len_max": int(lengths.max()),
         "truncated_frac": sum(rollout.truncated) / len(responses),
         "reflection_rate": sum(reflects(r, cfg.reflection_phrases) for r in responses) / len(responses),
+        "language_consistency": sum(map(language_consistency_reward, responses)) / len(responses),
         "zero_std_frac": (grouped.std(1) == 0).float().mean().item(),
         "advantage_abs": advantages.abs().mean().item(),
         **stats,

@@ -66,5 +66,5 @@ def test_cli_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("run", "pretrain", "eval", "chat", "report"):
+    for command in ("run", "pretrain", "eval", "generate", "sft", "chat", "report"):
         assert command in out

@@ -48,3 +48,56 @@ def test_r1_zero_cli_micro_run_and_resume(tmp_path, monkeypatch, capsys):
     assert main(["eval", str(run / "final"), "--task", "tinyworld", "--k", "2", "--n", "3", "--max-new-tokens", "8",
                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())["n"] == 3
+
+
+@pytest.mark.slow
+def test_multi_stage_recipe_chains_rl_generate_sft_and_skips_finished_stages(tiny_model_dir, tmp_path):
+    recipe = tmp_path / "chain.yaml"
+    recipe.write_text(f"""
+recipe: chain
+model: {tiny_model_dir}
+data: {{test_size: 3}}
+rl: {{steps: 2, prompts_per_step: 2, group_size: 2, sampling: {{max_new_tokens: 8}}}}
+sft: {{epochs: 1, batch_size: 4, micro_batch_size: 2, warmup_steps: 0}}
+eval: {{k: 2, max_new_tokens: 8}}
+stages:
+  - {{name: zero, kind: rl}}
+  - name: traces
+    kind: generate
+    init: zero
+    k: 2
+    prompts: 4
+    filters: {{require_correct: false, require_format: false, require_summary: false, min_language_share: null,
+               max_repetition: null, drop_truncated: false}}
+  - {{name: student, kind: sft, init: base, data: [traces]}}
+""")
+    run = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["zero", "student"]
+    zero, student = summary["stages"]
+    assert student["init"] == "base" and student["eval_before"] == zero["eval_before"]  # both start from the base
+    assert summary["data"][0]["name"] == "traces" and summary["data"][0]["samples"] == 8
+    assert len((run / "traces" / "samples.jsonl").read_text().splitlines()) == 8
+    assert (run / "final").resolve() == (run / "student" / "final").resolve()
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "final" in p.parts}
+    assert main(["run", str(recipe), "--out", str(run)]) == 0  # finished stages are not redone
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+def test_generate_and_sft_commands(tiny_model_dir, tmp_path, capsys):
+    traces = tmp_path / "traces.jsonl"
+    assert main(["generate", str(tiny_model_dir), "--task", "tinyworld", "--n", "3", "--k", "2",
+                 "--max-new-tokens", "8", "--out", str(traces), "data.test_size=4"]) == 0
+    rows = [json.loads(line) for line in traces.read_text().splitlines()]
+    assert len(rows) == 6 and all("kept" in r and "reasons" in r and "scores" in r for r in rows)
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Compute {i} + 1", "completion": f"<think> {i} + 1 = {i + 1}. </think> "
+                                                   f"<answer> {i + 1} </answer>"}) + "\n" for i in range(12)))
+    out = tmp_path / "sft"
+    assert main(["sft", str(tiny_model_dir), "--data", str(pairs), "--out", str(out), "epochs=1", "batch_size=4",
+                 "micro_batch_size=2", "eval_fraction=0.25"]) == 0
+    assert (out / "final" / "config.json").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    assert main(["sft", str(tiny_model_dir), "--data", str(pairs), "--out", str(out), "epochz=1"]) == 2
+    assert "sft.epochz: unknown field" in capsys.readouterr().err

@@ -1,0 +1,412 @@
+"""Supervised fine-tuning: R1's cold start, rejection-sampling SFT and distillation.
+
+Each example is a templated prompt and the completion the model should write. The model sees
+prompt + completion + EOS and learns only the completion and the EOS (prompt tokens get label -100),
+so it learns where to stop. Sequences are padded only to the longest one in each micro-batch, and the
+loss is the mean over every completion token of the optimizer batch, so gradient accumulation is exact.
+
+Layout of OUT: metrics.jsonl, checkpoints/ (resume), final/ (the trained model + tokenizer).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from r1lab import checkpoint
+from r1lab.config import SFTConfig
+from r1lab.models import apply_template, response_prefix
+from r1lab.progress import console, progress_bar
+from r1lab.tasks import FILE_BUILDERS
+
+IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_sft_examples(path_or_rows, cfg: SFTConfig, tokenizer=None) -> list[dict]:
+    """Rows -> [{"prompt": templated prompt text, "completion": text to learn}].
+
+    path_or_rows: a .jsonl/.json/.parquet/.csv file, a datasets `save_to_disk` directory, or an iterable
+    of dicts. A row is either cfg.prompt_field + cfg.completion_field, or cfg.messages_field (a chat:
+    the last assistant message is the completion, the messages before it the prompt; template 'chat' only).
+    `tokenizer` is needed for template 'chat'.
+    """
+    rows, source = _read_rows(path_or_rows)
+    examples = [_example(row, i, source, cfg, tokenizer) for i, row in enumerate(rows)]
+    if not examples:
+        raise ValueError(f"{source}: no rows to train on")
+    return examples
+
+
+def _read_rows(path_or_rows):
+    """(iterable of row dicts, name for error messages)."""
+    if not isinstance(path_or_rows, (str, os.PathLike)):
+        return path_or_rows, "rows"
+    import datasets
+
+    path = Path(path_or_rows).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such SFT data file or directory: {path_or_rows} "
+                                f"(expected a {'/'.join(FILE_BUILDERS)} file or a datasets save_to_disk directory)")
+    if path.is_dir():
+        try:
+            data = datasets.load_from_disk(str(path))
+        except FileNotFoundError as e:
+            raise ValueError(f"{path_or_rows} is a directory but not one written by datasets' save_to_disk") from e
+        if isinstance(data, datasets.DatasetDict):
+            if "train" not in data:
+                raise ValueError(f"{path_or_rows}: DatasetDict has splits {list(data)}, but no 'train' split")
+            data = data["train"]
+        return data, str(path_or_rows)
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(f"{path_or_rows}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_BUILDERS)}")
+    try:
+        data = datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as e:  # arrow/pandas parse errors are long; say which file first
+        raise ValueError(f"could not read {path_or_rows} as {builder}: {e}") from e
+    return data, str(path_or_rows)
+
+
+def _example(row, i: int, source: str, cfg: SFTConfig, tokenizer) -> dict:
+    if not isinstance(row, dict):
+        raise ValueError(f"{source}: row {i} is a {type(row).__name__}, expected a dict of fields")
+    if row.get(cfg.messages_field) is not None:
+        prompt, completion = _chat_example(row[cfg.messages_field], i, source, cfg, tokenizer)
+    else:
+        for field in (cfg.prompt_field, cfg.completion_field):
+            if row.get(field) is None:
+                raise ValueError(f"{source}: row {i} has no {field!r} field (nor {cfg.messages_field!r}); "
+                                 f"fields present: {sorted(k for k, v in row.items() if v is not None)}")
+            if not isinstance(row[field], str) or not row[field].strip():
+                raise ValueError(f"{source}: row {i} has an empty or non-text {field!r} field")
+        prompt = apply_template(row[cfg.prompt_field].strip(), cfg.template, tokenizer, cfg.system)
+        completion = row[cfg.completion_field]
+    # r1-zero prompts end in "<think>" and completions usually start with it: keep one, not two.
+    prefix = response_prefix(prompt)
+    if prefix and completion.lstrip().startswith(prefix):
+        completion = completion.lstrip()[len(prefix):]
+    return {"prompt": prompt, "completion": completion}
+
+
+def _chat_example(messages, i: int, source: str, cfg: SFTConfig, tokenizer) -> tuple[str, str]:
+    where = f"{source}: row {i} {cfg.messages_field!r}"
+    if cfg.template != "chat":
+        raise ValueError(f"{where} is a chat; chat rows need template='chat' (got {cfg.template!r}), "
+                         f"or give {cfg.prompt_field!r}/{cfg.completion_field!r} rows")
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{where}: template 'chat' needs a tokenizer with a chat_template")
+    if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages):
+        raise ValueError(f"{where} must be a list of {{'role': str, 'content': str}} messages")
+    replies = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+    if not replies:
+        raise ValueError(f"{where} has no assistant message to learn from")
+    last = replies[-1]
+    if last != len(messages) - 1:
+        raise ValueError(f"{where} continues after the last assistant message (with a {messages[-1]['role']!r} one)")
+    if last == 0:
+        raise ValueError(f"{where} has no message before the assistant reply to prompt it")
+    if not messages[last]["content"].strip():
+        raise ValueError(f"{where} has an empty last assistant message")
+    context = messages[:last]
+    if cfg.system and context[0]["role"] != "system":
+        context = [{"role": "system", "content": cfg.system}] + context
+    prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
+    return prompt, messages[last]["content"]
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def tokenize_example(tokenizer, example: dict, max_len: int) -> dict:
+    """input_ids = prompt + completion + EOS, cut to max_len; labels = input_ids with the prompt set to -100.
+
+    Prompt and completion are tokenized apart, as at generation time (the engine tokenizes the prompt
+    alone and the model continues it). A cut drops the end of the completion and its EOS: teaching the
+    model to stop mid-thought would be worse than never showing it the end.
+    """
+    prompt_ids = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(example["completion"], add_special_tokens=False)["input_ids"]
+    if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    input_ids = (prompt_ids + completion_ids)[:max_len]
+    labels = ([IGNORE] * len(prompt_ids) + completion_ids)[:max_len]
+    return {"input_ids": input_ids, "labels": labels, "truncated": len(prompt_ids) + len(completion_ids) > max_len}
+
+
+def tokenize_examples(tokenizer, examples: list[dict], max_len: int) -> tuple[list[dict], int, int]:
+    """(rows, truncated, dropped): an example whose prompt alone fills max_len has nothing to learn and is dropped."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token: SFT appends it so the model learns to stop")
+    rows, truncated, dropped = [], 0, 0
+    for ex in examples:
+        row = tokenize_example(tokenizer, ex, max_len)
+        if all(label == IGNORE for label in row["labels"][1:]):
+            dropped += 1
+            continue
+        truncated += row["truncated"]
+        rows.append(row)
+    if truncated or dropped:
+        console.print(f"[yellow]SFT: {truncated} of {len(examples)} examples are longer than max_len={max_len} tokens "
+                      f"and lose the end of their completion; {dropped} dropped (prompt alone fills max_len)")
+    if not rows:
+        raise ValueError(f"every one of the {len(examples)} SFT examples has a prompt of max_len={max_len} tokens or more")
+    return rows, truncated, dropped
+
+
+def collate(rows: list[dict], pad_id: int) -> dict:
+    """Right-pads to the longest row: input_ids, attention_mask, labels (-100 on pads), each (B, L)."""
+    B, L = len(rows), max(len(r["input_ids"]) for r in rows)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    labels = torch.full((B, L), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((B, L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        input_ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+        attention_mask[i, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def count_targets(rows: list[dict]) -> int:
+    """Tokens that carry loss: labelled positions after the first (position 0 has nothing predicting it)."""
+    return sum(sum(label != IGNORE for label in r["labels"][1:]) for r in rows)
+
+
+# ---------------------------------------------------------------- loss
+
+
+def _loss_sum(model, batch: dict) -> torch.Tensor:
+    """Summed cross-entropy of the labelled tokens; logits at t predict the token at t+1."""
+    dev = model.device
+    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev), use_cache=False)
+    targets = batch["labels"][:, 1:].to(dev)  # (B, L-1)
+    keep = targets != IGNORE
+    logits = out.logits[:, :-1][keep].float()  # (n_targets, V): only labelled positions go to fp32
+    return F.cross_entropy(logits, targets[keep], reduction="sum")
+
+
+def accumulate_gradients(model, rows: list[dict], micro_batch_size: int, pad_id: int) -> tuple[float, int]:
+    """Backward over one optimizer batch in micro-batches; returns (mean loss per target token, target tokens).
+
+    Each micro-batch's summed loss is divided by the target tokens of the whole batch, so the gradient
+    is the same however the batch is split.
+    """
+    n_targets = count_targets(rows)
+    total = 0.0
+    for start in range(0, len(rows), micro_batch_size):
+        loss = _loss_sum(model, collate(rows[start : start + micro_batch_size], pad_id)) / max(n_targets, 1)
+        loss.backward()
+        total += loss.item()
+    return total, n_targets
+
+
+@torch.no_grad()
+def evaluate_loss(model, rows: list[dict], micro_batch_size: int, pad_id: int) -> float:
+    """Mean cross-entropy per target token over `rows`."""
+    was_training = model.training
+    model.eval()
+    total = sum(_loss_sum(model, collate(rows[s : s + micro_batch_size], pad_id)).item()
+                for s in range(0, len(rows), micro_batch_size))
+    model.train(was_training)
+    return total / max(count_targets(rows), 1)
+
+
+# ---------------------------------------------------------------- training
+
+
+def split_eval(rows: list[dict], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, eval): a seeded random `fraction` of the *prompts* is held out (at least one when fraction > 0).
+
+    Rows sharing a prompt (several kept samples of one question) stay on one side, or the eval loss
+    would measure memorised questions.
+    """
+    if fraction <= 0:
+        return list(rows), []
+    prompt_of = [tuple(r["input_ids"][: sum(label == IGNORE for label in r["labels"][: len(r["input_ids"])])]) for r in rows]
+    prompts = sorted(set(prompt_of))
+    random.Random(f"sft-eval-{seed}").shuffle(prompts)
+    n_eval = max(1, int(len(prompts) * fraction))
+    if n_eval >= len(prompts):
+        raise ValueError(f"eval_fraction={fraction} holds out all {len(prompts)} prompts; use more data or eval_fraction=0")
+    held = set(prompts[:n_eval])
+    return [r for r, p in zip(rows, prompt_of) if p not in held], [r for r, p in zip(rows, prompt_of) if p in held]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    order = list(range(n))
+    random.Random(seed + epoch).shuffle(order)
+    return tuple(order)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, min_lr_ratio: float):
+    """Multiplier of the peak lr: linear warmup, then cosine down to min_lr_ratio at the last step."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, stage: str = "sft") -> dict:
+    """SFT on `examples` (from load_sft_examples: templated prompts). Resumes from OUT/checkpoints if present.
+
+    Returns {"steps", "epochs", "train_loss", "eval_loss", "wall_seconds", "examples", "eval_examples",
+    "truncated", "dropped"}; the trained model is in OUT/final.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not examples:
+        raise ValueError("no SFT examples to train on")
+    torch.manual_seed(cfg.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    max_len = _max_len(model, cfg)
+    rows, truncated, dropped = tokenize_examples(tokenizer, examples, max_len)
+    train, held_out = split_eval(rows, cfg.eval_fraction, cfg.seed)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)  # the last batch of an epoch may be smaller
+    total = cfg.epochs * steps_per_epoch
+    data_id = _fingerprint(examples, cfg, max_len)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total, cfg.min_lr_ratio))
+    start, elapsed, train_loss, eval_loss = 0, 0.0, None, None
+    if (ckpt := checkpoint.latest(out_dir)) is not None:
+        from r1lab.trainer import _load_weights
+
+        state = checkpoint.load_state(ckpt)
+        if state.get("data_id") != data_id:
+            raise ValueError(f"{ckpt} was written by a run on other data or batch settings; use a new output directory "
+                             f"or the same examples, batch_size, seed, eval_fraction and max_len to resume")
+        model.load_state_dict(_load_weights(ckpt, model))
+        opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
+        checkpoint.set_rng_state(state["rng"])
+        start, elapsed, train_loss, eval_loss = state["step"], state["elapsed"], state["train_loss"], state["eval_loss"]
+        _truncate_metrics(out_dir / "metrics.jsonl", stage, start)
+        console.print(f"[green]resuming {stage} from {ckpt.name}")
+    console.print(f"{stage}: {len(train)} train / {len(held_out)} eval examples, {total} steps "
+                  f"({cfg.epochs} epochs x {steps_per_epoch}), batch {cfg.batch_size} in micro-batches of {cfg.micro_batch_size}")
+    model.train()
+
+    with progress_bar(f"{stage}: SFT", total) as bar:
+        bar(start)
+        for step in range(start + 1, total + 1):
+            t0 = time.time()
+            epoch, index = divmod(step - 1, steps_per_epoch)
+            order = _epoch_order(len(train), cfg.seed, epoch)
+            batch = [train[j] for j in order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
+            lr = opt.param_groups[0]["lr"]
+            opt.zero_grad(set_to_none=True)
+            train_loss, tokens = accumulate_gradients(model, batch, cfg.micro_batch_size, pad_id)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            opt.step()
+            sched.step()
+            row = {"stage": stage, "step": step, "epoch": round(epoch + (index + 1) / steps_per_epoch, 4),
+                   "loss": train_loss, "lr": lr, "tokens": tokens, "grad_norm": grad_norm,
+                   "step_time": round(time.time() - t0, 3)}
+            if held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
+                row["eval_loss"] = eval_loss = evaluate_loss(model, held_out, cfg.micro_batch_size, pad_id)
+            _append_jsonl(out_dir / "metrics.jsonl", row)
+            elapsed += time.time() - t0
+            bar(loss=f"{train_loss:.3f}", **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total:
+                checkpoint.save(out_dir, step, model, tokenizer, {
+                    "kind": "sft", "step": step, "elapsed": elapsed, "data_id": data_id,
+                    "epoch": epoch, "pos": min((index + 1) * cfg.batch_size, len(train)),  # place in the seeded order
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
+                    "train_loss": train_loss, "eval_loss": eval_loss})
+    model.eval()
+    _save_final(model, tokenizer, out_dir / "final", {"built_by": f"r1lab sft ({stage})", "template": cfg.template,
+                                                       "system": cfg.system})
+    return {"steps": total, "epochs": cfg.epochs, "train_loss": train_loss, "eval_loss": eval_loss,
+            "wall_seconds": round(elapsed, 1), "examples": len(train), "eval_examples": len(held_out),
+            "truncated": truncated, "dropped": dropped}
+
+
+def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, device: str = "auto", dtype: str = "auto",
+                    stage: str = "sft") -> dict:
+    """Loads a model + tokenizer, reads `data` (a file, a save_to_disk dir or rows) and runs train_sft."""
+    from r1lab.models import load_model
+
+    model, tokenizer = load_model(model_path, device=device, dtype=dtype)
+    if cfg.system is None and (system := _built_with_system(model_path, cfg.template)) is not None:
+        cfg = cfg.model_copy(update={"system": system})  # the prompt the model was built for (tiny world: none)
+    examples = load_sft_examples(data, cfg, tokenizer)
+    return train_sft(model, tokenizer, examples, cfg, out_dir, stage=stage)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _max_len(model, cfg: SFTConfig) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and cfg.max_len > limit:
+        console.print(f"[yellow]SFT: max_len={cfg.max_len} is over the model's context of {limit}; using {limit}")
+        return limit
+    return cfg.max_len
+
+
+def _fingerprint(examples: list[dict], cfg: SFTConfig, max_len: int) -> str:
+    """What fixes the batches of every step: a checkpoint made under another one cannot be resumed."""
+    h = hashlib.sha256(json.dumps([cfg.batch_size, cfg.seed, cfg.eval_fraction, max_len]).encode())
+    for ex in examples:
+        h.update(ex["prompt"].encode() + b"\0" + ex["completion"].encode() + b"\1")
+    return h.hexdigest()[:16]
+
+
+def _built_with_system(model_path: str, template: str) -> str | None:
+    """The system text an r1lab-built model was trained with (its r1lab.json), if any."""
+    try:
+        meta = json.loads((Path(model_path).expanduser() / "r1lab.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(meta, dict) and meta.get("template", template) == template and isinstance(meta.get("system"), str):
+        return meta["system"]
+    return None
+
+
+def _save_final(model, tokenizer, final: Path, meta: dict) -> None:
+    """Writes to a temporary directory, then renames it: `final` is complete or absent, never half-written."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2))  # also makes load_tokenizer keep our tokenizer class
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, stage: str, last_step: int) -> None:
+    """Drops this stage's rows logged after the checkpoint we resume from (and a half-written last line)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("stage") != stage or row.get("step", 0) <= last_step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
