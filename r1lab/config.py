@@ -31,7 +31,7 @@ class PretrainConfig(Strict):
     heads: int = Field(4, gt=0)
     max_len: int = Field(160, gt=16, description="context length and pretraining block size")
     batch_size: int = Field(32, gt=0)
-    steps: int = Field(900, gt=0)
+    steps: int = Field(800, gt=0)
     lr: float = Field(5e-3, gt=0)
 
     @model_validator(mode="after")

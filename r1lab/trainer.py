@@ -70,10 +70,14 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, tem
     if (ckpt := checkpoint.latest(run_dir)) is not None:
         state = checkpoint.load_state(ckpt)
         policy.load_state_dict(_load_weights(ckpt, policy))
-        opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"]), stream.load(state["data"])
-        checkpoint.set_rng_state(state["rng"]), engine.generator.set_state(state["sampler_rng"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        stream.load(state["data"])
+        checkpoint.set_rng_state(state["rng"])
+        engine.generator.set_state(state["sampler_rng"])
         start, elapsed = state["step"], state["elapsed"]
-        _truncate_jsonl(run_dir / "metrics.jsonl", start), _truncate_jsonl(run_dir / "samples.jsonl", start)
+        for log in ("metrics.jsonl", "samples.jsonl"):
+            _truncate_jsonl(run_dir / log, start)
         console.print(f"[green]resuming {stage} from {ckpt.name}")
     ref = _frozen_copy(policy) if cfg.beta > 0 else None
     if ref is not None and start > 0:
@@ -105,10 +109,11 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, tem
             metrics = _metrics(stage, step, rewards, per_fn, rollout, responses, advantages, stats, cfg, t_gen,
                                time.time() - t0, sched.get_last_lr()[0])
             _append_jsonl(run_dir / "metrics.jsonl", [metrics])
-            _append_jsonl(run_dir / "samples.jsonl", [
-                {"stage": stage, "step": step, "prompt": e.prompt, "answer": e.answer, "response": r,
-                 "reward": t, "correct": a >= 1.0}
-                for e, r, t, a in list(zip(group_examples, responses, totals, per_fn.get("accuracy", totals)))[:: cfg.group_size][: cfg.log_samples]])
+            correct = per_fn.get("accuracy", totals)
+            _append_jsonl(run_dir / "samples.jsonl", [  # the first completion of the first few groups
+                {"stage": stage, "step": step, "prompt": group_examples[i].prompt, "answer": group_examples[i].answer,
+                 "response": responses[i], "reward": totals[i], "correct": correct[i] >= 1.0}
+                for i in range(0, len(responses), cfg.group_size)[: cfg.log_samples]])
             elapsed += metrics["step_time"]
             bar(**{k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics}, len=f"{metrics['completion_len_mean']:.0f}")
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:

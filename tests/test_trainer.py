@@ -55,7 +55,7 @@ def test_grpo_raises_reward_and_changes_every_parameter(tiny_model_dir, tmp_path
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert last > first + 0.2, (first, last)
     for key in ("reward/digits", "completion_len_mean", "completion_len_max", "clip_frac", "kl", "entropy",
-                "zero_std_frac", "reflection_rate", "tokens_per_s", "step_time", "lr"):
+                "zero_std_frac", "reflection_rate", "language_consistency", "tokens_per_s", "step_time", "lr"):
         assert key in rows[0]
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-000012"
 

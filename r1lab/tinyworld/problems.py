@@ -27,7 +27,7 @@ from r1lab.tasks import Example, Task
 # model's main failure: a choice made at the first token, so T=0.6 sampling keeps it, while scattered
 # slips mostly vanish at low temperature. The base lands near the 20-50% pass@1 the demo needs, and
 # RL has a behaviour to select: think instead of guess (and, in countdown, keep searching).
-ARITH_STYLES = {"guess": 0.45, "slip": 0.15, "careful": 0.15, "verify": 0.12, "catch": 0.13}
+ARITH_STYLES = {"guess": 0.55, "slip": 0.12, "careful": 0.12, "verify": 0.10, "catch": 0.11}
 COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.25, "search": 0.20, "catch": 0.15}
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
