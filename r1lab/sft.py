@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from r1lab import checkpoint
 from r1lab.config import SFTConfig
+from r1lab.logs import append_jsonl, truncate_jsonl
 from r1lab.models import apply_template, response_prefix
 from r1lab.progress import console, progress_bar
-from r1lab.tasks import FILE_BUILDERS
+from r1lab.tasks import read_table
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
 
@@ -54,30 +55,7 @@ def _read_rows(path_or_rows):
     """(iterable of row dicts, name for error messages)."""
     if not isinstance(path_or_rows, (str, os.PathLike)):
         return path_or_rows, "rows"
-    import datasets
-
-    path = Path(path_or_rows).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"no such SFT data file or directory: {path_or_rows} "
-                                f"(expected a {'/'.join(FILE_BUILDERS)} file or a datasets save_to_disk directory)")
-    if path.is_dir():
-        try:
-            data = datasets.load_from_disk(str(path))
-        except FileNotFoundError as e:
-            raise ValueError(f"{path_or_rows} is a directory but not one written by datasets' save_to_disk") from e
-        if isinstance(data, datasets.DatasetDict):
-            if "train" not in data:
-                raise ValueError(f"{path_or_rows}: DatasetDict has splits {list(data)}, but no 'train' split")
-            data = data["train"]
-        return data, str(path_or_rows)
-    builder = FILE_BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise ValueError(f"{path_or_rows}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_BUILDERS)}")
-    try:
-        data = datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as e:  # arrow/pandas parse errors are long; say which file first
-        raise ValueError(f"could not read {path_or_rows} as {builder}: {e}") from e
-    return data, str(path_or_rows)
+    return read_table(str(path_or_rows))["train"], str(path_or_rows)
 
 
 def _example(row, i: int, source: str, cfg: SFTConfig, tokenizer) -> dict:
@@ -296,7 +274,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
         opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
         start, elapsed, train_loss, eval_loss = state["step"], state["elapsed"], state["train_loss"], state["eval_loss"]
-        _truncate_metrics(out_dir / "metrics.jsonl", stage, start)
+        truncate_jsonl(out_dir / "metrics.jsonl", lambda row: row.get("stage") != stage or row.get("step", 0) <= start)
         console.print(f"[green]resuming {stage} from {ckpt.name}")
     console.print(f"{stage}: {len(train)} train / {len(held_out)} eval examples, {total} steps "
                   f"({cfg.epochs} epochs x {steps_per_epoch}), batch {cfg.batch_size} in micro-batches of {cfg.micro_batch_size}")
@@ -320,7 +298,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
                    "step_time": round(time.time() - t0, 3)}
             if held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
                 row["eval_loss"] = eval_loss = evaluate_loss(model, held_out, cfg.micro_batch_size, pad_id)
-            _append_jsonl(out_dir / "metrics.jsonl", row)
+            append_jsonl(out_dir / "metrics.jsonl", [row])
             elapsed += time.time() - t0
             bar(loss=f"{train_loss:.3f}", **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total:
@@ -388,25 +366,3 @@ def _save_final(model, tokenizer, final: Path, meta: dict) -> None:
     (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2))  # also makes load_tokenizer keep our tokenizer class
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-
-
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _truncate_metrics(path: Path, stage: str, last_step: int) -> None:
-    """Drops this stage's rows logged after the checkpoint we resume from (and a half-written last line)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("stage") != stage or row.get("step", 0) <= last_step:
-            keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)

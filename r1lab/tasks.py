@@ -220,6 +220,36 @@ class ReasoningGymTask(Task):
 # ---------------------------------------------------------------- local files
 
 
+def read_table(path: str) -> dict:
+    """{split: datasets.Dataset} from a JSONL/JSON/CSV/parquet file ({'train': …}) or a save_to_disk directory
+    (its train and test splits). Errors name the path; used by file tasks and by SFT data."""
+    import datasets
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(
+            f"no such file or directory: {path} (a task is 'tinyworld', 'reasoning-gym:<dataset>', "
+            f"or a {'/'.join(FILE_BUILDERS)} file or a datasets save_to_disk directory)"
+        )
+    if p.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(p))
+        except FileNotFoundError as e:
+            raise ValueError(f"{path} is a directory but not one written by datasets' save_to_disk") from e
+        if isinstance(loaded, datasets.DatasetDict):
+            if "train" not in loaded:
+                raise ValueError(f"{path}: DatasetDict has splits {list(loaded)}, but no 'train' split")
+            return {s: loaded[s] for s in loaded if s in SPLITS}
+        return {"train": loaded}
+    builder = FILE_BUILDERS.get(p.suffix.lower())
+    if builder is None:
+        raise ValueError(f"{path}: unsupported file type {p.suffix!r}; use one of {', '.join(FILE_BUILDERS)}")
+    try:
+        return {"train": datasets.load_dataset(builder, data_files=str(p), split="train")}
+    except Exception as e:  # arrow/pandas parse errors are long; say which file first
+        raise ValueError(f"could not read {path} as {builder}: {e}") from e
+
+
 class FileTask(Task):
     """Question/answer rows from a local file or `save_to_disk` directory, checked with math-verify."""
 
@@ -252,32 +282,10 @@ class FileTask(Task):
 
     def _load(self, path: str) -> dict[str, list[Example]]:
         """Read a file or save_to_disk directory into {split: examples}; one-file sources come back as 'train'."""
-        import datasets
-
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise FileNotFoundError(
-                f"no such file or directory: {path} (a task is 'tinyworld', 'reasoning-gym:<dataset>', "
-                f"or a {'/'.join(FILE_BUILDERS)} file or a datasets save_to_disk directory)"
-            )
-        if p.is_dir():
-            try:
-                loaded = datasets.load_from_disk(str(p))
-            except FileNotFoundError as e:
-                raise ValueError(f"{path} is a directory but not one written by datasets' save_to_disk") from e
-            if isinstance(loaded, datasets.DatasetDict):
-                if "train" not in loaded:
-                    raise ValueError(f"{path}: DatasetDict has splits {list(loaded)}, but no 'train' split")
-                return {s: self._rows(loaded[s], f"{path}[{s}]", f"{p.name}.{s}") for s in loaded if s in SPLITS}
-            return {"train": self._rows(loaded, path, p.name)}
-        builder = FILE_BUILDERS.get(p.suffix.lower())
-        if builder is None:
-            raise ValueError(f"{path}: unsupported file type {p.suffix!r}; use one of {', '.join(FILE_BUILDERS)}")
-        try:
-            data = datasets.load_dataset(builder, data_files=str(p), split="train")
-        except Exception as e:  # arrow/pandas parse errors are long; say which file first
-            raise ValueError(f"could not read {path} as {builder}: {e}") from e
-        return {"train": self._rows(data, path, p.stem)}
+        tables, stem = read_table(path), Path(path).expanduser().stem
+        if len(tables) == 1:
+            return {"train": self._rows(tables["train"], path, stem)}
+        return {split: self._rows(data, f"{path}[{split}]", f"{stem}.{split}") for split, data in tables.items()}
 
     def _rows(self, data, path: str, source: str) -> list[Example]:
         for f in (self.question_field, self.answer_field):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -17,6 +16,7 @@ from r1lab.algorithms import group_advantages, grpo_loss
 from r1lab.config import RLConfig
 from r1lab.evaluate import reflects
 from r1lab.language import language_consistency_reward
+from r1lab.logs import append_jsonl, truncate_jsonl
 from r1lab.models import apply_template, response_prefix
 from r1lab.progress import console, progress_bar
 from r1lab.rewards import Rewards
@@ -77,7 +77,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, tem
         engine.generator.set_state(state["sampler_rng"])
         start, elapsed = state["step"], state["elapsed"]
         for log in ("metrics.jsonl", "samples.jsonl"):
-            _truncate_jsonl(run_dir / log, start)
+            truncate_jsonl(run_dir / log, lambda row: row.get("step", 0) <= start)
         console.print(f"[green]resuming {stage} from {ckpt.name}")
     ref = _frozen_copy(policy) if cfg.beta > 0 else None
     if ref is not None and start > 0:
@@ -108,9 +108,9 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, tem
 
             metrics = _metrics(stage, step, rewards, per_fn, rollout, responses, advantages, stats, cfg, t_gen,
                                time.time() - t0, sched.get_last_lr()[0])
-            _append_jsonl(run_dir / "metrics.jsonl", [metrics])
+            append_jsonl(run_dir / "metrics.jsonl", [metrics])
             correct = per_fn.get("accuracy", totals)
-            _append_jsonl(run_dir / "samples.jsonl", [  # the first completion of the first few groups
+            append_jsonl(run_dir / "samples.jsonl", [  # the first completion of the first few groups
                 {"stage": stage, "step": step, "prompt": group_examples[i].prompt, "answer": group_examples[i].answer,
                  "response": responses[i], "reward": totals[i], "correct": correct[i] >= 1.0}
                 for i in range(0, len(responses), cfg.group_size)[: cfg.log_samples]])
@@ -244,26 +244,3 @@ def _load_weights(ckpt: Path, model) -> dict:
     if "lm_head.weight" not in state and getattr(model.config, "tie_word_embeddings", False):
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     return state
-
-
-def _append_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-
-
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drops rows logged after the checkpoint we resume from (and a half-written last line)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("step", 0) <= last_step:
-            keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(l + "\n" for l in keep))
-    tmp.replace(path)

@@ -80,3 +80,25 @@ def test_tokenizer_keeps_digits_apart():
     pieces = tok.convert_ids_to_tokens(tok("Compute 47 + 85 = 132")["input_ids"])
     assert [p for p in pieces if any(c.isdigit() for c in p)] == ["Ġ4", "7", "Ġ8", "5", "Ġ1", "3", "2"]
     assert tok.decode(tok(docs[0])["input_ids"]) == docs[0]
+
+
+def test_arithmetic_question_means_what_its_steps_compute():
+    """The question, read with normal precedence, equals the answer the steps chain to."""
+    rng = random.Random(4)
+    products = 0
+    for _ in range(3000):
+        question, steps = arithmetic_problem(rng)
+        products += "*" in question
+        assert eval(question.removeprefix("Compute ")) == steps[-1][3], question  # only digits, + - * ( )
+    assert products > 50
+
+
+def test_cache_key_follows_config_and_world_version(monkeypatch, tmp_path):
+    from r1lab.tinyworld import build
+
+    monkeypatch.setenv("R1LAB_CACHE", str(tmp_path))
+    base = build.cache_dir(PretrainConfig())
+    assert base.parent == tmp_path and build.cache_dir(PretrainConfig()) == base
+    assert build.cache_dir(PretrainConfig(steps=801)) != base
+    monkeypatch.setattr(build, "WORLD_VERSION", build.WORLD_VERSION + 1)
+    assert build.cache_dir(PretrainConfig()) != base  # a changed world never reuses a stale base

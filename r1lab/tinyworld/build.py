@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from r1lab.models import apply_template
-from r1lab.tinyworld.problems import TinyWorldTask, worked_solution
+from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, worked_solution
 
 SPECIAL = ["<think>", "</think>", "<answer>", "</answer>"]
 EOS = "<|endoftext|>"
@@ -85,7 +85,7 @@ def build_model(cfg, vocab_size: int):
 
 
 def cache_dir(cfg) -> Path:
-    key = hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps({**cfg.model_dump(), "world": WORLD_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / f"tinyworld-{key}"
 
 
@@ -128,7 +128,7 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    meta = {"built_by": "r1lab pretrain", "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
+    meta = {"built_by": "r1lab pretrain", "world_version": WORLD_VERSION, "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
             "final_loss": round(loss.item(), 4), "template": "r1-zero", "system": SYSTEM}
     (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2))

@@ -29,6 +29,8 @@ from r1lab.tasks import Example, Task
 # RL has a behaviour to select: think instead of guess (and, in countdown, keep searching).
 ARITH_STYLES = {"guess": 0.55, "slip": 0.12, "careful": 0.12, "verify": 0.10, "catch": 0.11}
 COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.25, "search": 0.20, "catch": 0.15}
+# Bump when problems or solutions change: the cached base models are keyed on it.
+WORLD_VERSION = 5
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
@@ -66,7 +68,10 @@ def arithmetic_problem(rng: random.Random) -> tuple[str, list[tuple[int, str, in
         result = OPS[op](value, b)
         steps.append((value, op, b, result))
         value = result
-    text = f"{steps[0][0]}" + "".join(f" {op} {b}" for _, op, b, _ in steps)
+    text = f"{steps[0][0]}"
+    for i, (_, op, b, _) in enumerate(steps):
+        # The steps run left to right; a product after a sum needs brackets to mean the same.
+        text = f"({text}) {op} {b}" if op == "*" and i > 0 else f"{text} {op} {b}"
     return f"Compute {text}", steps
 
 
