@@ -91,7 +91,3 @@ def apply_template(prompt: str, template: str, tokenizer=None, system: str | Non
 def response_prefix(prompt_text: str) -> str:
     """The part of the response the template already wrote (r1-zero pre-fills '<think>')."""
     return "<think>" if prompt_text.rstrip().endswith("<think>") else ""
-
-
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from r1lab.tasks import Example, FileTask, ReasoningGymTask, Task, gold_answer, load_task, math_equal
+from r1lab.tasks import Example, ReasoningGymTask, Task, gold_answer, load_task, math_equal
 
 
 def write_jsonl(path, rows):
