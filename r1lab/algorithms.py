@@ -1,15 +1,38 @@
-"""GRPO: group-relative advantages and the clipped token-level objective with a k3 KL penalty.
+"""The GRPO family and PPO: advantage estimators and policy losses, registered by `RLConfig.algorithm`.
 
-Algorithms know tensors, not models or files. Shapes: N completions, T completion tokens.
+Algorithms know tensors, not models or files. Shapes: N completions (prompts x G, row i belongs to
+group i // G), T completion tokens.
+
+An algorithm is two choices (R1_RECIPE.md section 1):
+- where the advantage comes from: ADVANTAGES[name](rewards, group_size) -> (N,), one advantage per
+  completion broadcast to its tokens; PPO instead learns a value model and gets (N, T) from `gae`;
+- how the clipped per-token objective is averaged into one number: POLICY_LOSSES[name](logprobs,
+  old_logprobs, advantages, completion_mask, ...) -> (loss, stats).
+
+              advantage                          loss: token losses averaged as             clip (eps, eps_high)
+  grpo          (r - group mean) / group std       mean over completions of their token mean  0.2, 0.2
+  dr_grpo       r - group mean                     sum / (max_new_tokens * completions)       0.2, 0.2
+  dapo          as grpo (+ dynamic sampling)       sum / all tokens of the minibatch          0.2, 0.28
+  gspo          as grpo                            one ratio per sequence, mean over them     3e-4, 4e-4
+  rloo          r - mean of the other G-1          as grpo                                    0.2, 0.2
+  reinforce_pp  (r - batch mean) / batch std       as dapo; KL as the k3 loss term            0.2, 0.2
+  ppo           GAE on a value model, whitened     as dapo; beta * k1 KL in the reward        0.2, 0.2
+
+The trainer splits a minibatch into micro-batches, so every loss takes the minibatch's normaliser
+(`num_sequences`, `num_tokens`) and returns these rows' share of the minibatch loss: the micro-batch
+losses add up to the minibatch loss whatever the split.
 """
 
 from __future__ import annotations
 
 import torch
 
+# ---------------------------------------------------------------------------------------------
+# Advantages: (rewards (N,), group_size) -> advantages (N,)
+
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """A_i = (r_i - mean(group)) / (std(group) + eps). rewards: (N,), N = prompts * group_size.
+    """GRPO: A_i = (r_i - mean(group)) / (std(group) + eps). rewards: (N,), N = prompts * group_size.
 
     std is the unbiased sample std (as TRL). A group whose rewards are all equal gets advantage 0:
     it carries no signal, which is why `zero_std_frac` is logged.
@@ -20,42 +43,238 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     return ((grouped - mean) / (std + eps)).view(-1)
 
 
+def group_mean_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Dr. GRPO: A_i = r_i - mean(group). Dividing by the std up-weights groups that are nearly all
+    right or all wrong (small std), a difficulty bias the Dr. GRPO paper removes."""
+    grouped = rewards.view(-1, group_size)  # (prompts, G)
+    return (grouped - grouped.mean(1, keepdim=True)).view(-1)
+
+
+def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO: A_i = r_i - mean of the other G-1 rewards of the group. The baseline does not contain
+    r_i, so it is unbiased; it equals G/(G-1) * (r_i - mean(group))."""
+    grouped = rewards.view(-1, group_size)  # (prompts, G)
+    others_mean = (grouped.sum(1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - others_mean).view(-1)
+
+
+def batch_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """REINFORCE++: A_i = (r_i - mean(batch)) / (std(batch) + eps): no group baseline, normalised
+    over the whole batch (less noisy than a group of G). group_size is unused."""
+    return (rewards - rewards.mean()) / (rewards.std() + eps)
+
+
+ADVANTAGES = {  # PPO is not here: its advantages need a value model, see `gae`
+    "grpo": group_advantages,
+    "dr_grpo": group_mean_advantages,
+    "dapo": group_advantages,
+    "gspo": group_advantages,
+    "rloo": leave_one_out_advantages,
+    "reinforce_pp": batch_advantages,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# PPO: per-token rewards, GAE, the value loss
+
+
+def token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor, kl: torch.Tensor | None = None,
+                  beta: float = 0.0) -> torch.Tensor:
+    """PPO/InstructGPT: the sequence reward (N,) paid at the last completion token, minus beta * KL
+    at every token (kl: (N, T), k1 = logp - ref_logp of the sampled tokens). Returns (N, T)."""
+    mask = completion_mask.to(rewards.dtype)
+    last = (mask.sum(1).long() - 1).clamp(min=0)  # (N,) index of the last completion token
+    out = torch.zeros_like(mask).scatter(1, last[:, None], rewards[:, None])
+    if kl is not None and beta > 0:
+        out = out - beta * kl
+    return out * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, completion_mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over tokens. rewards, values, completion_mask: (N, T).
+
+    delta_t = r_t + gamma * V_{t+1} - V_t,  A_t = delta_t + gamma * lam * A_{t+1}; the state after the
+    last token is terminal (V = 0). Returns (advantages, returns = advantages + values), 0 on padding.
+    """
+    mask = completion_mask.to(values.dtype)
+    values = values * mask  # padding is past the end: value 0, so V_{last+1} = 0
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.size(1))):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        advantages[:, t] = next_advantage
+        next_value = values[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the masked entries of the whole batch (PPO's advantage whitening)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask.to(x.dtype)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """1 - Var(returns - values) / Var(returns): 1 is a perfect critic, <= 0 one no better than a constant.
+    None when the returns do not vary (nothing to explain)."""
+    var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    error = returns - values
+    var_error = masked_mean((error - masked_mean(error, mask)) ** 2, mask)
+    return float(1 - var_error / var_returns) if var_returns > 0 else None
+
+
+def value_loss(
+    values: torch.Tensor,  # (N, T) under the value model being trained (requires grad)
+    old_values: torch.Tensor,  # (N, T) predicted when the rollout was scored
+    returns: torch.Tensor,  # (N, T) GAE targets
+    completion_mask: torch.Tensor,  # (N, T)
+    value_clip: float = 0.2,
+    num_tokens: float | torch.Tensor | None = None,  # completion tokens in the minibatch (default: these rows')
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped within value_clip of the old value: like the
+    ratio clip, it stops one batch from moving the critic far (as OpenAI baselines, CleanRL, TRL)."""
+    mask = completion_mask.to(values.dtype)
+    clipped_values = old_values + torch.clamp(values - old_values, -value_clip, value_clip)
+    unclipped_error = (values - returns) ** 2
+    clipped_error = (clipped_values - returns) ** 2
+    per_token = 0.5 * torch.max(unclipped_error, clipped_error)
+    loss = (per_token * mask).sum() / (mask.sum().clamp(min=1) if num_tokens is None else num_tokens)
+    with torch.no_grad():
+        stats = {"value_clip_frac": float(masked_mean((clipped_error > unclipped_error).to(mask.dtype), mask))}
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy losses: (logprobs, old_logprobs, advantages, completion_mask, ...) -> (loss, stats)
+
+CLIP_DEFAULTS = {  # (eps, eps_high) for a config that leaves them None; other algorithms: (0.2, eps)
+    "dapo": (0.2, 0.28),  # clip-higher: more room for unlikely tokens to grow keeps entropy up
+    "gspo": (3e-4, 4e-4),  # the GSPO paper's: a sequence ratio is a mean of T log-ratios, so it moves little
+}
+
+
+def clip_range(algorithm: str, eps: float | None = None, eps_high: float | None = None) -> tuple[float, float]:
+    """The clip range [1 - eps, 1 + eps_high] an algorithm uses; a None is filled with its default."""
+    default_eps, default_high = CLIP_DEFAULTS.get(algorithm, (0.2, None))
+    eps = default_eps if eps is None else eps
+    return eps, eps_high if eps_high is not None else default_high if default_high is not None else eps
+
+
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token KL(pi || pi_ref) by the k3 estimator: r - log r - 1 with r = pi_ref / pi; unbiased, >= 0."""
     log_ratio = ref_logprobs - logprobs
     return torch.exp(log_ratio) - log_ratio - 1
 
 
+def _clipped_objective(ratio, advantages, eps, eps_high):
+    """-min(ratio * A, clip(ratio, 1-eps, 1+eps_high) * A), and where the clip took effect."""
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - eps, 1 + (eps if eps_high is None else eps_high)) * advantages
+    return -torch.min(unclipped, clipped), clipped < unclipped
+
+
+def _kl_term(logprobs, ref_logprobs, beta):
+    if beta <= 0:
+        return None
+    if ref_logprobs is None:
+        raise ValueError("beta > 0 needs ref_logprobs")
+    return kl_k3(logprobs, ref_logprobs)
+
+
+def _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs):
+    """Per-token clipped objective (+ beta * k3 KL) (N, T), and the stats every token-ratio loss logs."""
+    mask = completion_mask.to(logprobs.dtype)
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # one advantage per sequence, or PPO's per token
+    per_token, clipped = _clipped_objective(torch.exp(logprobs - old_logprobs), adv, eps, eps_high)
+    kl = _kl_term(logprobs, ref_logprobs, beta)
+    if kl is not None:
+        per_token = per_token + beta * kl
+    with torch.no_grad():
+        stats = {"clip_frac": float(masked_mean(clipped.to(mask.dtype), mask)),
+                 "kl": float(masked_mean(kl, mask)) if kl is not None else 0.0}
+    return per_token * mask, stats
+
+
 def grpo_loss(
     logprobs: torch.Tensor,  # (N, T) under the policy being trained (requires grad)
     old_logprobs: torch.Tensor,  # (N, T) under the policy that sampled
-    advantages: torch.Tensor,  # (N,)
+    advantages: torch.Tensor,  # (N,) or (N, T)
     completion_mask: torch.Tensor,  # (N, T) 1 for completion tokens
     eps: float = 0.2,
     eps_high: float | None = None,
     beta: float = 0.0,
     ref_logprobs: torch.Tensor | None = None,  # (N, T), needed when beta > 0
+    *,
+    num_sequences: int | None = None,  # completions in the minibatch (default: N)
+    **_,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """-J from R1_RECIPE.md section 1: mean over completions of the mean over their tokens of
-    min(ratio * A, clip(ratio, 1-eps, 1+eps_high) * A) - beta * KL."""
-    mask = completion_mask.to(logprobs.dtype)
-    ratio = torch.exp(logprobs - old_logprobs)
-    adv = advantages[:, None]
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - eps, 1 + (eps if eps_high is None else eps_high)) * adv
-    per_token = -torch.min(unclipped, clipped)
-    kl = None
-    if beta > 0:
-        if ref_logprobs is None:
-            raise ValueError("beta > 0 needs ref_logprobs")
-        kl = kl_k3(logprobs, ref_logprobs)
-        per_token = per_token + beta * kl
-    tokens = mask.sum(1).clamp(min=1)  # (N,)
-    loss = ((per_token * mask).sum(1) / tokens).mean()
-    with torch.no_grad():
-        n_tokens = mask.sum().clamp(min=1)
-        stats = {
-            "clip_frac": float(((clipped < unclipped).to(mask.dtype) * mask).sum() / n_tokens),
-            "kl": float((kl * mask).sum() / n_tokens) if kl is not None else 0.0,
-        }
+    min(ratio * A, clip(ratio, 1-eps, 1+eps_high) * A) - beta * KL.
+
+    The 1/|o_i| makes a token of a short completion weigh more than one of a long completion: a wrong
+    long answer is penalised less per token, the length bias Dr. GRPO and DAPO remove. Also RLOO's loss.
+    """
+    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs)
+    tokens = completion_mask.sum(1).clamp(min=1)  # (N,)
+    per_sequence = per_token.sum(1) / tokens
+    loss = per_sequence.mean() if num_sequences is None else per_sequence.sum() / num_sequences
     return loss, stats
+
+
+def dr_grpo_loss(logprobs, old_logprobs, advantages, completion_mask, eps=0.2, eps_high=None, beta=0.0,
+                 ref_logprobs=None, *, num_sequences: int | None = None, max_tokens: int | None = None, **_):
+    """Dr. GRPO: sum of token losses / (max_tokens * num_sequences). The constant replaces 1/|o_i|, so
+    every token weighs the same whatever its completion's length. max_tokens default: T."""
+    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs)
+    n = per_token.size(0) if num_sequences is None else num_sequences
+    return per_token.sum() / ((max_tokens or per_token.size(1)) * n), stats
+
+
+def token_level_loss(logprobs, old_logprobs, advantages, completion_mask, eps=0.2, eps_high=None, beta=0.0,
+                     ref_logprobs=None, *, num_tokens: float | torch.Tensor | None = None, **_):
+    """DAPO's token-level loss: sum of token losses / all completion tokens of the minibatch, so long
+    completions count by their tokens (their errors are not diluted). Also REINFORCE++'s and PPO's."""
+    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs)
+    return per_token.sum() / (completion_mask.sum().clamp(min=1) if num_tokens is None else num_tokens), stats
+
+
+def gspo_loss(logprobs, old_logprobs, advantages, completion_mask, eps=3e-4, eps_high=4e-4, beta=0.0,
+              ref_logprobs=None, *, num_sequences: int | None = None, **_):
+    """GSPO: one importance ratio per sequence, s_i = exp(mean_t (logp - old_logp)), clipped at the
+    sequence level: the reward is given to a sequence, so the correction is too, and one noisy token
+    ratio cannot clip or blow up its sequence. advantages: (N,). Mean over sequences."""
+    if advantages.dim() != 1:
+        raise ValueError("gspo's ratio is per sequence: it needs one advantage per sequence, shape (N,)")
+    mask = completion_mask.to(logprobs.dtype)
+    tokens = mask.sum(1).clamp(min=1)  # (N,)
+    seq_ratio = torch.exp(((logprobs - old_logprobs) * mask).sum(1) / tokens)  # (N,)
+    per_sequence, clipped = _clipped_objective(seq_ratio, advantages, eps, eps_high)
+    kl = _kl_term(logprobs, ref_logprobs, beta)
+    if kl is not None:
+        per_sequence = per_sequence + beta * (kl * mask).sum(1) / tokens
+    n = per_sequence.size(0) if num_sequences is None else num_sequences
+    with torch.no_grad():
+        stats = {"clip_frac": float(clipped.float().mean()),  # share of sequences, not tokens
+                 "kl": float(masked_mean(kl, mask)) if kl is not None else 0.0}
+    return per_sequence.sum() / n, stats
+
+
+POLICY_LOSSES = {
+    "grpo": grpo_loss,
+    "dr_grpo": dr_grpo_loss,
+    "dapo": token_level_loss,
+    "gspo": gspo_loss,
+    "rloo": grpo_loss,
+    "reinforce_pp": token_level_loss,  # KL as GRPO's k3 term in the loss (OpenRLHF's --use_kl_loss), not in the reward
+    "ppo": token_level_loss,
+}
+
+KL_IN_REWARD = {"ppo"}  # these fold beta * KL into the per-token reward (token_rewards), not into the loss

@@ -14,6 +14,11 @@ EXAMPLES = """examples:
   r1lab eval runs/r1-zero/final --task tinyworld --k 8
   r1lab generate runs/r1-zero/final --k 8 --n 500 --out traces.jsonl   # sample, score, filter
   r1lab sft tinyworld --data traces.jsonl --out runs/sft epochs=2      # SFT on the kept samples
+  r1lab run r1 --out runs/r1                              # R1's four stages + a distilled student, ~30 min
+  r1lab run distill-vs-rl --out runs/dvr teacher=runs/r1/final
+  r1lab distill --teacher runs/r1/final --student tinyworld --out runs/distill
+  r1lab control --algo ppo --env CartPole-v1 --out runs/cartpole-ppo
+  r1lab compare ppo-vs-grpo --out runs/cmp                # the paper's PPO (lambda 0.95, 1.0) vs GRPO
   r1lab chat runs/r1-zero/final
 """
 
@@ -23,10 +28,28 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a recipe (r1-zero) into a run directory; re-running resumes it")
-    run.add_argument("recipe", help="recipe name (r1-zero) or path to a YAML recipe")
+    run = sub.add_parser("run", help="run a recipe (r1-zero, r1, distill-vs-rl, distill) into a run directory; re-running resumes it")
+    run.add_argument("recipe", help="recipe name (r1-zero, r1, distill-vs-rl, distill) or path to a YAML recipe")
     run.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
     run.add_argument("overrides", nargs="*", help="field=value settings, e.g. rl.steps=50 model=path/to/model")
+
+    dis = sub.add_parser("distill", help="a teacher writes filtered traces, a student is SFT'd on them (the 'distill' recipe)")
+    dis.add_argument("--teacher", required=True, help="teacher model directory (e.g. runs/r1/final)")
+    dis.add_argument("--student", default="tinyworld",
+                     help="student model directory or hub name; 'tinyworld' (default) pretrains a quarter-size tiny-world model")
+    dis.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    dis.add_argument("overrides", nargs="*", help="field=value settings, e.g. stages.0.k=8 sft.epochs=3 task=data.jsonl")
+
+    ctl = sub.add_parser("control", help="PPO or GRPO on a classic-control env (CartPole-v1, Acrobot-v1) with a small MLP")
+    ctl.add_argument("--algo", required=True, choices=["grpo", "ppo"])
+    ctl.add_argument("--env", default="CartPole-v1")
+    ctl.add_argument("--out", required=True, help="directory: metrics.jsonl, summary.json, policy.pt")
+    ctl.add_argument("overrides", nargs="*", help="ControlConfig fields (r1lab/config.py), e.g. seed=1 lr=3e-4 group_size=16")
+
+    cmp = sub.add_parser("compare", help="run variants (algorithms, settings) on the same task, seed and budget; one overlaid report")
+    cmp.add_argument("spec", help="comparison name (ppo-vs-grpo, grpo-family, cartpole) or path to a YAML spec")
+    cmp.add_argument("--out", required=True, help="directory: one run directory per variant, compare.json, report.html")
+    cmp.add_argument("overrides", nargs="*", help="field=value settings for every variant, e.g. rl.steps=50")
 
     pre = sub.add_parser("pretrain", help="build the tiny world's base model (cached for later runs)")
     pre.add_argument("--out", help="save it here instead of the cache")
@@ -79,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_hf()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -91,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _quiet_hf() -> None:
+    """r1lab draws its own progress; HF's per-checkpoint "Loading weights" / "Writing shards" bars are noise."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def _dispatch(args) -> int:
     from r1lab.config import load_config, merge, parse_overrides, validate
 
@@ -98,6 +132,29 @@ def _dispatch(args) -> int:
         from r1lab.pipeline import run_recipe
 
         run_recipe(load_config(args.recipe, args.overrides), args.out)
+    elif args.command == "distill":
+        from r1lab.pipeline import run_recipe
+
+        run_recipe(load_config("distill", [f"teacher={args.teacher}", f"student.model={args.student}", *args.overrides]), args.out)
+    elif args.command == "control":
+        from pydantic import ValidationError
+
+        from r1lab.config import ConfigError
+        from r1lab.config import ControlConfig
+        from r1lab.control import run_control
+
+        settings = {"algo": args.algo, "env": args.env, **parse_overrides(args.overrides)}
+        try:
+            cfg = ControlConfig.model_validate(settings)
+        except ValidationError as err:
+            raise ConfigError("invalid control settings:\n" + "\n".join(
+                f"  {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
+        summary = run_control(cfg, args.out)
+        print(json.dumps({k: summary[k] for k in ("algo", "env", "final_mean_return", "env_steps", "wall_seconds")}, indent=2))
+    elif args.command == "compare":
+        from r1lab.compare import load_spec, run_compare
+
+        run_compare(load_spec(args.spec, args.overrides), args.out)
     elif args.command == "pretrain":
         from r1lab.progress import console
         from r1lab.tinyworld.build import pretrain

@@ -24,10 +24,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def majority_answer(answers: list[str | None]) -> str | None:
-    """The most common extracted answer (ties: the first seen); None if no sample answered."""
-    counts = Counter(" ".join(a.split()) for a in answers if a)
-    return counts.most_common(1)[0][0] if counts else None
+def majority_answer(answers: list[str | None], key=lambda a: " ".join(a.split())) -> str | None:
+    """The most common extracted answer, answers with the same `key` counting as one (ties: the first
+    seen); the first answer with the winning key is returned. None if no sample answered."""
+    given = [a for a in answers if a]
+    counts = Counter(key(a) for a in given)
+    if not counts:
+        return None
+    winner = counts.most_common(1)[0][0]
+    return next(a for a in given if key(a) == winner)
 
 
 def reflects(text: str, phrases: list[str]) -> bool:
@@ -57,16 +62,19 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
                 lengths += [int(rollout.lengths[r]) for r in rows]
                 reflective += [reflects(r, reflection_phrases) for r in responses]
                 consistency += [language_consistency_reward(r) for r in responses]
-                vote = majority_answer(answers)
+                vote = majority_answer(answers, key=lambda a, ex=ex: task.vote_key(a, ex))
                 cons.append(task.score(vote, ex) if vote else 0.0)
                 samples.append({"prompt": ex.prompt, "answer": ex.answer, "response": responses[0], "correct": scores[0] >= 1.0})
             bar(len(chunk), pass1=f"{sum(map(sum, correct)) / (cfg.k * len(correct)):.3f}")
     n = len(examples)
+    pass_k = sum(pass_at_k(cfg.k, sum(s >= 1.0 for s in sc), cfg.k) for sc in correct) / n
     return {
         "pass@1": sum(sum(s) / cfg.k for s in correct) / n,
         "k": cfg.k,
         "n": n,
-        f"pass@{cfg.k}": sum(pass_at_k(cfg.k, sum(s >= 1.0 for s in sc), cfg.k) for sc in correct) / n,
+        "pass@k": pass_k,  # also under its numbered name, as papers write it
+        "cons@k": sum(cons) / n,
+        f"pass@{cfg.k}": pass_k,
         f"cons@{cfg.k}": sum(cons) / n,
         "format_rate": sum(formatted) / len(formatted),
         "mean_length": sum(lengths) / len(lengths),

@@ -182,6 +182,26 @@ def _score_prompt(ex: Example, task: Task, prompt_text: str, rollout, rows: rang
             for j, (resp, (scores, _), why) in enumerate(zip(responses, scored, reasons))]
 
 
+def write_reference_answers(examples: list[Example], out_path: str | os.PathLike) -> dict:
+    """Rows like `generate`'s, all kept, whose completion is the example's own answer with an empty
+    chain of thought: '<think> </think> <answer> … </answer>'. Non-reasoning SFT data."""
+    rows = []
+    for ex in examples:
+        if not ex.answer or not str(ex.answer).strip():
+            raise ValueError(f"example {ex.id!r} has no reference answer to write")
+        completion = f"<think> </think> <answer> {ex.answer} </answer>"
+        rows.append({"id": ex.id, "sample": 0, "prompt": ex.prompt, "answer": ex.answer, "response": completion,
+                     "completion": completion, "scores": {}, "kept": True, "reasons": []})
+    if not rows:
+        raise ValueError("answers: no examples to write")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, out_path)
+    return {"prompts": len(rows), "samples": len(rows), "kept": len(rows), "out_path": str(out_path)}
+
+
 def _filter_config(filters: FilterConfig | dict | None) -> FilterConfig:
     if filters is None:
         return FilterConfig()

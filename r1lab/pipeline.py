@@ -2,9 +2,10 @@
 
     RUN/config.yaml     the resolved config (a run directory holds one experiment)
     RUN/state.json      finished stages and evaluations: re-running the same command resumes, never redoes
-    RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft) or samples.jsonl (generate)
+    RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft) or samples.jsonl (generate, answers)
     RUN/metrics.jsonl   every stage's step metrics, RUN/samples.jsonl their sample completions
-    RUN/summary.json    one entry per model stage with eval_before (its init) and eval_after
+    RUN/summary.json    one entry per model stage with eval_before (its init) and eval_after, and the
+                        paper-style table: every model of the run measured the same way
     RUN/final           the last model stage's final/ (a symlink)
 """
 
@@ -23,13 +24,18 @@ from r1lab.evaluate import evaluate
 from r1lab.progress import console
 
 
-def resolve_model(cfg: RunConfig) -> str:
-    """'tinyworld' means the tiny world's base model, built (or taken from the cache) from cfg.pretrain."""
-    if cfg.model == "tinyworld":
+def resolve_model(cfg: RunConfig, which: str = "base") -> str:
+    """The path (or hub name) of the run's base, student or teacher model. 'tinyworld' means a tiny-world
+    model built (or taken from the cache) from cfg.pretrain (the student's: with cfg.student.pretrain)."""
+    name = {"base": cfg.model, "student": cfg.student.model, "teacher": cfg.teacher}[which]
+    if name == "tinyworld":
         from r1lab.tinyworld.build import pretrain
 
-        return str(pretrain(cfg.pretrain))
-    return cfg.model
+        return str(pretrain(cfg.student_pretrain() if which == "student" else cfg.pretrain))
+    if which == "teacher" and not Path(name).is_dir():
+        raise FileNotFoundError(f"teacher '{name}' is not a model directory (run `r1lab run r1 --out runs/r1` "
+                                "and pass teacher=runs/r1/final, or any model directory)")
+    return name
 
 
 def resolve_system(cfg: RunConfig, model_path: str) -> str | None:
@@ -42,11 +48,11 @@ def resolve_system(cfg: RunConfig, model_path: str) -> str | None:
     return None
 
 
-def load_task_for(cfg: RunConfig):
+def load_task_for(cfg: RunConfig, name: str | None = None):
     from r1lab.tasks import load_task
 
     d = cfg.data
-    return load_task(cfg.task, question_field=d.question_field, answer_field=d.answer_field, test_file=d.test_file,
+    return load_task(name or cfg.task, question_field=d.question_field, answer_field=d.answer_field, test_file=d.test_file,
                      test_size=d.test_size, train_size=d.train_size, seed=cfg.seed)
 
 
@@ -71,19 +77,33 @@ def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
 
 
 class Run:
-    """What every stage needs: the config, the task, the models made so far, and the saved state."""
+    """What every stage needs: the config, the tasks, the models made so far, and the saved state."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.cfg, self.dir = cfg, Path(run_dir)
         self.task = load_task_for(cfg)  # bad data fails here, before any model work
+        self.tasks = {cfg.task: self.task}
+        for name in {st.task for st in cfg.stages if st.task} | set(cfg.eval.extra_tasks):
+            self.tasks[name] = load_task_for(cfg, name)
         check_run_dir(self.dir, cfg)
         self.state_path = self.dir / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         for key in ("stages", "evals"):
             self.state.setdefault(key, {})
         self.state.setdefault("wall_seconds", 0.0)
-        self.models = {"base": resolve_model(cfg)}
-        self.system = resolve_system(cfg, self.models["base"])
+        self.models: dict[str, str] = {}
+        if cfg.teacher:
+            self.model_path("teacher")  # a missing teacher fails now, not mid-run
+        first = next(st.init for st in cfg.stages if st.kind != "answers")
+        self.system = resolve_system(cfg, self.model_path(first))
+
+    def task_of(self, stage: StageConfig):
+        return self.tasks[stage.task or self.cfg.task]
+
+    def model_path(self, name: str) -> str:
+        if name not in self.models:  # the student is built only by runs that use it
+            self.models[name] = resolve_model(self.cfg, name)
+        return self.models[name]
 
     def save(self) -> None:
         write_json_atomic(self.state_path, self.state)
@@ -91,19 +111,24 @@ class Run:
     def load(self, name: str):
         from r1lab.models import load_model
 
-        return load_model(self.models[name], self.cfg.device, self.cfg.dtype)
+        return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype)
 
     def evaluate(self, name: str) -> dict:
         if name not in self.state["evals"]:
             from r1lab.rollout import TorchEngine
 
             model, tokenizer = self.load(name)
-            self.state["evals"][name] = evaluate(
-                TorchEngine(model, tokenizer, seed=self.cfg.seed), self.task, self.cfg.eval, template=self.cfg.template,
-                system=self.system, reflection_phrases=self.cfg.rl.reflection_phrases, label=f"eval {name}")
+            engine = TorchEngine(model, tokenizer, seed=self.cfg.seed)
+            common = {"template": self.cfg.template, "system": self.system, "reflection_phrases": self.cfg.rl.reflection_phrases}
+            result = evaluate(engine, self.task, self.cfg.eval, label=f"eval {name}", **common)
+            result["params"] = sum(p.numel() for p in model.parameters())
+            result["tasks"] = {task: evaluate(engine, self.tasks[task], self.cfg.eval, label=f"eval {name} on {task}", **common)
+                               for task in self.cfg.eval.extra_tasks}
+            self.state["evals"][name] = result
             self.save()
         result = self.state["evals"][name]
-        console.print(f"{name}: pass@1 = {result['pass@1']:.3f} (k={result['k']}, n={result['n']})")
+        extra = "".join(f", {t}: {r['pass@1']:.3f}" for t, r in result.get("tasks", {}).items())
+        console.print(f"{name}: pass@1 = {result['pass@1']:.3f} (k={result['k']}, n={result['n']}{extra})")
         return result
 
 
@@ -112,7 +137,7 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
 
     rl = RLConfig.model_validate(merge(run.cfg.rl.model_dump(), stage.rl))
     policy, tokenizer = run.load(stage.init)
-    result = train_rl(policy, tokenizer, run.task, rl, out, template=run.cfg.template, system=run.system,
+    result = train_rl(policy, tokenizer, run.task_of(stage), rl, out, template=run.cfg.template, system=run.system,
                       seed=run.cfg.seed, stage=stage.name)
     save_final(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
                                                   "system": run.system})
@@ -126,11 +151,21 @@ def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
     model, tokenizer = run.load(stage.init)
     out.mkdir(parents=True, exist_ok=True)
     sampling = SamplingConfig(temperature=stage.temperature, max_new_tokens=run.cfg.rl.sampling.max_new_tokens)
+    task = run.task_of(stage)
     t0 = time.time()
-    stats = generate(TorchEngine(model, tokenizer, seed=run.cfg.seed), run.task, run.task.examples("train")[: stage.prompts],
+    stats = generate(TorchEngine(model, tokenizer, seed=run.cfg.seed), task, task.examples("train")[: stage.prompts],
                      k=stage.k, sampling=sampling, template=run.cfg.template, system=run.system, filters=stage.filters,
                      out_path=out / "samples.jsonl", label=stage.name)
     return {**stats, "wall_seconds": round(time.time() - t0, 1)}
+
+
+def run_answers(run: Run, stage: StageConfig, out: Path) -> dict:
+    """The task's own answers, without a chain of thought: R1's non-reasoning SFT data (in the paper,
+    DeepSeek-V3's SFT set), so the final model answers simple questions without over-thinking."""
+    from r1lab.generate import write_reference_answers
+
+    task = run.task_of(stage)
+    return write_reference_answers(task.examples("train")[: stage.prompts], out / "samples.jsonl")
 
 
 def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
@@ -145,7 +180,7 @@ def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
     return train_sft(model, tokenizer, load_sft_examples(rows, cfg, tokenizer), cfg, out, stage=stage.name)
 
 
-RUNNERS = {"rl": run_rl, "generate": run_generate, "sft": run_sft}
+RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft": run_sft}
 
 
 def save_final(model, tokenizer, final: Path, meta: dict) -> None:
@@ -163,12 +198,12 @@ def run_recipe(cfg: RunConfig, run_dir: str | Path) -> dict:
     run = Run(cfg, Path(run_dir))
     for stage in cfg.stages:
         out = run.dir / stage.name
-        if stage.kind != "generate":
-            run.evaluate(stage.init)
+        if stage.kind != "answers":
+            run.evaluate(stage.init)  # cached: each model is measured once
         if stage.name not in run.state["stages"]:
             run.state["stages"][stage.name] = RUNNERS[stage.kind](run, stage, out)
             run.save()
-        if stage.kind != "generate":
+        if stage.makes_model:
             run.models[stage.name] = str(out / "final")
             run.evaluate(stage.name)
     run.state["wall_seconds"] = round(run.state["wall_seconds"] + time.time() - t0, 1)
@@ -181,31 +216,70 @@ def finish(run: Run) -> dict:
     from r1lab.report import write_report
 
     cfg, state = run.cfg, run.state
+    models = [s for s in cfg.stages if s.makes_model]
     for name in ("metrics.jsonl", "samples.jsonl"):
-        parts = [run.dir / s.name / name for s in cfg.stages if s.kind != "generate"]
+        parts = [run.dir / s.name / name for s in models]
         tmp = run.dir / (name + ".tmp")
         tmp.write_text("".join(p.read_text() for p in parts if p.exists()))
         os.replace(tmp, run.dir / name)
-    last = [s for s in cfg.stages if s.kind != "generate"][-1]
+    last = next(s for s in models if s.name == cfg.final_stage) if cfg.final_stage else models[-1]
     link = run.dir / "final"
     if link.is_symlink() or link.exists():
         link.unlink() if link.is_symlink() else shutil.rmtree(link)
     link.symlink_to(Path(last.name) / "final")
     summary = {
         "recipe": cfg.recipe,
-        "model": cfg.model if cfg.model != "tinyworld" else f"tinyworld ({run.models['base']})",
+        "model": cfg.model if "base" not in run.models or cfg.model != "tinyworld" else f"tinyworld ({run.models['base']})",
         "task": cfg.task,
         "wall_seconds": state["wall_seconds"],
         "final_model": str(run.dir / last.name / "final"),
         "stages": [{"name": s.name, "kind": s.kind, "init": s.init, "steps": state["stages"][s.name].get("steps"),
                     "wall_seconds": state["stages"][s.name].get("wall_seconds"),
                     "eval_before": state["evals"][s.init], "eval_after": state["evals"][s.name]}
-                   for s in cfg.stages if s.kind != "generate"],
-        "data": [{"name": s.name, "init": s.init, **state["stages"][s.name]} for s in cfg.stages if s.kind == "generate"],
+                   for s in models],
+        "data": [{"name": s.name, "init": s.init, **state["stages"][s.name]} for s in cfg.stages if not s.makes_model],
+        "table": table(run),
     }
     write_json_atomic(run.dir / "summary.json", summary)
     write_report(run.dir)
-    first, final = state["evals"]["base"]["pass@1"], state["evals"][last.name]["pass@1"]
-    console.print(f"[bold]pass@1 {first:.3f} (base) -> {final:.3f} ({last.name})[/] ({final - first:+.3f}); "
+    print_table(summary["table"], f"{cfg.recipe}: every model on {cfg.task} (k={cfg.eval.k}, T={cfg.eval.temperature})")
+    first = "base" if "base" in state["evals"] else last.init  # distillation: student -> distilled
+    start, final = state["evals"][first]["pass@1"], state["evals"][last.name]["pass@1"]
+    console.print(f"[bold]pass@1 {start:.3f} ({first}) -> {final:.3f} ({last.name})[/] ({final - start:+.3f}); "
                   f"report: {run.dir / 'report.html'}")
     return summary
+
+
+TABLE_METRICS = ("pass@1", "pass@k", "cons@k", "format_rate", "language_consistency", "mean_length")
+
+
+def table(run: Run) -> list[dict]:
+    """One row per model the run measured (base, student, each stage), in the order they were made."""
+    rows = []
+    for name, result in run.state["evals"].items():
+        row = {"model": name, "params": result.get("params"), **{m: result[m] for m in TABLE_METRICS}}
+        row.update({f"{task} pass@1": r["pass@1"] for task, r in result.get("tasks", {}).items()})  # e.g. general
+        rows.append(row)
+    return rows
+
+
+SHORT = {"pass@1": "pass@1", "pass@k": "pass@k", "cons@k": "cons@k", "format_rate": "format",
+         "language_consistency": "language", "mean_length": "length"}
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=title)
+    columns = list(rows[0])
+    for column in columns:  # short headers: "tinyworld/general pass@1" -> "general"
+        name = SHORT.get(column, column.rsplit("/", 1)[-1].replace(" pass@1", ""))
+        t.add_column(name, justify="left" if column == "model" else "right", no_wrap=True)
+    for row in rows:
+        cells = []
+        for column in columns:
+            v = row.get(column)
+            cells.append(f"{v / 1e6:.2f}M" if column == "params" and v else f"{v:.1f}" if column == "mean_length"
+                         else f"{v:.3f}" if isinstance(v, float) else str(v))
+        t.add_row(*cells)
+    console.print(t)

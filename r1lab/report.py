@@ -134,6 +134,20 @@ def _duration(s) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+def _model_table(summary: dict, path: Path) -> str:
+    """The paper-style table: every model of the run (base, stages, student) measured the same way."""
+    rows = summary.get("table") or []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: field 'table' must be a list of objects")
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r[k]) if _is_num(r.get(k)) else html.escape(str(r.get(k, '–')))}</td>"
+                                    for k in columns) + "</tr>" for r in rows)
+    return f"<h2>Models</h2><table><tr>{head}</tr>{body}</table>"
+
+
 def _eval_table(summary: dict, path: Path) -> str:
     stages = summary.get("stages", [])
     if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
@@ -248,7 +262,7 @@ def write_report(run_dir: str | Path) -> Path:
                    f'{base64.b64encode((plots / f"{n}.png").read_bytes()).decode()}">' for n in made)
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style>'
             f'</head><body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(sub)}{html.escape(str(run_dir))}</p>'
-            f"{_eval_table(summary, files['summary.json'])}{'<h2>Training</h2>' + imgs if imgs else ''}"
+            f"{_model_table(summary, files['summary.json'])}{_eval_table(summary, files['summary.json'])}{'<h2>Training</h2>' + imgs if imgs else ''}"
             f"{_samples_html(samples)}</body></html>")
     out = run_dir / "report.html"
     out.write_text(page, encoding="utf-8")

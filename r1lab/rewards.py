@@ -94,44 +94,120 @@ def length_penalty(response: str, example: Example | None = None, *, num_tokens:
     return -min(1.0, excess / buffer) if buffer > 0 else -1.0
 
 
-# name -> factory(task) -> reward fn. Other modules add entries (e.g. a language-consistency reward).
-REWARD_FUNCTIONS: dict[str, Callable[[Task], RewardFn]] = {
-    "accuracy": make_accuracy_reward,
-    "format": lambda task: format_reward,
-    "tag_count": lambda task: tag_count_reward,
-    "repetition": lambda task: repetition_penalty,
-    "length": lambda task: length_penalty,
+def make_helpfulness_reward(task: Task) -> RewardFn:
+    """The tiny world's rule-based stand-in for R1's helpfulness reward model, for general prompts:
+    0.5 for the right answer (the task's check), 0.25 for answering in the format, 0.25 for not
+    thinking at length about a simple question (full up to 8 thinking words, none from 40)."""
+    from r1lab.language import count_words, thinking_part
+
+    def helpfulness_reward(response: str, example: Example, **_) -> float:
+        answer = extract_answer(response)
+        if not answer:
+            return 0.0
+        correct = float(task.score(answer, example)) if example.answer else 1.0
+        words = sum(count_words(thinking_part(response)).values())
+        concise = 1.0 - min(1.0, max(0, words - 8) / 32)
+        return 0.5 * correct + 0.25 * format_reward(response) + 0.25 * concise
+
+    return helpfulness_reward
+
+
+class RewardModel:
+    """Any HF sequence-classification model as a reward function: the score of prompt + response.
+
+    One output: its logit is the reward (a Bradley-Terry reward model). Several: the probability of
+    the last label (a "good" class). Loaded on first use, run without gradients.
+    """
+
+    def __init__(self, path: str | None):
+        if not path:
+            raise ValueError("the 'reward_model' reward needs rl.reward_model=PATH (an HF sequence-classification model)")
+        self.path, self.model, self.tokenizer = path, None, None
+
+    def _load(self):
+        from pathlib import Path
+
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not Path(self.path).exists() and (self.path.startswith((".", "/", "~")) or self.path.count("/") > 1):
+            raise FileNotFoundError(f"rl.reward_model: no such directory '{self.path}'")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id or 0
+
+    def __call__(self, response: str, example: Example, **_) -> float:
+        import torch
+
+        if self.model is None:
+            self._load()
+        inputs = self.tokenizer(example.prompt + "\n" + response, return_tensors="pt", truncation=True)
+        with torch.no_grad():
+            logits = self.model(**inputs).logits[0].float()
+        return float(logits[0]) if logits.numel() == 1 else float(logits.softmax(-1)[-1])
+
+
+# name -> factory(task, **options) -> reward fn (options: e.g. reward_model=PATH). Other modules add entries (e.g. a language-consistency reward).
+REWARD_FUNCTIONS: dict[str, Callable[..., RewardFn]] = {
+    "accuracy": lambda task, **options: make_accuracy_reward(task),
+    "format": lambda task, **options: format_reward,
+    "tag_count": lambda task, **options: tag_count_reward,
+    "repetition": lambda task, **options: repetition_penalty,
+    "length": lambda task, **options: length_penalty,
+    "helpfulness": lambda task, **options: make_helpfulness_reward(task),
+    "reward_model": lambda task, **options: RewardModel(options.get("reward_model")),
 }
 
 
-class Rewards:
-    """Weighted sum of named reward functions. Weight-0 entries are still computed, so they can be logged."""
+def is_general(example: Example) -> bool:
+    """General prompts (no rule checks a reasoning answer) get the general rewards."""
+    return bool(example.meta and example.meta.get("general"))
 
-    def __init__(self, weights: dict[str, float], task: Task):
+
+class Rewards:
+    """Weighted sums of named reward functions: `weights` for reasoning prompts, `general_weights` for
+    general ones (R1's all-scenario RL). Weight-0 entries are still computed, so they can be logged.
+    A function is run only on the samples whose weights name it; elsewhere its score is None."""
+
+    def __init__(self, weights: dict[str, float], task: Task, general_weights: dict[str, float] | None = None,
+                 **options):
+        self.weights = self._check(weights)
+        self.general_weights = self._check(general_weights or {})
+        self.fns = {name: REWARD_FUNCTIONS[name](task, **options) for name in {**self.weights, **self.general_weights}}
+
+    @staticmethod
+    def _check(weights: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(weights) - set(REWARD_FUNCTIONS))
         if unknown:
             raise ValueError(f"unknown reward name(s) {unknown}; valid names: {sorted(REWARD_FUNCTIONS)}")
         for name, w in weights.items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
                 raise ValueError(f"reward weight for {name!r} must be a finite number, got {w!r}")
-        self.weights = {name: float(w) for name, w in weights.items()}
-        self.fns = {name: REWARD_FUNCTIONS[name](task) for name in weights}
+        return {name: float(w) for name, w in weights.items()}
 
     def __call__(self, responses: list[str], examples: list[Example],
-                 infos: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
-        """-> (weighted total per sample, {name: raw score per sample})."""
+                 infos: list[dict]) -> tuple[list[float], dict[str, list[float | None]]]:
+        """-> (weighted total per sample, {name: raw score per sample, None where it does not apply})."""
         if not len(responses) == len(examples) == len(infos):
             raise ValueError(f"responses, examples and infos must be the same length, "
                              f"got {len(responses)}, {len(examples)}, {len(infos)}")
-        raw = {name: self._score_all(name, fn, responses, examples, infos) for name, fn in self.fns.items()}
-        totals = [sum(self.weights[name] * raw[name][i] for name in raw) for i in range(len(responses))]
+        general = [is_general(e) for e in examples]
+        if any(general) and not self.general_weights:
+            raise ValueError("the task has general prompts but rl.general_rewards is empty")
+        weights = [self.general_weights if g else self.weights for g in general]
+        raw = {name: self._score_all(name, fn, responses, examples, infos, [name in w for w in weights])
+               for name, fn in self.fns.items()}
+        totals = [sum(w * raw[name][i] for name, w in weights[i].items()) for i in range(len(responses))]
         return totals, raw
 
     @staticmethod
-    def _score_all(name: str, fn: RewardFn, responses, examples, infos) -> list[float]:
-        """Score every sample; one bad sample scores 0 and is logged, it never stops training."""
+    def _score_all(name: str, fn: RewardFn, responses, examples, infos, applies) -> list[float | None]:
+        """Score every sample it applies to; one bad sample scores 0 and is logged, it never stops training."""
         scores, failures = [], 0
-        for response, example, info in zip(responses, examples, infos):
+        for response, example, info, use in zip(responses, examples, infos, applies):
+            if not use:
+                scores.append(None)
+                continue
             try:
                 value = float(fn(response, example, **info))
                 if not math.isfinite(value):
@@ -147,7 +223,7 @@ class Rewards:
         return scores
 
 
-def _language_reward(task: Task) -> RewardFn:  # imported on use, so r1lab.language may import this module
+def _language_reward(task: Task, **_) -> RewardFn:  # imported on use, so r1lab.language may import this module
     from r1lab.language import language_consistency_reward
 
     return language_consistency_reward

@@ -1,8 +1,18 @@
 """Rollout engines: sample completions and the log-probs they were sampled with.
 
-`TorchEngine` works with any HF causal LM on CPU or GPU: each prompt is prefilled once and its KV
-cache repeated for the n samples, then one forward per new token for the whole batch, with finished
-rows dropped from the batch. A vLLM engine implements the same `generate`.
+`TorchEngine` works with any HF causal LM on CPU or GPU. Each prompt is prefilled once and its KV cache
+repeated for the n samples, then one forward per new token for the whole batch. Two paths do this:
+
+- plain: the model's own forward with an HF cache, finished rows dropped from the batch at once. Any model.
+- fast (Llama-family models: Llama, Qwen2, Mistral without a sliding window): the same computation written
+  out over the model's weights, without the per-module Python of the HF forward: fused q|k|v and gate|up
+  matmuls, a KV cache preallocated once per call and written in place (no torch.cat per token), and
+  attention as two batched matmuls. Finished rows stop being sampled at once and leave the batch when
+  enough of them have finished to pay for compacting the cache.
+
+Both paths sample the same tokens for the same seed (the fast path draws only for unfinished rows, in
+the same order) and agree on the log-probs up to float rounding; tests/test_rollout.py checks that.
+A vLLM engine implements the same `generate`.
 """
 
 from __future__ import annotations
@@ -59,9 +69,26 @@ def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> t
     return logits
 
 
+def sample_next(logits: torch.Tensor, sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row from (B, V) logits -> (tokens (B,), their log-probs under the temperature-scaled
+    policy (B,)). Shared by both paths, so they draw the same tokens from the same generator state."""
+    scaled = logits / max(sampling.temperature, 1e-5)
+    logprobs = F.log_softmax(scaled, -1)
+    if sampling.temperature == 0:
+        choice = scaled.argmax(-1)
+    else:
+        # Inverse CDF: one uniform per row (torch.multinomial draws one exponential per vocabulary entry,
+        # 10x slower at a batch of 128). Tokens of probability 0 (filtered) span an empty interval.
+        cdf = filter_logits(scaled, sampling.top_p, sampling.top_k).softmax(-1).cumsum(-1)
+        u = torch.rand((cdf.size(0), 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+        choice = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
+    return choice, logprobs.gather(1, choice[:, None]).squeeze(1)
+
+
 class TorchEngine:
-    def __init__(self, model, tokenizer, seed: int = 0):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, seed: int = 0, fast: bool = True):
+        """fast=False always uses the plain path (the reference the fast one is tested against)."""
+        self.model, self.tokenizer, self.fast = model, tokenizer, fast
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.eos_ids = torch.tensor(sorted(eos | {tokenizer.eos_token_id}))
@@ -74,9 +101,7 @@ class TorchEngine:
     @torch.no_grad()
     def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout:
         """Samples n completions for each prompt. `sampling` has temperature, top_p, top_k, max_new_tokens, stop."""
-        model, dev = self.model, self.model.device
-        was_training = model.training
-        model.eval()
+        model = self.model
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("an empty prompt cannot be continued: every prompt needs at least one token")
@@ -86,14 +111,36 @@ class TorchEngine:
         if max_new <= 0:
             raise ValueError(f"a prompt of {longest} tokens leaves no room to generate in the model's context of {limit}")
 
-        # Prefill each prompt once (left-padded), then repeat its cache for the n samples.
-        width = longest
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(prompts), width), dtype=torch.long)
+        was_training = model.training
+        model.eval()
+        try:
+            decoder = FastDecoder.of(model) if self.fast else None
+            run = self._sample_fast if decoder is not None else self._sample_plain
+            tokens, logprobs, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new)
+        finally:
+            if was_training:
+                model.train()
+        tokens, logprobs, lengths, stopped = tokens.cpu(), logprobs.cpu(), lengths.cpu(), stopped.cpu()
+        T = int(lengths.max())
+        mask = torch.arange(T)[None, :] < lengths[:, None]
+        tokens = tokens[:, :T].masked_fill(~mask, self.pad_id)
+        texts = self.tokenizer.batch_decode([row[:l].tolist() for row, l in zip(tokens, lengths)], skip_special_tokens=True)
+        return Rollout(prompt_ids, tokens, mask.long(), logprobs[:, :T] * mask, texts, (~stopped).tolist(), n)
+
+    def _left_padded(self, prompt_ids: list[list[int]], dev) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(map(len, prompt_ids))
+        ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(prompt_ids), width), dtype=torch.long)
         for i, p in enumerate(prompt_ids):
             ids[i, width - len(p):] = torch.tensor(p)
             attn[i, width - len(p):] = 1
-        ids, attn = ids.to(dev), attn.to(dev)
+        return ids.to(dev), attn.to(dev)
+
+    def _sample_plain(self, _, prompt_ids, sampling, n: int, max_new: int):
+        """-> tokens (N, max_new), logprobs (N, max_new), lengths (N,), stopped (N,), with the model's own forward."""
+        model, dev = self.model, self.model.device
+        # Prefill each prompt once (left-padded), then repeat its cache for the n samples.
+        ids, attn = self._left_padded(prompt_ids, dev)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True)
         cache = out.past_key_values
@@ -103,7 +150,7 @@ class TorchEngine:
         attn = attn.repeat_interleave(n, 0)
         next_pos = positions[:, -1:].repeat_interleave(n, 0) + 1
 
-        N = len(prompts) * n
+        N = len(prompt_ids) * n
         tokens = torch.full((N, max_new), self.pad_id, dtype=torch.long)
         logprobs = torch.zeros((N, max_new))
         lengths = torch.zeros(N, dtype=torch.long)
@@ -112,15 +159,9 @@ class TorchEngine:
         eos_ids = self.eos_ids.to(dev)
         stop_strings = list(sampling.stop)
         for t in range(max_new):
-            scaled = logits / max(sampling.temperature, 1e-5)
-            step_logprobs = F.log_softmax(scaled, -1)
-            if sampling.temperature == 0:
-                choice = scaled.argmax(-1)
-            else:
-                probs = filter_logits(scaled, sampling.top_p, sampling.top_k).softmax(-1)
-                choice = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+            choice, step_logprobs = sample_next(logits, sampling, self.generator)
             tokens[active, t] = choice.cpu()
-            logprobs[active, t] = step_logprobs.gather(1, choice[:, None]).squeeze(1).cpu()
+            logprobs[active, t] = step_logprobs.cpu()
             lengths[active] = t + 1
             done = torch.isin(choice, eos_ids).cpu()
             if stop_strings:
@@ -139,15 +180,290 @@ class TorchEngine:
                         past_key_values=cache, use_cache=True)
             cache, next_pos = out.past_key_values, next_pos + 1
             logits = out.logits[:, -1].float()
+        return tokens, logprobs, lengths, stopped
 
-        if was_training:
-            model.train()
-        T = int(lengths.max())
-        mask = torch.arange(T)[None, :] < lengths[:, None]
-        tokens = tokens[:, :T].masked_fill(~mask, self.pad_id)
-        texts = self.tokenizer.batch_decode([row[:l].tolist() for row, l in zip(tokens, lengths)], skip_special_tokens=True)
-        return Rollout(prompt_ids, tokens, mask.long(), logprobs[:, :T] * mask, texts, (~stopped).tolist(), n)
+    def _sample_fast(self, dec: "FastDecoder", prompt_ids, sampling, n: int, max_new: int):
+        """Same contract as _sample_plain, with the FastDecoder and its KVCache.
+
+        The batch holds slots: rows still generating plus finished rows not yet dropped. Finished rows are
+        never sampled again (sampling sees the live rows only, in order, as the plain path's batch does);
+        they leave the batch when the cache is rebuilt: when the generated part needs more columns, or
+        when carrying them costs more than copying the cache (see `_compact_now`).
+        """
+        dev = dec.device
+        ids, attn = self._left_padded(prompt_ids, dev)
+        N = len(prompt_ids) * n
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache = KVCache(dec, len(prompt_ids), n, ids.size(1), max_new)
+        logits = dec.prefill(ids, positions, attn.bool(), cache).repeat_interleave(n, 0)  # (N, V)
+        # Additive masks: -inf on the prompts' left padding (None if none), and on generated columns not
+        # written yet (future: one more opens at every step).
+        pad_bias = None if attn.all() else torch.zeros(attn.shape, device=dev, dtype=dec.dtype).masked_fill_(
+            attn == 0, float("-inf"))[:, None, None, :]
+        future = torch.full((cache.width,), float("-inf"), device=dev, dtype=dec.dtype)
+        next_pos = positions[:, -1].repeat_interleave(n, 0) + 1
+
+        tokens = torch.full((N, max_new), self.pad_id, dtype=torch.long, device=dev)
+        logprobs = torch.zeros((N, max_new), device=dev)
+        lengths = torch.zeros(N, dtype=torch.long, device=dev)
+        stopped = torch.zeros(N, dtype=torch.bool, device=dev)
+        live = torch.ones(N, dtype=torch.bool, device=dev)  # per slot
+        n_live = N
+        eos_ids = self.eos_ids.to(dev)
+        stop_strings = list(sampling.stop)
+        for t in range(max_new):
+            all_live = n_live == len(cache.rows)
+            live_idx = None if all_live else live.nonzero().squeeze(1)
+            rows = cache.rows if all_live else cache.rows[live_idx]
+            choice, step_logprobs = sample_next(logits if all_live else logits[live_idx], sampling, self.generator)
+            tokens[rows, t] = choice
+            logprobs[rows, t] = step_logprobs
+            lengths[rows] = t + 1
+            done = torch.isin(choice, eos_ids)
+            if stop_strings:
+                hits = [self._hit_stop(tokens[r, : t + 1], stop_strings) for r in rows.tolist()]
+                done |= torch.tensor(hits, device=dev)
+            n_done = int(done.sum())
+            if n_done:
+                stopped[rows[done]] = True
+                n_live -= n_done
+                live[done if all_live else live_idx[done]] = False
+            if n_live == 0 or t == max_new - 1:
+                break
+            inputs = choice if all_live else torch.full_like(cache.rows, self.pad_id).index_put_((live_idx,), choice)
+            width = cache.width if t < cache.width else min(2 * cache.width, max_new)
+            compact = n_live < len(cache.rows) and (width > cache.width or self._compact_now(len(cache.rows), n_live, max_new - t - 1))
+            if compact or width > cache.width:
+                keep = live.nonzero().squeeze(1) if compact else None
+                cache.rebuild(keep, width)
+                if keep is not None:
+                    inputs, next_pos, live = inputs[keep], next_pos[keep], live[keep]
+                future = F.pad(future, (0, width - future.numel()), value=float("-inf"))
+            future[t] = 0
+            logits = dec.step(inputs, next_pos, t, cache, pad_bias, future)
+            next_pos = next_pos + 1
+        return tokens, logprobs, lengths, stopped
+
+    @staticmethod
+    def _compact_now(slots: int, live: int, steps_left: int) -> bool:
+        """Drop finished rows when carrying them for the steps left costs more than copying the cache once:
+        a finished row costs about 1/slots of a step per step, the copy about two steps' attention."""
+        return (slots - live) * steps_left >= 2 * slots
 
     def _hit_stop(self, row: torch.Tensor, stops: list[str]) -> bool:
         tail = self.tokenizer.decode(row[-16:].tolist(), skip_special_tokens=True)
         return any(s in tail for s in stops)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path: a Llama-family forward over the model's own weights, for sampling only.
+
+
+class KVCache:
+    """Keys and values of every layer for n samples of each prompt, in two parts:
+
+    - prompt part, once per prompt: pk, pv (prompts, kv_heads, P, head_dim), written by the prefill;
+    - generated part, per row: gk, gv (slots, kv_heads, width, head_dim), column t holds generated token t.
+      `width` grows by doubling (rebuild), so attention never reads many columns that are not written yet.
+
+    rows[i] is the output row (prompt rows[i] // n) of batch slot i; `full` while every row is present in
+    order. Attention reads whole contiguous blocks: CPU batched matmuls on slices are several times slower.
+    """
+
+    def __init__(self, dec: "FastDecoder", prompts: int, n: int, P: int, max_new: int):
+        self.n, self.N, self.P = n, prompts * n, P
+        self.width = min(16, max_new)
+        kw = {"dtype": dec.dtype, "device": dec.device}
+        shape = (prompts, dec.kv_heads, P, dec.head_dim)
+        self.pk = [torch.empty(shape, **kw) for _ in dec.layers]
+        self.pv = [torch.empty(shape, **kw) for _ in dec.layers]
+        shape = (self.N, dec.kv_heads, self.width, dec.head_dim)
+        self.gk = [torch.zeros(shape, **kw) for _ in dec.layers]  # zeros: unwritten columns are masked,
+        self.gv = [torch.zeros(shape, **kw) for _ in dec.layers]  # and must be finite
+        self.rows = torch.arange(self.N, device=dec.device)
+        self.full = True
+
+    def rebuild(self, keep: torch.Tensor | None, width: int) -> None:
+        """Keeps the slots `keep` (None: all) and widens the generated part to `width` columns."""
+        def rebuilt(x):
+            x = x.index_select(0, keep) if keep is not None else x
+            return F.pad(x, (0, 0, 0, width - x.size(2))) if width > x.size(2) else x
+
+        self.gk, self.gv = [rebuilt(k) for k in self.gk], [rebuilt(v) for v in self.gv]
+        self.width = width
+        if keep is not None:
+            self.rows, self.full = self.rows[keep], False
+
+
+def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    """HF's Llama/Qwen2 RMSNorm: normalise in float32, cast back, then scale."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.size(-1),), norm.weight, norm.variance_epsilon)
+    return norm.weight * F.rms_norm(x.float(), (x.size(-1),), None, norm.variance_epsilon).to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, as HF's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin."""
+    half = x.size(-1) // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+
+def _project(x: torch.Tensor, pairs: list) -> torch.Tensor:
+    """x through several linear maps, outputs side by side: one matmul when they are fused into one pair."""
+    if len(pairs) == 1:
+        return F.linear(x, *pairs[0])
+    return torch.cat([F.linear(x, w, b) for w, b in pairs], -1)
+
+
+class FastDecoder:
+    """The forward pass of a Llama-family HF model (Llama, Qwen2, Mistral without a sliding window),
+    written over the model's weights for prefill and one-token decode steps with a `KVCache`.
+
+    Small models (up to FUSE_PARAMETERS) get their q|k|v and gate|up weights concatenated once per
+    `generate` call (the trainer changes the weights between calls), so a layer is four matmuls: at
+    small widths the per-matmul overhead is what costs. Larger ones keep their weights as they are (no
+    second copy in memory). The LM head is called as the model's module, so hooks on it still apply.
+    `of(model)` returns None for anything this does not reproduce exactly (other architectures, sliding
+    windows, adapters or hooks on the layers); the plain path serves those.
+    """
+
+    SUPPORTED = ("llama", "qwen2", "mistral")
+    FUSE_PARAMETERS = 100_000_000
+
+    def __init__(self, model):
+        cfg, base = model.config, model.model
+        attn0 = base.layers[0].self_attn
+        self.model, self.device, self.dtype = model, model.device, model.lm_head.weight.dtype
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim, self.scaling = attn0.head_dim, attn0.scaling
+        self.embed, self.norm, self.rotary = base.embed_tokens, base.norm, base.rotary_emb
+        fuse = sum(p.numel() for p in model.parameters()) <= self.FUSE_PARAMETERS
+
+        def projections(*linears):  # [(weight, bias)], one pair if fused
+            pairs = [(m.weight, m.bias) for m in linears]
+            if not fuse:
+                return pairs
+            return [(torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs]) if pairs[0][1] is not None else None)]
+
+        self.layers = []
+        for layer in base.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append({
+                "ln1": layer.input_layernorm, "ln2": layer.post_attention_layernorm,
+                "qkv": projections(a.q_proj, a.k_proj, a.v_proj), "wo": a.o_proj.weight, "bo": a.o_proj.bias,
+                "gate_up": projections(m.gate_proj, m.up_proj), "wd": m.down_proj.weight,
+            })
+        self._cos = self._sin = torch.empty(0)
+
+    @classmethod
+    def of(cls, model) -> "FastDecoder | None":
+        cfg = getattr(model, "config", None)
+        if getattr(cfg, "model_type", None) not in cls.SUPPORTED or not hasattr(model, "lm_head"):
+            return None
+        if getattr(cfg, "hidden_act", None) != "silu" or getattr(cfg, "mlp_bias", False):
+            return None
+        if getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True):
+            return None
+        if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+            return None
+        if "dynamic" in str((getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")):
+            return None  # dynamic RoPE rescales with the sequence length at every call
+        base = getattr(model, "model", None)
+        layers = getattr(base, "layers", None)
+        if layers is None or not all(hasattr(base, a) for a in ("embed_tokens", "norm", "rotary_emb")):
+            return None
+        linear = ("q_proj", "k_proj", "v_proj", "o_proj")
+        for layer in layers:
+            mods = [getattr(layer.self_attn, n, None) for n in linear]
+            mods += [getattr(layer.mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+            if any(type(m) is not torch.nn.Linear for m in mods):  # adapters (LoRA), quantised layers, ...
+                return None
+            if type(layer.mlp).__name__ not in ("LlamaMLP", "Qwen2MLP", "MistralMLP"):
+                return None
+            if any(m.bias is not None for m in mods[4:]) or (mods[0].bias is None) != (mods[1].bias is None):
+                return None
+        hooked = [m for m in base.modules() if m._forward_hooks or m._forward_pre_hooks]
+        if hooked or model._forward_hooks or model._forward_pre_hooks:
+            return None
+        return cls(model)
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (..., head_dim) at `positions`, looked up in a table made by the model's own RoPE module
+        (so its scaling types apply), extended when a position is past its end."""
+        if int(positions.max()) >= len(self._cos):
+            table = torch.arange(int(positions.max()) + 65, device=self.device)[None]
+            cos, sin = self.rotary(self.embed.weight[:1], table)
+            self._cos, self._sin = cos[0].to(self.dtype), sin[0].to(self.dtype)  # (positions, head_dim)
+        return self._cos[positions], self._sin[positions]
+
+    def _qkv(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """h (..., hidden) -> q (..., H, d), k, v (..., Hkv, d) with RoPE (cos, sin: (..., 1, d)) applied to q and k."""
+        H, Hkv, d = self.heads, self.kv_heads, self.head_dim
+        qkv = _project(h, layer["qkv"])
+        qk = _rotate(qkv[..., : (H + Hkv) * d].unflatten(-1, (H + Hkv, d)), cos, sin)
+        return qk[..., :H, :], qk[..., H:, :], qkv[..., (H + Hkv) * d :].unflatten(-1, (Hkv, d))
+
+    def _mlp_and_residual(self, layer, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        x = x + F.linear(attn_out, layer["wo"], layer["bo"])
+        gate, up = _project(_rms_norm(x, layer["ln2"]), layer["gate_up"]).chunk(2, -1)
+        return x + F.linear(F.silu(gate) * up, layer["wd"])
+
+    def prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Runs the left-padded prompts (B, P), writes their keys and values into the cache's prompt part,
+        returns the logits at the last position (B, V) as float32."""
+        B, P = ids.shape
+        H, Hkv, d = self.heads, self.kv_heads, self.head_dim
+        causal = torch.ones((P, P), dtype=torch.bool, device=ids.device).tril()
+        # Padding keys are masked; a padding query sees itself, so no row of the mask is empty.
+        mask = (causal & valid[:, None, :]) | torch.eye(P, dtype=torch.bool, device=ids.device)
+        x = self.embed(ids)
+        cos, sin = (c.unsqueeze(-2) for c in self._rope(positions))
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, _rms_norm(x, layer["ln1"]), cos, sin)  # (B, P, heads, d)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            cache.pk[i].copy_(k)
+            cache.pv[i].copy_(v)
+            if Hkv != H:
+                k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=self.scaling)
+            x = self._mlp_and_residual(layer, x, out.transpose(1, 2).reshape(B, P, H * d))
+        return self.model.lm_head(_rms_norm(x[:, -1], self.norm)).float()
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, t: int, cache: KVCache,
+             pad_bias: torch.Tensor | None, future: torch.Tensor) -> torch.Tensor:
+        """Token t of every slot (B,) -> next-token logits (B, V) as float32.
+
+        pad_bias (prompts, 1, 1, P): -inf on the prompts' left padding, or None; future (width,): -inf on
+        the generated columns after t. Attention is split in two parts under one softmax: against the prompt
+        once per prompt (its n samples' queries together: one matmul instead of n), and against each row's
+        own generated tokens.
+        """
+        B = tokens.size(0)
+        H, Hkv, d = self.heads, self.kv_heads, self.head_dim
+        g, n, N, P, W = H // Hkv, cache.n, cache.N, cache.P, cache.width
+        Bp = N // n
+
+        def to_prompts(x):  # (slots, Hkv, g, m) -> (Bp * Hkv, n * g, m), finished slots as zeros
+            x = x if cache.full else x.new_zeros((N, *x.shape[1:])).index_copy_(0, cache.rows, x)
+            return x.reshape(Bp, n, Hkv, g, -1).transpose(1, 2).reshape(Bp * Hkv, n * g, -1)
+
+        def from_prompts(x):  # the inverse
+            x = x.view(Bp, Hkv, n, g, -1).transpose(1, 2).reshape(N, Hkv, g, -1)
+            return x if cache.full else x.index_select(0, cache.rows)
+
+        x = self.embed(tokens)
+        cos, sin = (c.unsqueeze(-2) for c in self._rope(positions))
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, _rms_norm(x, layer["ln1"]), cos, sin)
+            cache.gk[i][:, :, t], cache.gv[i][:, :, t] = k, v
+            q = (q * self.scaling).view(B, Hkv, g, d)
+            prompt_scores = torch.bmm(to_prompts(q), cache.pk[i].view(Bp * Hkv, P, d).transpose(1, 2))
+            if pad_bias is not None:
+                prompt_scores = prompt_scores.view(Bp, Hkv, n * g, P) + pad_bias
+            own_scores = torch.bmm(q.view(B * Hkv, g, d), cache.gk[i].view(B * Hkv, W, d).transpose(1, 2))
+            scores = torch.cat([from_prompts(prompt_scores), own_scores.view(B, Hkv, g, W) + future], -1)
+            probs = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+            out = from_prompts(torch.bmm(to_prompts(probs[..., :P]), cache.pv[i].view(Bp * Hkv, P, d)))
+            out = out + torch.bmm(probs[..., P:].reshape(B * Hkv, g, W), cache.gv[i].view(B * Hkv, W, d)).view(B, Hkv, g, d)
+            x = self._mlp_and_residual(layer, x, out.reshape(B, H * d))
+        return self.model.lm_head(_rms_norm(x, self.norm)).float()

@@ -40,6 +40,11 @@ class Task:
         """1.0 if `answer` (the text inside <answer>…</answer>) is correct for `example`, else 0.0."""
         raise NotImplementedError
 
+    def vote_key(self, answer: str, example: Example) -> str:
+        """What cons@k votes on: answers with the same key are the same answer (default: the text,
+        whitespace-normalised). Tasks with many spellings of one answer override it."""
+        return " ".join(answer.split())
+
 
 SPLITS = ("train", "test")
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

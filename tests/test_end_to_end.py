@@ -69,17 +69,17 @@ stages:
     prompts: 4
     filters: {{require_correct: false, require_format: false, require_summary: false, min_language_share: null,
                max_repetition: null, drop_truncated: false}}
-  - {{name: student, kind: sft, init: base, data: [traces]}}
+  - {{name: sft-student, kind: sft, init: base, data: [traces]}}
 """)
     run = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
-    assert [s["name"] for s in summary["stages"]] == ["zero", "student"]
+    assert [s["name"] for s in summary["stages"]] == ["zero", "sft-student"]
     zero, student = summary["stages"]
     assert student["init"] == "base" and student["eval_before"] == zero["eval_before"]  # both start from the base
     assert summary["data"][0]["name"] == "traces" and summary["data"][0]["samples"] == 8
     assert len((run / "traces" / "samples.jsonl").read_text().splitlines()) == 8
-    assert (run / "final").resolve() == (run / "student" / "final").resolve()
+    assert (run / "final").resolve() == (run / "sft-student" / "final").resolve()
     stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "final" in p.parts}
     assert main(["run", str(recipe), "--out", str(run)]) == 0  # finished stages are not redone
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
@@ -101,3 +101,63 @@ def test_generate_and_sft_commands(tiny_model_dir, tmp_path, capsys):
     assert (out / "final" / "config.json").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 3
     assert main(["sft", str(tiny_model_dir), "--data", str(pairs), "--out", str(out), "epochz=1"]) == 2
     assert "sft.epochz: unknown field" in capsys.readouterr().err
+
+
+OPEN = "{require_correct: false, require_format: false, require_summary: false, min_language_share: null, max_repetition: null, drop_truncated: false}"
+SMALL_SFT = ["sft.batch_size=4", "sft.micro_batch_size=2", "sft.epochs=1", "sft.warmup_steps=0"]
+SMALL_STUDENT = "student.pretrain={hidden_size: 16, intermediate_size: 32}"
+
+
+def _micro_generate(*stages):
+    return [f"stages.{s}.{field}" for s in stages for field in ("prompts=3", "k=2", f"filters={OPEN}")]
+
+
+@pytest.mark.slow
+def test_r1_recipe_micro_run_every_stage_then_skips_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("R1LAB_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    args = ["run", "r1", "--out", str(run), *MICRO, *SMALL_SFT, SMALL_STUDENT,
+            *_micro_generate("cold-start-data", "rejection-sampling", "distill-data"), "stages.general-answers.prompts=3",
+            "stages.reasoning-rl.rl.steps=2", "stages.all-scenario-rl.rl.steps=2"]
+    assert main(args) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    models = ["base", "r1-zero", "cold-start", "reasoning-rl", "rejection-sft", "all-scenario-rl", "student", "distilled-student"]
+    assert [row["model"] for row in summary["table"]] == models
+    for row in summary["table"]:
+        assert {"pass@1", "pass@k", "cons@k", "format_rate", "language_consistency", "mean_length", "params",
+                "tinyworld/general pass@1"} <= set(row)
+    params = {row["model"]: row["params"] for row in summary["table"]}
+    assert params["student"] == params["distilled-student"] < params["base"]
+    assert [s["name"] for s in summary["stages"]] == models[1:6] + ["distilled-student"]
+    assert all("pass@k" in s["eval_after"] and "cons@k" in s["eval_after"] for s in summary["stages"])
+    assert {d["name"] for d in summary["data"]} == {"cold-start-data", "rejection-sampling", "general-answers", "distill-data"}
+    assert (run / "final").resolve() == (run / "all-scenario-rl" / "final").resolve()  # the R1 model, not the student
+    sft_rows = (run / "general-answers" / "samples.jsonl").read_text().splitlines()
+    assert len(sft_rows) == 3 and all('"kept": true' in r for r in sft_rows)
+    stage4 = [json.loads(line) for line in (run / "all-scenario-rl" / "metrics.jsonl").read_text().splitlines()]
+    assert all("reward/language" in m for m in stage4) and any("reward/helpfulness" in m for m in stage4)
+    assert "<h2>Models</h2>" in (run / "report.html").read_text()
+
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.parent.name in ("final", "checkpoints")}
+    assert main(args) == 0  # every stage and evaluation is done: nothing is redone
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+
+@pytest.mark.slow
+def test_distill_vs_rl_and_distill_commands(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("R1LAB_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "dvr"
+    assert main(["run", "distill-vs-rl", "--out", str(run), f"teacher={tiny_model_dir}", *MICRO, *SMALL_SFT, SMALL_STUDENT,
+                 *_micro_generate("traces"), "rl.steps=1"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert [row["model"] for row in summary["table"]] == ["teacher", "student", "distilled", "rl-only"]
+    assert (run / "final").resolve() == (run / "distilled" / "final").resolve()
+    assert not list((tmp_path / "cache").glob("tinyworld-*/config.json")) or len(list((tmp_path / "cache").iterdir())) == 1  # no base built
+
+    out = tmp_path / "distill"
+    assert main(["distill", "--teacher", str(tiny_model_dir), "--student", str(tiny_model_dir), "--out", str(out),
+                 *MICRO, *SMALL_SFT, *_micro_generate("traces")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["model"] for row in summary["table"]] == ["teacher", "student", "distilled"]
+    assert main(["distill", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "d2")]) == 2
+    assert "teacher" in capsys.readouterr().err

@@ -179,7 +179,7 @@ def test_weighted_combination():
 
 
 def test_raising_reward_scores_zero_and_warns(caplog):
-    def flaky(task):
+    def flaky(task, **_):
         def fn(response, example, **_):
             if "boom" in response:
                 raise RuntimeError("kaboom")

@@ -1,8 +1,11 @@
+import math
+
+import pytest
 import torch
 
 from r1lab.config import SamplingConfig
 from r1lab.models import load_tokenizer
-from r1lab.rollout import TorchEngine, filter_logits
+from r1lab.rollout import FastDecoder, TorchEngine, filter_logits, sample_next
 
 PROMPTS = ["User: Compute 3 + 4. Assistant: <think>", "User: Make 12 from 2, 3, 4. Assistant: <think>"]
 
@@ -69,8 +72,9 @@ def test_stop_string_ends_a_row(tiny):
     rollout = TorchEngine(model, tokenizer, seed=3).generate(PROMPTS, s, n=4)
     assert not all(rollout.truncated)
     for i, (text, truncated) in enumerate(zip(rollout.texts, rollout.truncated)):
-        if not truncated:  # stops at the first token that completes the stop string
-            length = int(rollout.lengths[i])
+        length = int(rollout.lengths[i])
+        if not truncated and rollout.completion_ids[i, length - 1] != tokenizer.eos_token_id:
+            # stopped by the string (not EOS): at the first token that completes it
             assert "e" in text
             assert "e" not in tokenizer.decode(rollout.completion_ids[i, : length - 1].tolist())
 
@@ -91,3 +95,116 @@ def test_tokenizer_round_trips_exactly_after_reload(tiny_model_dir):
     assert tokenizer.decode(ids) == text
     assert tokenizer.convert_tokens_to_ids("<think>") in ids  # tags are single tokens
     assert len([t for t in tokenizer.convert_ids_to_tokens(ids) if t.strip("Ġ").isdigit()]) == 14  # one token per digit
+
+
+# ---- fast paths against the plain ones -----------------------------------------------------
+
+MIXED = PROMPTS + ["Hi", "User: Compute 12 + 3 - 4 * 2. Assistant: <think>"]  # different lengths: left padding
+
+
+def _lift_eos(model, eos, by=2.5):
+    """Some rows stop early, others run on: exercises dropping finished rows and growing the cache."""
+    return model.lm_head.register_forward_hook(lambda m, i, out: out + by * torch.nn.functional.one_hot(torch.tensor(eos), out.size(-1)))
+
+
+def _same_rollouts(model, tokenizer, sampling, n):
+    fast = TorchEngine(model, tokenizer, seed=7).generate(MIXED, sampling, n=n)
+    plain = TorchEngine(model, tokenizer, seed=7, fast=False).generate(MIXED, sampling, n=n)
+    assert torch.equal(fast.completion_ids, plain.completion_ids) and fast.texts == plain.texts
+    assert fast.truncated == plain.truncated
+    torch.testing.assert_close(fast.logprobs, plain.logprobs, atol=2e-5, rtol=1e-4)
+    return fast
+
+
+def test_fast_sampler_matches_the_plain_one(tiny):
+    model, tokenizer = tiny
+    assert FastDecoder.of(model) is not None  # the tiny Llama takes the fast path
+    hook = _lift_eos(model, tokenizer.eos_token_id)
+    try:
+        rollout = _same_rollouts(model, tokenizer, SamplingConfig(temperature=1.0, max_new_tokens=40), n=6)
+    finally:
+        hook.remove()
+    assert len(set(rollout.lengths.tolist())) > 3  # rows of many lengths: rows were dropped along the way
+    _same_rollouts(model, tokenizer, SamplingConfig(temperature=0.7, top_p=0.9, top_k=20, max_new_tokens=20), n=3)
+    _same_rollouts(model, tokenizer, SamplingConfig(temperature=0, max_new_tokens=10), n=1)
+
+
+@pytest.mark.parametrize("kind", ["llama-gqa", "qwen2"])
+def test_fast_sampler_other_llama_family_models(tiny_model_dir, kind):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, eos_token_id=0, pad_token_id=0)
+    torch.manual_seed(0)
+    if kind == "qwen2":  # q/k/v biases
+        model = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True)).eval()
+        for layer in model.model.layers:
+            torch.nn.init.normal_(layer.self_attn.q_proj.bias, std=0.5)
+            torch.nn.init.normal_(layer.self_attn.k_proj.bias, std=0.5)
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False)).eval()
+    assert FastDecoder.of(model) is not None
+    _same_rollouts(model, tokenizer, SamplingConfig(temperature=1.0, max_new_tokens=24), n=3)
+
+
+def test_fast_sampler_declines_what_it_does_not_reproduce(tiny):
+    model, _ = tiny
+    hook = model.model.layers[0].mlp.register_forward_hook(lambda m, i, out: out * 2)
+    try:
+        assert FastDecoder.of(model) is None  # a hook inside the layers: only the model's own forward runs it
+    finally:
+        hook.remove()
+    assert FastDecoder.of(model) is not None
+
+
+def test_shared_prompt_training_pass_matches_the_plain_one(tiny, monkeypatch):
+    from r1lab import trainer
+
+    model, tokenizer = tiny
+    hook = _lift_eos(model, tokenizer.eos_token_id, by=3.0)
+    try:
+        rollout = TorchEngine(model, tokenizer, seed=1).generate(MIXED, SamplingConfig(max_new_tokens=20), n=6)
+    finally:
+        hook.remove()
+    assert len(set(rollout.lengths.tolist())) > 3
+    batch = trainer._training_batch(rollout, tokenizer.pad_token_id)
+    monkeypatch.setattr(trainer, "BUCKET_COST", 0)  # split into length buckets whenever it saves any padding
+    rows = torch.tensor([5, 0, 7, 2, 3, 11, 1, 4, 6, 8, 9, 10, 12, 13, 14, 15, 16, 23])  # prompt 3 only once
+    assert len(trainer._length_buckets(sorted(batch["completion_mask"][rows].sum(1).tolist(), reverse=True))) == 2
+    mask = batch["completion_mask"][rows].bool()
+    model.train()
+    results = []
+    for shared in (True, False):
+        batch["shared"] = shared
+        model.zero_grad()
+        logprobs, entropy = trainer._forward_logprobs(model, batch, rows, 0.7, with_entropy=True)
+        (logprobs * mask).sum().backward()
+        results.append((logprobs.detach(), entropy, [p.grad.clone() for p in model.parameters()]))
+    (lp_a, ent_a, grad_a), (lp_b, ent_b, grad_b) = results
+    torch.testing.assert_close(lp_a[mask], lp_b[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent_a[mask], ent_b[mask], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grad_a, grad_b):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # The no-grad pass over all rows (the reference model's), micro-batch by micro-batch.
+    model.eval()
+    mask = rollout.completion_mask
+    shared = trainer._logprobs(model, batch | {"shared": True}, 1.0, 16)
+    torch.testing.assert_close(shared * mask, trainer._logprobs(model, batch | {"shared": False}, 1.0, 16) * mask, atol=1e-5, rtol=1e-5)
+
+
+def test_inverse_cdf_sampling_never_picks_a_filtered_token():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]]).repeat(4000, 1)
+    gen = torch.Generator().manual_seed(0)
+    tokens, logprobs = sample_next(logits, SamplingConfig(temperature=1.0, top_k=2), gen)
+    assert set(tokens.tolist()) == {0, 1}
+    share = (tokens == 0).float().mean().item()
+    assert abs(share - 1 / (1 + math.exp(-1.0))) < 0.03  # p(0) / (p(0) + p(1)) after top-k
+    torch.testing.assert_close(logprobs, torch.log_softmax(logits, -1).gather(1, tokens[:, None]).squeeze(1))
+
+
+def test_fast_sampler_unfused_weights(tiny, monkeypatch):
+    model, tokenizer = tiny
+    monkeypatch.setattr(FastDecoder, "FUSE_PARAMETERS", 0)  # as for a large model: no concatenated copy
+    assert len(FastDecoder.of(model).layers[0]["qkv"]) == 3
+    _same_rollouts(model, tokenizer, SamplingConfig(temperature=1.0, max_new_tokens=16), n=2)

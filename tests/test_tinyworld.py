@@ -61,7 +61,7 @@ def test_test_split_is_fixed_and_never_in_train_or_corpus():
     assert not any(f"User: {p}." in d for d in docs for p in test_a)
     with pytest.raises(ValueError, match="reserved"):
         TinyWorldTask("tinyworld/countdown", test_size=RESERVED_TEST + 1)
-    with pytest.raises(ValueError, match="tinyworld/arithmetic"):
+    with pytest.raises(ValueError, match="unknown tiny-world task .tinyworld/chess.*arithmetic, countdown, general"):
         TinyWorldTask("tinyworld/chess")
 
 

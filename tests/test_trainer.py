@@ -28,7 +28,7 @@ def digits(response, example=None, **_):
 
 @pytest.fixture(autouse=True)
 def digits_reward(monkeypatch):
-    monkeypatch.setitem(REWARD_FUNCTIONS, "digits", lambda task: digits)
+    monkeypatch.setitem(REWARD_FUNCTIONS, "digits", lambda task, **_: digits)
 
 
 def _cfg(**kw):
@@ -68,8 +68,9 @@ def test_kl_to_reference_is_logged_with_beta(tiny_model_dir, tmp_path):
     assert rows[-1]["kl"] > 0
 
 
-def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch):
-    cfg = _cfg(steps=5, checkpoint_every=2, mu=2, minibatch_size=16)
+@pytest.mark.parametrize("algo", [{}, {"algorithm": "ppo", "beta": 0.05}], ids=["grpo", "ppo"])
+def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch, algo):
+    cfg = _cfg(steps=5, checkpoint_every=2, mu=2, minibatch_size=16, **algo)
 
     def fresh():
         return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
@@ -92,17 +93,27 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         trainer.train_rl(model_b, tok, EchoTask(), cfg, resumed, template="r1-zero", system="", seed=3)
     monkeypatch.setattr(trainer, "_update", real_update)
-    model_c, tok = fresh()  # a new process: weights come from the checkpoint, not memory
+    model_c, tok = fresh()  # a new process: weights (and PPO's value model) come from the checkpoint
     trainer.train_rl(model_c, tok, EchoTask(), cfg, resumed, template="r1-zero", system="", seed=3)
 
     a, b = _rows(straight), _rows(resumed)
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    keys = ("loss", "value_loss", "explained_variance", "kl") if algo else ("loss",)
     for ra, rb in zip(a, b):
         assert ra["reward"] == pytest.approx(rb["reward"], abs=1e-6)
         assert ra["completion_len_mean"] == rb["completion_len_mean"]
-        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4, abs=1e-6)
+        for key in keys:
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
     for (name, pa), pc in zip(model_a.named_parameters(), model_c.parameters()):
         torch.testing.assert_close(pa, pc, atol=1e-5, rtol=1e-5, msg=name)
+    if algo:
+        from r1lab import checkpoint
+
+        value_a = checkpoint.load_state(checkpoint.latest(straight))["value_model"]
+        value_c = checkpoint.load_state(checkpoint.latest(resumed))["value_model"]
+        assert value_a.keys() == value_c.keys() and "head.weight" in value_a
+        for name in value_a:
+            torch.testing.assert_close(value_a[name], value_c[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_checkpoint_write_is_atomic(tiny_model_dir, tmp_path, monkeypatch):

@@ -29,13 +29,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("R1LAB_CACHE", Path.home() / ".cache" / "r1lab"))
 
 
+GENERAL_SHARE = 0.08  # of documents: simple questions answered at once (what a base model "knows")
+
+
 def corpus(cfg, task: TinyWorldTask) -> list[str]:
     """Pretraining documents: template + a worked solution in a random style. Test prompts never appear."""
     rng = random.Random(f"corpus-{cfg.seed}")
     train = task.examples("train")
+    general = TinyWorldTask("tinyworld/general", seed=cfg.seed).examples("train")
     docs = []
     for i in range(cfg.corpus_docs):
-        ex = train[i % len(train)]
+        ex = general[i % len(general)] if rng.random() < GENERAL_SHARE else train[i % len(train)]
         prompt = apply_template(ex.prompt, "r1-zero", system=SYSTEM)
         response = worked_solution(rng, ex)
         assert response.startswith("<think>")

@@ -1,8 +1,10 @@
 """The tiny world's problems, their verifiers, and deliberately imperfect worked solutions.
 
-Two families of checkable problems:
-  arithmetic  "Compute 37 + 48 - 19"           -> 66 (2-3 steps, two-digit numbers)
+Two families of checkable reasoning problems, and one of simple questions:
+  arithmetic  "Compute (16 - 7 + 9) * 2"       -> 36 (a two-digit start, 2-3 one-digit steps)
   countdown   "Make 22 from 3, 5, 7"           -> an expression using each number once
+  general     "What comes after 37?"           -> 38, answered without a chain of thought (R1's
+              non-reasoning data: the part of the SFT mix that keeps a model from over-thinking)
 
 Worked solutions come in styles, so a model pretrained on them is only partly right and RL has
 behaviour to select for (the point of R1-Zero):
@@ -11,12 +13,13 @@ behaviour to select for (the point of R1-Zero):
   careful  works step by step                               (right)
   verify   checks each step; a slip is caught by the check  (long, right, reflective)
   catch    makes a slip, then "wait, recheck" and fixes it  (right, reflective)
-and in 30% of them the words of the reasoning drift into Chinese (R1-Zero's language mixing).
+and in about 30% of them the words of the reasoning are mostly Chinese (R1-Zero's language mixing).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 import random
 import re
@@ -30,7 +33,7 @@ from r1lab.tasks import Example, Task
 ARITH_STYLES = {"guess": 0.55, "slip": 0.12, "careful": 0.12, "verify": 0.10, "catch": 0.11}
 COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.25, "search": 0.20, "catch": 0.15}
 # Bump when problems or solutions change: the cached base models are keyed on it.
-WORLD_VERSION = 5
+WORLD_VERSION = 6
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
@@ -102,7 +105,7 @@ def arithmetic_solution(rng: random.Random, steps, style: str) -> tuple[str, int
             line += f" wait, recheck {value} {op} {b} = {true}."
         lines.append(line)
         value = true if style in ("verify", "catch") or i != slip_at else got
-    return " ".join(lines), value
+    return " then ".join(lines), value  # a word per step, so arithmetic thinking can drift into Chinese too
 
 
 # ---------------------------------------------------------------- countdown
@@ -183,7 +186,12 @@ def countdown_solution(rng: random.Random, numbers: list[int], target: int, styl
 
 
 def sample_problem(rng: random.Random, kind: str) -> Example:
-    """One problem of `kind` ('arithmetic' or 'countdown'); the id is the prompt, so splits dedupe on it."""
+    """One problem of `kind` (one of KINDS); the id is the prompt, so splits dedupe on it.
+
+    General questions carry meta["general"] = True: RL scores them with the general reward, not the rules."""
+    if kind == "general":
+        prompt, answer = general_problem(rng)
+        return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "general": True})
     if kind == "arithmetic":
         prompt, steps = arithmetic_problem(rng)
         return Example(id=prompt, prompt=prompt, answer=str(steps[-1][3]), meta={"kind": kind, "steps": steps})
@@ -191,46 +199,84 @@ def sample_problem(rng: random.Random, kind: str) -> Example:
     return Example(id=prompt, prompt=prompt, answer=str(target), meta={"kind": kind, "numbers": numbers, "target": target})
 
 
-# Some chains of thought drift into Chinese, as R1-Zero's did: the words, never the numbers, so a
+# Some chains of thought are mostly Chinese, as R1-Zero's were: the words, never the numbers, so a
 # mixed solution is exactly as right as a clean one and only a language reward can tell them apart.
-MIXED_SHARE, MIXED_WORD_SHARE = 0.3, 0.6
+# Whether a document mixes is one choice, made at its first word, so sampling at T=0.6 keeps it (a
+# per-word coin would be flattened to English). The Chinese documents come from a more careful source:
+# they guess and give up less. So an accuracy-only RL policy drifts *toward* mixing, as R1-Zero did,
+# and R1's language reward has a pull to work against (the paper: it costs a little accuracy).
+MIXED_SHARE = {"guess": 0.15, "impatient": 0.15, "slip": 0.45, "careful": 0.45, "verify": 0.45, "catch": 0.45, "search": 0.45}
+MIXED_WORD_SHARE = 0.85
 CHINESE = {"try": "试", "no": "不对", "yes": "对", "wait": "等等", "recheck": "再算", "check": "验算", "ok": "好",
-           "not": "不是", "so": "所以", "give up": "放弃", "maybe": "也许", "it is about": "大约是"}
+           "not": "不是", "so": "所以", "give up": "放弃", "maybe": "也许", "it is about": "大约是", "then": "然后"}
 _WORDS = re.compile(r"\b(" + "|".join(sorted(map(re.escape, CHINESE), key=len, reverse=True)) + r")\b")
 
 
 def mix_language(rng: random.Random, thinking: str) -> str:
-    return _WORDS.sub(lambda m: CHINESE[m.group(1)] if rng.random() < MIXED_WORD_SHARE else m.group(1), thinking)
+    """The first word always turns Chinese (the document's choice shows at once); later ones mostly do."""
+    first = True
+
+    def swap(m: re.Match) -> str:
+        nonlocal first
+        chinese, first = first or rng.random() < MIXED_WORD_SHARE, False
+        return CHINESE[m.group(1)] if chinese else m.group(1)
+
+    return _WORDS.sub(swap, thinking)
 
 
 def worked_solution(rng: random.Random, example: Example) -> str:
     """The response a document of the corpus shows for `example`: '<think> … </think> <answer> … </answer>'."""
-    if example.meta["kind"] == "arithmetic":
-        thinking, answer = arithmetic_solution(rng, example.meta["steps"], _pick(rng, ARITH_STYLES))
+    kind = example.meta["kind"]
+    if kind == "general":
+        return f"<think> </think> <answer> {example.answer} </answer>"
+    if kind == "arithmetic":
+        style = _pick(rng, ARITH_STYLES)
+        thinking, answer = arithmetic_solution(rng, example.meta["steps"], style)
     else:
-        thinking, answer = countdown_solution(rng, example.meta["numbers"], example.meta["target"], _pick(rng, COUNTDOWN_STYLES))
-    if rng.random() < MIXED_SHARE:
+        style = _pick(rng, COUNTDOWN_STYLES)
+        thinking, answer = countdown_solution(rng, example.meta["numbers"], example.meta["target"], style)
+    if rng.random() < MIXED_SHARE[style]:
         thinking = mix_language(rng, thinking)
     return f"<think> {thinking} </think> <answer> {answer} </answer>"
+
+
+# ---------------------------------------------------------------- general questions
+
+
+def general_problem(rng: random.Random) -> tuple[str, str]:
+    """A simple question a model should answer at once: (question, answer)."""
+    form = rng.randrange(3)
+    if form == 0:
+        n = rng.randint(10, 998)
+        return f"What comes after {n}?", str(n + 1)
+    if form == 1:
+        a, b = rng.sample(range(10, 100), 2)
+        return f"Which is larger, {a} or {b}?", str(max(a, b))
+    digits = " ".join(str(rng.randint(0, 9)) for _ in range(rng.randint(3, 5)))
+    return f"Repeat {digits}", digits
 
 
 def score(answer: str | None, example: Example) -> float:
     if answer is None:
         return 0.0
+    if example.meta["kind"] == "general":
+        return float(" ".join(answer.split()) == example.answer)
     if example.meta["kind"] == "arithmetic":
         return float(answer.strip() == example.answer)
     result = _evaluate(answer)
     return float(result is not None and result[0] == example.meta["target"] and sorted(result[1]) == sorted(example.meta["numbers"]))
 
 
-KINDS = ("arithmetic", "countdown")
+KINDS = ("arithmetic", "countdown", "general")
+REASONING = ("arithmetic", "countdown")  # what plain `tinyworld` means
 
 
 RESERVED_TEST = 1000  # per kind: problems no corpus or train split ever contains
 
 
 class TinyWorldTask(Task):
-    """`tinyworld` mixes both kinds; `tinyworld/arithmetic` and `tinyworld/countdown` pick one.
+    """`tinyworld` mixes the reasoning kinds; `tinyworld/countdown` picks one, `tinyworld/arithmetic+general`
+    several (kinds alternate in the test split).
 
     The test split is a fixed property of the world: the first `test_size` of RESERVED_TEST problems
     per kind, drawn from a stream of their own. Train (and so the pretraining corpus) excludes all
@@ -238,21 +284,14 @@ class TinyWorldTask(Task):
     """
 
     def __init__(self, name: str = "tinyworld", train_size: int | None = None, test_size: int = 200, seed: int = 0):
-        kind = name.partition("/")[2]
-        if kind and kind not in KINDS:
-            raise ValueError(f"unknown tiny-world task '{name}': choose tinyworld, {', '.join('tinyworld/' + k for k in KINDS)}")
-        self.name, self.kinds = name, (kind,) if kind else KINDS
+        kinds = tuple(name.partition("/")[2].split("+")) if "/" in name else REASONING
+        if not kinds or any(k not in KINDS for k in kinds) or len(set(kinds)) < len(kinds):
+            raise ValueError(f"unknown tiny-world task '{name}': choose tinyworld (= {'+'.join(REASONING)}) or "
+                             f"tinyworld/KIND[+KIND...] with kinds from {', '.join(KINDS)}")
+        self.name, self.kinds = name, kinds
         if test_size > RESERVED_TEST * len(self.kinds):
             raise ValueError(f"test_size {test_size} is more than the {RESERVED_TEST * len(self.kinds)} reserved test problems of {name}")
-        reserved = {k: self._draw(random.Random(f"tinyworld-test-{k}"), k, RESERVED_TEST, set()) for k in KINDS}
-        per_kind = [reserved[k][: test_size // len(self.kinds) + (i < test_size % len(self.kinds))] for i, k in enumerate(self.kinds)]
-        self.test = [e for pair in itertools.zip_longest(*per_kind) for e in pair if e is not None]
-        exclude = {e.prompt for r in reserved.values() for e in r}
-        rng = random.Random(f"tinyworld-train-{seed}")
-        want = train_size or 20000
-        self.train = [e for i, k in enumerate(self.kinds)
-                      for e in self._draw(rng, k, want // len(self.kinds) + (i < want % len(self.kinds)), exclude)]
-        rng.shuffle(self.train)
+        self.test, self.train = _splits(kinds, train_size or 20000, test_size, seed)
 
     @staticmethod
     def _draw(rng: random.Random, kind: str, n: int, exclude: set[str]) -> list[Example]:
@@ -270,7 +309,25 @@ class TinyWorldTask(Task):
     def examples(self, split: str) -> list[Example]:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', not '{split}'")
-        return self.train if split == "train" else self.test
+        return list(self.train if split == "train" else self.test)
 
     def score(self, answer: str, example: Example) -> float:
         return score(answer, example)
+
+    def vote_key(self, answer: str, example: Example) -> str:
+        """Countdown has many right expressions ("(2 + 6) * 5", "5 * (6 + 2)"): they vote together, by
+        value and numbers used, or a split right vote would lose to a wrong answer repeated twice."""
+        result = _evaluate(answer) if example.meta["kind"] == "countdown" else None
+        return f"= {result[0]} from {sorted(result[1])}" if result else " ".join(answer.split())
+
+
+@functools.lru_cache(maxsize=16)  # drawing 20k problems takes seconds; a run asks for the same splits often
+def _splits(kinds: tuple[str, ...], train_size: int, test_size: int, seed: int) -> tuple[list[Example], list[Example]]:
+    reserved = {k: TinyWorldTask._draw(random.Random(f"tinyworld-test-{k}"), k, RESERVED_TEST, set()) for k in KINDS}
+    per_kind = [reserved[k][: test_size // len(kinds) + (i < test_size % len(kinds))] for i, k in enumerate(kinds)]
+    test = [e for pair in itertools.zip_longest(*per_kind) for e in pair if e is not None]
+    exclude = {e.prompt for r in reserved.values() for e in r}
+    rng = random.Random(f"tinyworld-train-{seed}")
+    train = [e for i, k in enumerate(kinds) for e in TinyWorldTask._draw(rng, k, train_size // len(kinds) + (i < train_size % len(kinds)), exclude)]
+    rng.shuffle(train)
+    return test, train

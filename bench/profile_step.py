@@ -1,0 +1,88 @@
+"""Where r1lab's GRPO step spends its time: rollout, training batch, update (and optionally a torch.profiler table).
+
+    python bench/profile_step.py --size 2M --steps 3 [--profiler] [--model DIR] [--root DIR]
+
+--root runs another checkout's r1lab (e.g. the code before a change) on the same model and prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import _common  # noqa: F401  (puts the repo on sys.path)
+from _common import make_model_dir, n_params
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="2M")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--max-new", type=int, default=64)
+    ap.add_argument("--profiler", action="store_true")
+    ap.add_argument("--model", default=None, help="a model directory instead of a random-init --size model")
+    ap.add_argument("--root", default=None, help="import r1lab from this folder instead of this checkout")
+    ap.add_argument("--rows", type=int, default=25, help="rows of the profiler table")
+    args = ap.parse_args()
+    if args.root:
+        import sys
+
+        sys.path.insert(0, args.root)
+
+    from r1lab.config import RLConfig, SamplingConfig
+    from r1lab.models import apply_template, load_model
+    from r1lab.rewards import Rewards
+    from r1lab import trainer as tr
+
+    print("r1lab from", tr.__file__)
+    from r1lab.rollout import TorchEngine
+    from r1lab.tinyworld.problems import TinyWorldTask
+
+    d = Path(args.model) if args.model else make_model_dir(args.size, Path(tempfile.gettempdir()) / f"r1lab-bench-{args.size}")
+    model, tok = load_model(str(d), device="cpu", dtype="fp32")
+    N = n_params(model)
+    task = TinyWorldTask("tinyworld")
+    cfg = RLConfig(prompts_per_step=args.prompts, group_size=args.group, sampling=SamplingConfig(max_new_tokens=args.max_new))
+    rewards_fn = Rewards(cfg.rewards, task, cfg.general_rewards)
+    stream = tr.PromptStream(task.examples("train"), 0)
+    opt = tr._optimizer(model, None, cfg)
+    engine = TorchEngine(model, tok, seed=0)
+    model.train()
+
+    def prompt_of(e):
+        return apply_template(e.prompt, "r1-zero", tok, "")
+
+    for step in range(args.steps + 1):
+        prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profiler and step == args.steps else None
+        if prof:
+            prof.__enter__()
+        t0 = time.perf_counter()
+        seen, train, _ = tr._sample(engine, stream, rewards_fn, prompt_of, cfg)
+        t1 = time.perf_counter()
+        batch = tr._training_batch(train.rollout, tok.pad_token_id)
+        tr._score(batch, train, None, None, cfg)
+        t2 = time.perf_counter()
+        tr._update(model, opt, batch, cfg)
+        t3 = time.perf_counter()
+        if prof:
+            prof.__exit__(None, None, None)
+        gen_tokens = int(train.rollout.lengths.sum())
+        P = sum(len(p) for p in train.rollout.prompt_ids) / len(train.rollout.prompt_ids)
+        train_tokens = gen_tokens + P * len(train.rollout.texts)
+        if step == 0:
+            continue  # warm-up
+        print(f"step {step}: total {t3 - t0:.3f}s  rollout {t1 - t0:.3f}s ({gen_tokens / (t1 - t0):.0f} tok/s, "
+              f"{2 * N * gen_tokens / (t1 - t0) / 1e9:.1f} GFLOP/s)  batch {t2 - t1:.3f}s  update {t3 - t2:.3f}s "
+              f"({6 * N * train_tokens / (t3 - t2) / 1e9:.1f} GFLOP/s)  gen tokens {gen_tokens}")
+    if args.profiler:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()

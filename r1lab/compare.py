@@ -1,0 +1,214 @@
+"""Several variants of one experiment (algorithms, or any config change) on the same task, seed and
+budget, and one report that overlays them: `r1lab compare SPEC --out DIR`.
+
+A spec is YAML (shipped ones in r1lab/comparisons/, or a path):
+
+    compare: ppo-vs-grpo
+    kind: recipe                 # recipe: variants of an r1lab recipe; control: of `r1lab control`
+    recipe: r1-zero
+    overrides: [rl.steps=100]    # common to every variant
+    threshold: 0.5               # time-to-threshold: first step where the smoothed training accuracy
+                                 # (control: the mean return) reaches it
+    variants:                    # name -> its own overrides
+      grpo: []
+      ppo-lam0.95: [rl.algorithm=ppo, rl.lam=0.95]
+
+Each variant is an ordinary run directory, DIR/<name>, so it resumes and can be opened on its own.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from r1lab.config import ConfigError, Strict
+from r1lab.progress import console
+from r1lab.report import CSS, _duration, _fmt, _is_num, read_jsonl, smooth
+
+
+class CompareSpec(Strict):
+    compare: str = Field(description="the comparison's name")
+    kind: Literal["recipe", "control"] = "recipe"
+    recipe: str = Field("r1-zero", description="recipe the variants change (kind: recipe)")
+    overrides: list[str] = Field(default_factory=list, description="field=value settings common to every variant")
+    threshold: float | None = Field(None, description="accuracy (recipe) or return (control) for time-to-threshold")
+    variants: dict[str, list[str]] = Field(min_length=1, description="variant name -> its field=value settings")
+
+    @field_validator("variants")
+    @classmethod
+    def _names_are_folders(cls, v):
+        for name in v:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"variant name {name!r} must be a plain folder name")
+        return v
+
+
+def load_spec(name: str, extra: list[str] = ()) -> CompareSpec:
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        shipped = resources.files("r1lab") / "comparisons" / f"{name}.yaml"
+        if not shipped.is_file():
+            names = sorted(p.name[:-5] for p in (resources.files("r1lab") / "comparisons").iterdir() if p.name.endswith(".yaml"))
+            raise ConfigError(f"unknown comparison '{name}': choose one of {', '.join(names)} or give a .yaml path")
+        path = Path(str(shipped))
+    elif not path.exists():
+        raise ConfigError(f"comparison file '{name}' does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"comparison '{path}' must be a mapping")
+    data["overrides"] = [*data.get("overrides", []), *extra]
+    try:
+        return CompareSpec.model_validate(data)
+    except ValidationError as err:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"invalid comparison '{path}':\n" + "\n".join(lines)) from None
+
+
+def run_compare(spec: CompareSpec, out: str | Path) -> dict:
+    """Runs (or resumes) every variant into out/<name>, then writes out/compare.json and out/report.html."""
+    out = Path(out)
+    configs = {name: _variant_config(spec, settings) for name, settings in spec.variants.items()}  # all fail fast
+    out.mkdir(parents=True, exist_ok=True)
+    for name, cfg in configs.items():
+        console.print(f"[bold]compare {spec.compare}: variant {name}")
+        if spec.kind == "recipe":
+            from r1lab.pipeline import run_recipe
+
+            run_recipe(cfg, out / name)
+        else:
+            from r1lab.control import run_control
+
+            run_control(cfg, out / name)
+    return write_compare_report(spec, out)
+
+
+def _variant_config(spec: CompareSpec, settings: list[str]):
+    overrides = [*spec.overrides, *settings]
+    if spec.kind == "recipe":
+        from r1lab.config import load_config
+
+        return load_config(spec.recipe, overrides)
+    from r1lab.config import parse_overrides
+    from r1lab.config import ControlConfig
+
+    try:
+        return ControlConfig.model_validate(parse_overrides(overrides))
+    except ValidationError as err:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"invalid control settings {overrides}:\n" + "\n".join(lines)) from None
+
+
+# What each kind plots: (file, title, y key, x key, x label). Recipe runs log per-step time, not a clock.
+CURVES = {
+    "recipe": [("reward", "Reward", "reward", "step", "GRPO step"), ("accuracy", "Training accuracy", "accuracy", "step", "step"),
+               ("length", "Completion length", "completion_len_mean", "step", "step"),
+               ("accuracy_time", "Training accuracy vs wall time", "accuracy", "wall_seconds", "seconds")],
+    "control": [("return_steps", "Return vs environment steps", "mean_return", "env_steps", "environment steps"),
+                ("return_time", "Return vs wall time", "mean_return", "wall_seconds", "seconds")],
+}
+
+
+def _curves(kind: str, run_dir: Path) -> list[dict]:
+    rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    if kind == "recipe":
+        clock = 0.0
+        for r in rows:  # a recipe's stages are concatenated: one step axis, one clock
+            clock += r.get("step_time", 0.0)
+            r["wall_seconds"] = clock
+        for i, r in enumerate(rows, 1):
+            r["step"] = i
+    return rows
+
+
+def time_to_threshold(rows: list[dict], key: str, threshold: float | None) -> tuple[int | None, float | None]:
+    """(step, seconds) at which the smoothed `key` first reaches `threshold`; (None, None) if never."""
+    points = [r for r in rows if _is_num(r.get(key))]
+    if threshold is None or not points:
+        return None, None
+    for r, v in zip(points, smooth([r[key] for r in points], window=5)):
+        if v >= threshold:
+            return r.get("step", r.get("iteration")), r.get("wall_seconds")
+    return None, None
+
+
+def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    key = "accuracy" if spec.kind == "recipe" else "mean_return"
+    step, seconds = time_to_threshold(curves, key, spec.threshold)
+    row = {"variant": name, "settings": " ".join(spec.variants[name]) or "(defaults)"}
+    if spec.kind == "recipe":
+        final = summary["stages"][-1]["eval_after"]
+        row.update({"pass@1": final["pass@1"], "cons@k": final.get("cons@k"), "mean_length": final.get("mean_length")})
+    else:
+        row.update({"final_mean_return": summary["final_mean_return"], "env_steps": summary["env_steps"]})
+    row.update({"threshold_step": step, "threshold_seconds": seconds, "wall_seconds": summary["wall_seconds"]})
+    return row
+
+
+def write_compare_report(spec: CompareSpec, out: Path) -> dict:
+    from matplotlib.figure import Figure  # imported on use: slow to import
+
+    curves = {name: _curves(spec.kind, out / name) for name in spec.variants}
+    rows = [_row(spec, name, out / name, curves[name]) for name in spec.variants]
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    images = []
+    for file, title, ykey, xkey, xlabel in CURVES[spec.kind]:
+        fig = Figure(figsize=(7, 3.6), dpi=110, layout="constrained")
+        ax = fig.add_subplot()
+        drawn = False
+        for i, (name, rs) in enumerate(curves.items()):
+            pts = [(r[xkey], r[ykey]) for r in rs if _is_num(r.get(xkey)) and _is_num(r.get(ykey))]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, "o", color=f"C{i % 10}", ms=2, alpha=0.3)
+                ax.plot(xs, smooth(list(ys)), color=f"C{i % 10}", lw=1.8, label=name)
+                drawn = True
+        if not drawn:
+            continue
+        if spec.threshold is not None and ykey in ("accuracy", "mean_return"):
+            ax.axhline(spec.threshold, color="grey", ls=":", lw=1)
+        ax.set(title=title, xlabel=xlabel, ylabel=ykey)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.savefig(plots / f"{file}.png")
+        images.append(file)
+    result = {"compare": spec.compare, "kind": spec.kind, "threshold": spec.threshold, "table": rows}
+    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    _write_html(spec, out, rows, images)
+    _print(spec, rows)
+    return result
+
+
+def _write_html(spec: CompareSpec, out: Path, rows: list[dict], images: list[str]) -> None:
+    import base64
+
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(
+        f"<td>{_duration(r[c]) if c.endswith('seconds') and _is_num(r[c]) else _fmt(r[c]) if _is_num(r[c]) else html.escape(str(r[c] if r[c] is not None else '–'))}</td>"
+        for c in columns) + "</tr>" for r in rows)
+    imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode((out / "plots" / f"{n}.png").read_bytes()).decode()}">'
+                   for n in images)
+    note = f"threshold {spec.threshold}" if spec.threshold is not None else "no threshold"
+    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(spec.compare)}</title><style>{CSS}</style>'
+            f'</head><body><h1>{html.escape(spec.compare)}</h1><p class="sub">{html.escape(note)} · {html.escape(str(out))}</p>'
+            f"<table><tr>{head}</tr>{body}</table>{imgs}</body></html>")
+    (out / "report.html").write_text(page, encoding="utf-8")
+
+
+def _print(spec: CompareSpec, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"compare {spec.compare}")
+    for c in rows[0]:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
+    console.print(t)
