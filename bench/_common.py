@@ -73,8 +73,8 @@ def make_model_dir(size: str, out: Path, seed: int = 0) -> Path:
 
 
 def n_params(model) -> int:
-    """Parameters that cost matmul FLOPs per token: everything but the input embedding (tied to the head,
-    so counted once, as the head)."""
+    """N of the 2NT / 6NT FLOP counts: every parameter, tied ones once (the tiny world's input embedding
+    is its LM head, a matmul per token)."""
     return sum(p.numel() for p in model.parameters())
 
 

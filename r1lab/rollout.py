@@ -231,10 +231,11 @@ class TorchEngine:
             if n_live == 0 or t == max_new - 1:
                 break
             inputs = choice if all_live else torch.full_like(cache.rows, self.pad_id).index_put_((live_idx,), choice)
-            width = cache.width if t < cache.width else min(2 * cache.width, max_new)
-            compact = n_live < len(cache.rows) and (width > cache.width or self._compact_now(len(cache.rows), n_live, max_new - t - 1))
-            if compact or width > cache.width:
-                keep = live.nonzero().squeeze(1) if compact else None
+            grow = t == cache.width  # token t goes into generated column t
+            width = min(2 * cache.width, max_new) if grow else cache.width
+            drop = n_live < len(cache.rows) and (grow or self._compact_now(len(cache.rows), n_live, max_new - t - 1))
+            if grow or drop:  # one copy of the generated part does both
+                keep = live.nonzero().squeeze(1) if drop else None
                 cache.rebuild(keep, width)
                 if keep is not None:
                     inputs, next_pos, live = inputs[keep], next_pos[keep], live[keep]
@@ -366,8 +367,9 @@ class FastDecoder:
             return None
         if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
             return None
-        if "dynamic" in str((getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")):
-            return None  # dynamic RoPE rescales with the sequence length at every call
+        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+        if any(kind in str(rope.get("rope_type", rope.get("type", ""))) for kind in ("dynamic", "longrope")):
+            return None  # these rescale RoPE with the sequence length at every call
         base = getattr(model, "model", None)
         layers = getattr(base, "layers", None)
         if layers is None or not all(hasattr(base, a) for a in ("embed_tokens", "norm", "rotary_emb")):
