@@ -23,6 +23,27 @@ SIZES = {
 }
 
 
+# Pretraining budgets of the benchmark's pretrained models: r1lab's own tiny-world pretraining (cached
+# like the demo's base; "1M" is the demo's base itself). Enough to learn the format and to end with EOS,
+# so completions stop at different lengths and rewards differ within groups, as in real runs.
+PRETRAIN = {"1M": dict(steps=800), "2M": dict(steps=500), "10M": dict(steps=160, lr=3e-3), "50M": dict(steps=100, lr=2e-3)}
+
+
+def pretrained_model_dir(size: str, build: bool = True) -> Path | None:
+    """The tiny-world base of `size`, pretrained by r1lab (built and cached on first use, minutes: 2M ~5 min,
+    10M ~10 min on 2 cores); None if it is not cached and build is False."""
+    from r1lab.config import PretrainConfig
+    from r1lab.tinyworld.build import cache_dir, pretrain
+
+    cfg = PretrainConfig(**SIZES[size], **PRETRAIN[size])
+    if (cache_dir(cfg) / "r1lab.json").exists():
+        return cache_dir(cfg)
+    if not build:
+        return None
+    print(f"building the pretrained {size} model once ({cfg.steps} steps of r1lab's pretraining; cached in {cache_dir(cfg)})", flush=True)
+    return pretrain(cfg)
+
+
 def tokenizer_dir() -> Path:
     """A tiny-world tokenizer: the cached base model's if there is one, else one trained here (seconds)."""
     from r1lab.tinyworld.build import cache_root

@@ -102,16 +102,30 @@ def child_r1lab(args) -> dict:
                    warmup_steps=0, beta=args.beta, mu=args.mu, minibatch_size=args.prompts * args.group,
                    micro_batch_size=args.micro, sampling=SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new),
                    checkpoint_every=args.tta_every if args.mode == "tta" else 0, log_samples=0)
-    rollouts = []  # per generate call: seconds, generated tokens, prompt + completion tokens
+    rollouts = []  # per generate call: seconds, generated tokens, prompt + completion tokens, tokens run (prompts once)
+    trained = []  # per training pass with gradient: tokens run (completions of the rows trained, their prompts once)
 
     class TimedEngine(trainer.TorchEngine):
         def generate(self, prompts, sampling, n=1):
             t0 = time.perf_counter()
             r = super().generate(prompts, sampling, n)
             seq = sum(len(r.prompt_ids[i // n]) for i in range(len(r.texts))) + int(r.lengths.sum())
-            rollouts.append((time.perf_counter() - t0, int(r.lengths.sum()), seq))
+            rollouts.append((time.perf_counter() - t0, int(r.lengths.sum()), seq, sum(map(len, r.prompt_ids)) + int(r.lengths.sum())))
+            trained.append(0)
             return r
 
+    forward = trainer._forward_logprobs
+
+    def counted_forward(model, batch, rows, *a, **kw):
+        if torch.is_grad_enabled():
+            prompts = batch["prompt_of_row"][rows].unique()
+            trained[-1] += int(batch["completion_mask"][rows].sum() + batch["prompt_mask"][prompts].sum())
+        return forward(model, batch, rows, *a, **kw)
+
+    trainer._forward_logprobs = counted_forward
+    if args.train_all_rows:  # ablation: zero advantages become 1e-30, so no row is skipped (the step is the same)
+        estimator = trainer.ADVANTAGES["grpo"]
+        trainer.ADVANTAGES["grpo"] = lambda rewards, group_size: estimator(rewards, group_size) + 1e-30
     trainer.TorchEngine = TimedEngine
     curve = []
     if args.mode == "tta":
@@ -128,8 +142,9 @@ def child_r1lab(args) -> dict:
         trainer.train_rl(model, tok, task, cfg, Path(run_dir), template=TEMPLATE, system=SYSTEM, seed=args.seed)
         metrics = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     rows = [{"step_s": m["step_time"], "gen_s": g, "gen_tokens": gt, "seq_tokens": st, "reward": m["reward"],
-             "accuracy": m.get("accuracy"), "completion_len": m["completion_len_mean"]}
-            for m, (g, gt, st) in zip(metrics, rollouts)]
+             "accuracy": m.get("accuracy"), "completion_len": m["completion_len_mean"], "gen_run_tokens": gr,
+             "train_run_tokens": tr, "trained_frac": m.get("trained_frac")}
+            for m, (g, gt, st, gr), tr in zip(metrics, rollouts, trained)]
     return {"steps": rows, "curve": curve, "params": _common.n_params(model), "threads": torch.get_num_threads()}
 
 
@@ -223,8 +238,11 @@ def run_child(framework: str, mode: str, model_dir: Path, args, log_dir: Path) -
     out = log_dir / f"{framework}-{mode}-{model_dir.name}-seed{args.seed}.json"
     cmd = [sys.executable, __file__, "--child", framework, "--mode", mode, "--model-dir", str(model_dir), "--result", str(out)]
     for name in ("steps", "warmup", "prompts", "group", "max_new", "temperature", "mu", "beta", "lr", "micro", "seed",
-                 "threads", "tta_every", "tta_eval_n"):
+                 "threads", "tta_every", "tta_eval_n", "train_all_rows"):
         value = getattr(args, name)
+        if isinstance(value, bool):
+            cmd += [f"--{name.replace('_', '-')}"] if value else []
+            continue
         if mode == "tta" and name == "steps":
             value = args.tta_steps
         if mode == "tta" and name == "warmup":
@@ -251,14 +269,21 @@ def summarise(result: dict, args, warmup: int, peak_gflops: float) -> dict:
     gen_tokens = sum(r["gen_tokens"] for r in rows)
     seq_tokens = sum(r["seq_tokens"] for r in rows)
     flops = seq_tokens * n * (2 + 6 * args.mu + (2 if args.beta > 0 else 0))
+    if "train_run_tokens" in rows[0]:  # r1lab: the matmul work it ran (prompts once per group, trained rows only)
+        executed = n * sum(2 * r["gen_run_tokens"] + 6 * r["train_run_tokens"] for r in rows)
+    else:  # TRL runs every row, prompt included (and keeps decoding finished rows: not counted, in its favour)
+        executed = flops
     return {
         "s_per_step": step_s / len(rows),
         "gen_s_per_step": gen_s / len(rows),
         "rollout_tok_s": gen_tokens / gen_s,
         "train_tok_s": seq_tokens * args.mu / max(step_s - gen_s, 1e-9),
-        "peak_fraction": flops / step_s / (peak_gflops * 1e9),
-        "gen_peak_fraction": 2 * n * seq_tokens / gen_s / (peak_gflops * 1e9),
-        "train_peak_fraction": (flops - 2 * n * seq_tokens) / max(step_s - gen_s, 1e-9) / (peak_gflops * 1e9),
+        "peak_fraction": executed / step_s / (peak_gflops * 1e9),
+        "work_fraction": flops / step_s / (peak_gflops * 1e9),
+        "trained_frac": (sum(r["trained_frac"] for r in rows) / len(rows)) if rows[0].get("trained_frac") is not None else 1.0,
+        "gen_peak_fraction": 2 * n * sum(r.get("gen_run_tokens", r["seq_tokens"]) for r in rows) / gen_s / (peak_gflops * 1e9),
+        "train_peak_fraction": (executed - 2 * n * sum(r.get("gen_run_tokens", r["seq_tokens"]) for r in rows))
+                               / max(step_s - gen_s, 1e-9) / (peak_gflops * 1e9),
         "peak_rss_mb": result["peak_rss_mb"],
         "completion_len": sum(r["completion_len"] for r in rows) / len(rows),
         "rewards": [r["reward"] for r in result["steps"]],
@@ -296,6 +321,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="the ~2M model, a few steps, a short time-to-accuracy run (< 5 min)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--sizes", default=None, help="comma-separated from " + ",".join(_common.SIZES) + " (default 2M,10M; quick: 2M)")
+    ap.add_argument("--init", choices=["pretrained", "random"], default=None,
+                    help="pretrained (default): tiny-world models pretrained by r1lab, built and cached on first use; "
+                         "random: random init, whose completions all run to --max-new with reward 0 (quick: pretrained "
+                         "if cached, else random)")
     ap.add_argument("--frameworks", default="r1lab,trl")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default 8; quick: 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed first steps")
@@ -308,6 +337,8 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--micro", type=int, default=64, help="completions per forward/backward (both frameworks)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-all-rows", action="store_true",
+                    help="ablation: r1lab also runs the rows whose advantage is 0 (their gradient is 0 either way)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--tta-steps", type=int, default=None, help="time-to-accuracy steps (default 30; quick: 10; 0: skip)")
     ap.add_argument("--tta-every", type=int, default=5, help="evaluate every this many steps")
@@ -348,12 +379,21 @@ def main():
     peak = _common.matmul_peak()
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads); load average {os.getloadavg()[0]:.2f}")
     report = {"settings": {k: getattr(args, k) for k in ("prompts", "group", "max_new", "temperature", "mu", "beta", "lr",
-                                                           "micro", "steps", "warmup", "seed", "threads")},
+                                                           "micro", "steps", "warmup", "seed", "threads", "train_all_rows")},
               "matmul_peak_gflops": [peak], "load_average_start": os.getloadavg()[0], "models": {}}
 
+    if args.init is None:
+        cached = all(_common.pretrained_model_dir(size, build=False) for size in sizes)
+        args.init = "pretrained" if cached or not args.quick else "random"
+        if args.init == "random":
+            print("--quick: the pretrained models are not built yet, so random init (run once without --quick to build them)")
+    report["settings"]["init"] = args.init
     raw = {}
     for size in sizes:
-        model_dir = _common.make_model_dir(size, work / f"model-{size}", seed=args.seed)
+        if args.init == "pretrained":
+            model_dir = _common.pretrained_model_dir(size)
+        else:
+            model_dir = _common.make_model_dir(size, work / f"model-{size}", seed=args.seed)
         raw[size] = {}
         for fw in frameworks:
             raw[size][fw] = run_child(fw, "throughput", model_dir, args, work)
@@ -411,12 +451,16 @@ def _headline(report: dict, sizes: list[str], frameworks: list[str]) -> None:
         "speedup_train": r["train_tok_s"] / t["train_tok_s"],
         "peak_fraction_r1lab": r["peak_fraction"],
         "peak_fraction_trl": t["peak_fraction"],
+        "work_fraction_r1lab": r["work_fraction"],
+        "work_fraction_trl": t["work_fraction"],
+        "rows_trained_r1lab": r["trained_frac"],
         "peak_rss_mb_r1lab": r["peak_rss_mb"],
         "peak_rss_mb_trl": t["peak_rss_mb"],
         "per_model": {s: {"speedup_step": report["models"][s]["trl"]["s_per_step"] / report["models"][s]["r1lab"]["s_per_step"],
                           "speedup_rollout": report["models"][s]["r1lab"]["rollout_tok_s"] / report["models"][s]["trl"]["rollout_tok_s"],
                           "peak_fraction_r1lab": report["models"][s]["r1lab"]["peak_fraction"],
-                          "peak_fraction_trl": report["models"][s]["trl"]["peak_fraction"]} for s in sizes},
+                          "peak_fraction_trl": report["models"][s]["trl"]["peak_fraction"],
+                          "work_fraction_r1lab": report["models"][s]["r1lab"]["work_fraction"]} for s in sizes},
     })
     tta = report.get("time_to_accuracy")
     if tta:  # the pretrained base: completions that end (EOS) at different lengths, as in real runs
@@ -436,11 +480,12 @@ def print_table(report: dict, sizes: list[str], frameworks: list[str]) -> None:
             ("rollout tokens/s", "rollout_tok_s", ",.0f", False), ("training tokens/s", "train_tok_s", ",.0f", False),
             ("peak RSS (MB)", "peak_rss_mb", ",.0f", True), ("fraction of matmul peak", "peak_fraction", ".1%", False),
             ("  sampling phase", "gen_peak_fraction", ".1%", False), ("  training phase", "train_peak_fraction", ".1%", False),
+            ("useful work / peak", "work_fraction", ".1%", False), ("rows trained", "trained_frac", ".1%", None),
             ("mean completion length", "completion_len", ".1f", None)]
     for size in sizes:
         res = report["models"][size]
         n = res[frameworks[0]]["params"]
-        print(f"\n{size} model ({n / 1e6:.2f}M parameters)")
+        print(f"\n{size} model ({n / 1e6:.2f}M parameters, {s['init']} init)")
         print(f"  {'':26s}" + "".join(f"{fw:>12s}" for fw in frameworks) + ("   r1lab/TRL" if both else ""))
         for label, key, spec, lower_better in rows:
             vals = [res[fw][key] for fw in frameworks]

@@ -4,7 +4,9 @@
 
 Random-init tiny-world Llamas (bench/_common.py SIZES), 16 prompts, fp32; one warm-up step and --steps
 timed steps per point, each in a child process (bench/grpo_vs_trl.py does the work). A random-init
-model rarely emits EOS, so completions run to max_new_tokens: lengths are what the table says.
+model rarely emits EOS, so completions run to max_new_tokens: lengths are what the table says. Its rewards
+are all 0, so r1lab would skip the whole training pass (zero advantages, zero gradient): these runs train
+every row anyway (`--train-all-rows`), to time a full step.
 Prints a markdown table (and writes it to --md).
 """
 
@@ -48,7 +50,7 @@ def main():
             continue
         run = argparse.Namespace(steps=args.steps, warmup=1, prompts=16, group=group, max_new=max_new, temperature=1.0,
                                  mu=1, beta=0.0, lr=1e-4, micro=64, seed=0, threads=args.threads, tta_every=5, tta_eval_n=50,
-                                 tta_steps=0)
+                                 tta_steps=0, train_all_rows=True)
         model_dir = _common.make_model_dir(size, work / f"model-{size}")
         res = {fw: bench.summarise(bench.run_child(fw, "throughput", model_dir, run, work), run, 1, peak) for fw in frameworks}
         cells = [f"{res[fw]['s_per_step']:.2f} | {res[fw]['rollout_tok_s']:,.0f} | {res[fw]['peak_fraction']:.0%}" for fw in frameworks]

@@ -1,18 +1,18 @@
 """Rollout engines: sample completions and the log-probs they were sampled with.
 
-`TorchEngine` works with any HF causal LM on CPU or GPU. Each prompt is prefilled once and its KV cache
-repeated for the n samples, then one forward per new token for the whole batch. Two paths do this:
+`TorchEngine` works with any HF causal LM on CPU or GPU. Each prompt is prefilled once and its keys and
+values copied to its n samples, then one forward per new token for the whole batch. Two paths do this:
 
 - plain: the model's own forward with an HF cache, finished rows dropped from the batch at once. Any model.
 - fast (Llama-family models: Llama, Qwen2, Mistral without a sliding window): the same computation written
   out over the model's weights, without the per-module Python of the HF forward: fused q|k|v and gate|up
-  matmuls, a KV cache preallocated once per call and written in place (no torch.cat per token), and
-  attention as two batched matmuls. Finished rows stop being sampled at once and leave the batch when
-  enough of them have finished to pay for compacting the cache.
+  matmuls, residual adds inside the matmuls, a KV cache preallocated per call and written in place (no
+  torch.cat per token), and attention as three ops per layer. Finished rows stop being sampled at once and
+  leave the batch when enough of them have finished to pay for compacting the cache.
 
 Both paths sample the same tokens for the same seed (the fast path draws only for unfinished rows, in
-the same order) and agree on the log-probs up to float rounding; tests/test_rollout.py checks that.
-A vLLM engine implements the same `generate`.
+the same order) and agree on the log-probs and entropies up to float rounding; tests/test_rollout.py
+checks that. Another engine (vLLM, say) needs only `generate` and `load_weights` (the `Engine` protocol).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class Rollout:
     texts: list[str]  # decoded completions, special tokens removed
     truncated: list[bool]  # hit max_new_tokens without EOS or a stop string
     n: int
+    entropies: torch.Tensor | None = None  # (N, T) entropy of the temperature-scaled policy at each token
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -69,20 +70,26 @@ def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> t
     return logits
 
 
-def sample_next(logits: torch.Tensor, sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row from (B, V) logits -> (tokens (B,), their log-probs under the temperature-scaled
-    policy (B,)). Shared by both paths, so they draw the same tokens from the same generator state."""
+def sample_next(logits: torch.Tensor, sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token per row from (B, V) logits -> (tokens (B,), their log-probs (B,), entropies (B,)), all
+    under the temperature-scaled policy. Shared by both paths, so they draw the same tokens from the same
+    generator state. The entropy is logged by the trainer: here it costs two cheap ops, in the training
+    pass a softmax over every completion token."""
     scaled = logits / max(sampling.temperature, 1e-5)
     logprobs = F.log_softmax(scaled, -1)
+    probs = logprobs.exp()
+    entropy = (probs * logprobs).sum(-1).neg_()
     if sampling.temperature == 0:
         choice = scaled.argmax(-1)
     else:
         # Inverse CDF: one uniform per row (torch.multinomial draws one exponential per vocabulary entry,
         # 10x slower at a batch of 128). Tokens of probability 0 (filtered) span an empty interval.
-        cdf = filter_logits(scaled, sampling.top_p, sampling.top_k).softmax(-1).cumsum(-1)
+        if sampling.top_p < 1.0 or sampling.top_k > 0:
+            probs = filter_logits(scaled, sampling.top_p, sampling.top_k).softmax(-1)
+        cdf = probs.cumsum(-1)
         u = torch.rand((cdf.size(0), 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
         choice = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
-    return choice, logprobs.gather(1, choice[:, None]).squeeze(1)
+    return choice, logprobs.gather(1, choice[:, None]).squeeze(1), entropy
 
 
 class TorchEngine:
@@ -116,16 +123,17 @@ class TorchEngine:
         try:
             decoder = FastDecoder.of(model) if self.fast else None
             run = self._sample_fast if decoder is not None else self._sample_plain
-            tokens, logprobs, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new)
+            tokens, logprobs, entropies, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new)
         finally:
             if was_training:
                 model.train()
-        tokens, logprobs, lengths, stopped = tokens.cpu(), logprobs.cpu(), lengths.cpu(), stopped.cpu()
+        tokens, logprobs, entropies, lengths, stopped = (x.cpu() for x in (tokens, logprobs, entropies, lengths, stopped))
         T = int(lengths.max())
         mask = torch.arange(T)[None, :] < lengths[:, None]
         tokens = tokens[:, :T].masked_fill(~mask, self.pad_id)
         texts = self.tokenizer.batch_decode([row[:l].tolist() for row, l in zip(tokens, lengths)], skip_special_tokens=True)
-        return Rollout(prompt_ids, tokens, mask.long(), logprobs[:, :T] * mask, texts, (~stopped).tolist(), n)
+        return Rollout(prompt_ids, tokens, mask.long(), logprobs[:, :T] * mask, texts, (~stopped).tolist(), n,
+                       entropies[:, :T] * mask)
 
     def _left_padded(self, prompt_ids: list[list[int]], dev) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(map(len, prompt_ids))
@@ -137,7 +145,7 @@ class TorchEngine:
         return ids.to(dev), attn.to(dev)
 
     def _sample_plain(self, _, prompt_ids, sampling, n: int, max_new: int):
-        """-> tokens (N, max_new), logprobs (N, max_new), lengths (N,), stopped (N,), with the model's own forward."""
+        """-> tokens, logprobs, entropies (N, max_new), lengths (N,), stopped (N,), with the model's own forward."""
         model, dev = self.model, self.model.device
         # Prefill each prompt once (left-padded), then repeat its cache for the n samples.
         ids, attn = self._left_padded(prompt_ids, dev)
@@ -152,16 +160,17 @@ class TorchEngine:
 
         N = len(prompt_ids) * n
         tokens = torch.full((N, max_new), self.pad_id, dtype=torch.long)
-        logprobs = torch.zeros((N, max_new))
+        logprobs, entropies = torch.zeros((N, max_new)), torch.zeros((N, max_new))
         lengths = torch.zeros(N, dtype=torch.long)
         stopped = torch.zeros(N, dtype=torch.bool)
         active = torch.arange(N)  # rows of the batch still generating
         eos_ids = self.eos_ids.to(dev)
         stop_strings = list(sampling.stop)
         for t in range(max_new):
-            choice, step_logprobs = sample_next(logits, sampling, self.generator)
+            choice, step_logprobs, step_entropies = sample_next(logits, sampling, self.generator)
             tokens[active, t] = choice.cpu()
             logprobs[active, t] = step_logprobs.cpu()
+            entropies[active, t] = step_entropies.cpu()
             lengths[active] = t + 1
             done = torch.isin(choice, eos_ids).cpu()
             if stop_strings:
@@ -180,7 +189,7 @@ class TorchEngine:
                         past_key_values=cache, use_cache=True)
             cache, next_pos = out.past_key_values, next_pos + 1
             logits = out.logits[:, -1].float()
-        return tokens, logprobs, lengths, stopped
+        return tokens, logprobs, entropies, lengths, stopped
 
     def _sample_fast(self, dec: "FastDecoder", prompt_ids, sampling, n: int, max_new: int):
         """Same contract as _sample_plain, with the FastDecoder and its KVCache.
@@ -194,17 +203,12 @@ class TorchEngine:
         ids, attn = self._left_padded(prompt_ids, dev)
         N = len(prompt_ids) * n
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        cache = KVCache(dec, len(prompt_ids), n, ids.size(1), max_new)
+        cache = KVCache(dec, attn.bool(), n, max_new)
         logits = dec.prefill(ids, positions, attn.bool(), cache).repeat_interleave(n, 0)  # (N, V)
-        # Additive masks: -inf on the prompts' left padding (None if none), and on generated columns not
-        # written yet (future: one more opens at every step).
-        pad_bias = None if attn.all() else torch.zeros(attn.shape, device=dev, dtype=dec.dtype).masked_fill_(
-            attn == 0, float("-inf"))[:, None, None, :]
-        future = torch.full((cache.width,), float("-inf"), device=dev, dtype=dec.dtype)
         next_pos = positions[:, -1].repeat_interleave(n, 0) + 1
 
         tokens = torch.full((N, max_new), self.pad_id, dtype=torch.long, device=dev)
-        logprobs = torch.zeros((N, max_new), device=dev)
+        logprobs, entropies = torch.zeros((N, max_new), device=dev), torch.zeros((N, max_new), device=dev)
         lengths = torch.zeros(N, dtype=torch.long, device=dev)
         stopped = torch.zeros(N, dtype=torch.bool, device=dev)
         live = torch.ones(N, dtype=torch.bool, device=dev)  # per slot
@@ -215,9 +219,10 @@ class TorchEngine:
             all_live = n_live == len(cache.rows)
             live_idx = None if all_live else live.nonzero().squeeze(1)
             rows = cache.rows if all_live else cache.rows[live_idx]
-            choice, step_logprobs = sample_next(logits if all_live else logits[live_idx], sampling, self.generator)
+            choice, step_logprobs, step_entropies = sample_next(logits if all_live else logits[live_idx], sampling, self.generator)
             tokens[rows, t] = choice
             logprobs[rows, t] = step_logprobs
+            entropies[rows, t] = step_entropies
             lengths[rows] = t + 1
             done = torch.isin(choice, eos_ids)
             if stop_strings:
@@ -234,16 +239,15 @@ class TorchEngine:
             grow = t == cache.width  # token t goes into generated column t
             width = min(2 * cache.width, max_new) if grow else cache.width
             drop = n_live < len(cache.rows) and (grow or self._compact_now(len(cache.rows), n_live, max_new - t - 1))
-            if grow or drop:  # one copy of the generated part does both
+            if grow or drop:  # one copy of the cache does both
                 keep = live.nonzero().squeeze(1) if drop else None
                 cache.rebuild(keep, width)
                 if keep is not None:
                     inputs, next_pos, live = inputs[keep], next_pos[keep], live[keep]
-                future = F.pad(future, (0, width - future.numel()), value=float("-inf"))
-            future[t] = 0
-            logits = dec.step(inputs, next_pos, t, cache, pad_bias, future)
+            cache.open(t)
+            logits = dec.step(inputs, next_pos, t, cache)
             next_pos = next_pos + 1
-        return tokens, logprobs, lengths, stopped
+        return tokens, logprobs, entropies, lengths, stopped
 
     @staticmethod
     def _compact_now(slots: int, live: int, steps_left: int) -> bool:
@@ -261,39 +265,56 @@ class TorchEngine:
 
 
 class KVCache:
-    """Keys and values of every layer for n samples of each prompt, in two parts:
+    """Keys and values of every layer, one block per batch slot: k, v (slots, kv_heads, P + width, head_dim).
+    Columns 0 .. P-1 hold the slot's prompt (left-padded; the prefill runs each prompt once and copies it to
+    its n samples), column P + t generated token t. `width` grows by doubling (rebuild), so attention never
+    reads many columns that are not written yet, and no torch.cat runs per token.
 
-    - prompt part, once per prompt: pk, pv (prompts, kv_heads, P, head_dim), written by the prefill;
-    - generated part, per row: gk, gv (slots, kv_heads, width, head_dim), column t holds generated token t.
-      `width` grows by doubling (rebuild), so attention never reads many columns that are not written yet.
-
-    rows[i] is the output row (prompt rows[i] // n) of batch slot i; `full` while every row is present in
-    order. Attention reads whole contiguous blocks: CPU batched matmuls on slices are several times slower.
+    bias (slots * kv_heads, 1, P + width) is added to the attention scores: -inf on the prompt's padding and
+    on generated columns not written yet (`open(t)` unmasks column P + t). rows[i] is the output row of slot i.
+    Attention reads whole contiguous blocks: CPU batched matmuls on slices are several times slower. One
+    block per slot (not the prompt once per group) reads the prompt n times, but keeps attention at three
+    ops per layer, where the shared prompt needed a dozen reshapes and gathers: at these sizes ops cost
+    more than bytes, and finished rows leave the batch without touching other rows' prompts.
     """
 
-    def __init__(self, dec: "FastDecoder", prompts: int, n: int, P: int, max_new: int):
-        self.n, self.N, self.P = n, prompts * n, P
+    def __init__(self, dec: "FastDecoder", valid: torch.Tensor, n: int, max_new: int):
+        prompts, self.P = valid.shape  # valid: (prompts, P), False on left padding
+        self.n, self.N, self.kv_heads = n, prompts * n, dec.kv_heads
         self.width = min(16, max_new)
-        kw = {"dtype": dec.dtype, "device": dec.device}
-        shape = (prompts, dec.kv_heads, P, dec.head_dim)
-        self.pk = [torch.empty(shape, **kw) for _ in dec.layers]
-        self.pv = [torch.empty(shape, **kw) for _ in dec.layers]
-        shape = (self.N, dec.kv_heads, self.width, dec.head_dim)
-        self.gk = [torch.zeros(shape, **kw) for _ in dec.layers]  # zeros: unwritten columns are masked,
-        self.gv = [torch.zeros(shape, **kw) for _ in dec.layers]  # and must be finite
+        shape = (self.N, dec.kv_heads, self.P + self.width, dec.head_dim)
+        # zeros: masked columns must still be finite (0 * inf is nan)
+        self.k = [torch.zeros(shape, dtype=dec.dtype, device=dec.device) for _ in dec.layers]
+        self.v = [torch.zeros(shape, dtype=dec.dtype, device=dec.device) for _ in dec.layers]
+        bias = torch.zeros((prompts, self.P + self.width), dtype=dec.dtype, device=dec.device)
+        bias[:, : self.P].masked_fill_(~valid, float("-inf"))
+        bias[:, self.P :] = float("-inf")
+        self.bias = bias.repeat_interleave(n * dec.kv_heads, 0)[:, None, :]
         self.rows = torch.arange(self.N, device=dec.device)
-        self.full = True
+
+    def write_prompt(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v (prompts, kv_heads, P, head_dim) -> columns 0 .. P-1 of each prompt's n slots."""
+        for cache, x in ((self.k[layer], k), (self.v[layer], v)):
+            cache[:, :, : self.P].unflatten(0, (-1, self.n)).copy_(x[:, None].expand(-1, self.n, -1, -1, -1))
+
+    def open(self, t: int) -> None:
+        self.bias[:, :, self.P + t] = 0
 
     def rebuild(self, keep: torch.Tensor | None, width: int) -> None:
         """Keeps the slots `keep` (None: all) and widens the generated part to `width` columns."""
-        def rebuilt(x):
-            x = x.index_select(0, keep) if keep is not None else x
-            return F.pad(x, (0, 0, 0, width - x.size(2))) if width > x.size(2) else x
+        grow = self.P + width - self.k[0].size(2)
 
-        self.gk, self.gv = [rebuilt(k) for k in self.gk], [rebuilt(v) for v in self.gv]
+        def rebuilt(x):  # (slots, kv_heads, P + old width, d) -> (kept slots, kv_heads, P + width, d)
+            x = x.index_select(0, keep) if keep is not None else x
+            return F.pad(x, (0, 0, 0, grow)) if grow > 0 else x
+
+        self.k, self.v = [rebuilt(k) for k in self.k], [rebuilt(v) for v in self.v]
+        if keep is not None:  # the bias has kv_heads rows per slot
+            heads = (keep[:, None] * self.kv_heads + torch.arange(self.kv_heads, device=keep.device)).view(-1)
+            self.bias, self.rows = self.bias.index_select(0, heads), self.rows[keep]
+        if grow > 0:
+            self.bias = F.pad(self.bias, (0, grow), value=float("-inf"))
         self.width = width
-        if keep is not None:
-            self.rows, self.full = self.rows[keep], False
 
 
 def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
@@ -303,10 +324,17 @@ def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
     return norm.weight * F.rms_norm(x.float(), (x.size(-1),), None, norm.variance_epsilon).to(x.dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, as HF's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin."""
-    half = x.size(-1) // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, as HF's apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, where
+    rotate_half(x) * sin = roll(x, half) * signed_sin (sin with its first half negated): 3 ops, not 5."""
+    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, -1), signed_sin)
+
+
+def _linear_add(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x + a @ weight.T (+ bias) as one addmm: the residual add rides on the matmul."""
+    if bias is not None:
+        x = x + bias
+    return torch.addmm(x.flatten(0, -2), a.flatten(0, -2), weight.t()).view_as(x)
 
 
 def _project(x: torch.Tensor, pairs: list) -> torch.Tensor:
@@ -390,11 +418,12 @@ class FastDecoder:
         return cls(model)
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (..., head_dim) at `positions`, looked up in a table made by the model's own RoPE module
-        (so its scaling types apply), extended when a position is past its end."""
+        """cos, signed sin (..., head_dim) at `positions` (see _rotate), looked up in a table made by the
+        model's own RoPE module (so its scaling types apply), extended when a position is past its end."""
         if int(positions.max()) >= len(self._cos):
             table = torch.arange(int(positions.max()) + 65, device=self.device)[None]
             cos, sin = self.rotary(self.embed.weight[:1], table)
+            sin = torch.cat([-sin[..., : sin.size(-1) // 2], sin[..., sin.size(-1) // 2 :]], -1)  # for _rotate
             self._cos, self._sin = cos[0].to(self.dtype), sin[0].to(self.dtype)  # (positions, head_dim)
         return self._cos[positions], self._sin[positions]
 
@@ -406,13 +435,13 @@ class FastDecoder:
         return qk[..., :H, :], qk[..., H:, :], qkv[..., (H + Hkv) * d :].unflatten(-1, (Hkv, d))
 
     def _mlp_and_residual(self, layer, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
-        x = x + F.linear(attn_out, layer["wo"], layer["bo"])
+        x = _linear_add(x, attn_out, layer["wo"], layer["bo"])
         gate, up = _project(_rms_norm(x, layer["ln2"]), layer["gate_up"]).chunk(2, -1)
-        return x + F.linear(F.silu(gate) * up, layer["wd"])
+        return _linear_add(x, F.silu(gate) * up, layer["wd"], None)
 
     def prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Runs the left-padded prompts (B, P), writes their keys and values into the cache's prompt part,
-        returns the logits at the last position (B, V) as float32."""
+        """Runs the left-padded prompts (B, P) once each, writes their keys and values into the prompt columns
+        of their samples' cache slots, returns the logits at the last position (B, V) as float32."""
         B, P = ids.shape
         H, Hkv, d = self.heads, self.kv_heads, self.head_dim
         causal = torch.ones((P, P), dtype=torch.bool, device=ids.device).tril()
@@ -423,49 +452,27 @@ class FastDecoder:
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, _rms_norm(x, layer["ln1"]), cos, sin)  # (B, P, heads, d)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            cache.pk[i].copy_(k)
-            cache.pv[i].copy_(v)
+            cache.write_prompt(i, k, v)
             if Hkv != H:
                 k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=self.scaling)
             x = self._mlp_and_residual(layer, x, out.transpose(1, 2).reshape(B, P, H * d))
         return self.model.lm_head(_rms_norm(x[:, -1], self.norm)).float()
 
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, t: int, cache: KVCache,
-             pad_bias: torch.Tensor | None, future: torch.Tensor) -> torch.Tensor:
-        """Token t of every slot (B,) -> next-token logits (B, V) as float32.
-
-        pad_bias (prompts, 1, 1, P): -inf on the prompts' left padding, or None; future (width,): -inf on
-        the generated columns after t. Attention is split in two parts under one softmax: against the prompt
-        once per prompt (its n samples' queries together: one matmul instead of n), and against each row's
-        own generated tokens.
-        """
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, t: int, cache: KVCache) -> torch.Tensor:
+        """Generated token t of every slot (B,) -> next-token logits (B, V) as float32."""
         B = tokens.size(0)
         H, Hkv, d = self.heads, self.kv_heads, self.head_dim
-        g, n, N, P, W = H // Hkv, cache.n, cache.N, cache.P, cache.width
-        Bp = N // n
-
-        def to_prompts(x):  # (slots, Hkv, g, m) -> (Bp * Hkv, n * g, m), finished slots as zeros
-            x = x if cache.full else x.new_zeros((N, *x.shape[1:])).index_copy_(0, cache.rows, x)
-            return x.reshape(Bp, n, Hkv, g, -1).transpose(1, 2).reshape(Bp * Hkv, n * g, -1)
-
-        def from_prompts(x):  # the inverse
-            x = x.view(Bp, Hkv, n, g, -1).transpose(1, 2).reshape(N, Hkv, g, -1)
-            return x if cache.full else x.index_select(0, cache.rows)
-
+        column = cache.P + t
         x = self.embed(tokens)
         cos, sin = (c.unsqueeze(-2) for c in self._rope(positions))
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, _rms_norm(x, layer["ln1"]), cos, sin)
-            cache.gk[i][:, :, t], cache.gv[i][:, :, t] = k, v
-            q = (q * self.scaling).view(B, Hkv, g, d)
-            prompt_scores = torch.bmm(to_prompts(q), cache.pk[i].view(Bp * Hkv, P, d).transpose(1, 2))
-            if pad_bias is not None:
-                prompt_scores = prompt_scores.view(Bp, Hkv, n * g, P) + pad_bias
-            own_scores = torch.bmm(q.view(B * Hkv, g, d), cache.gk[i].view(B * Hkv, W, d).transpose(1, 2))
-            scores = torch.cat([from_prompts(prompt_scores), own_scores.view(B, Hkv, g, W) + future], -1)
+            keys, values = cache.k[i], cache.v[i]  # (B, Hkv, L, d)
+            keys[:, :, column], values[:, :, column] = k, v
+            q = (q * self.scaling).view(B * Hkv, H // Hkv, d)  # a kv head's query heads together
+            scores = torch.baddbmm(cache.bias, q, keys.view(B * Hkv, -1, d).transpose(1, 2))  # (B * Hkv, g, L)
             probs = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
-            out = from_prompts(torch.bmm(to_prompts(probs[..., :P]), cache.pv[i].view(Bp * Hkv, P, d)))
-            out = out + torch.bmm(probs[..., P:].reshape(B * Hkv, g, W), cache.gv[i].view(B * Hkv, W, d)).view(B, Hkv, g, d)
-            x = self._mlp_and_residual(layer, x, out.reshape(B, H * d))
+            out = torch.bmm(probs, values.view(B * Hkv, -1, d))
+            x = self._mlp_and_residual(layer, x, out.view(B, H * d))
         return self.model.lm_head(_rms_norm(x, self.norm)).float()

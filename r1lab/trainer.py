@@ -135,7 +135,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, tem
                     "ref": ref.state_dict() if ref is not None else None,
                     "value_model": value_model.state_dict() if value_model is not None else None})
     policy.eval()
-    return {"steps": cfg.steps, "wall_seconds": round(elapsed, 1)}
+    return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3)}
 
 
 def lr_lambda(cfg: RLConfig):
@@ -210,9 +210,10 @@ def _concat(parts: list[Scored], pad_id: int) -> Scored:
     def join(lists):
         return [item for items in lists for item in items]
 
+    entropies = None if any(r.entropies is None for r in rollouts) else cat([r.entropies for r in rollouts], 0.0)
     rollout = Rollout(join(r.prompt_ids for r in rollouts), cat([r.completion_ids for r in rollouts], pad_id),
                       cat([r.completion_mask for r in rollouts], 0), cat([r.logprobs for r in rollouts], 0.0),
-                      join(r.texts for r in rollouts), join(r.truncated for r in rollouts), rollouts[0].n)
+                      join(r.texts for r in rollouts), join(r.truncated for r in rollouts), rollouts[0].n, entropies)
     return Scored(rollout, join(p.examples for p in parts), join(p.responses for p in parts),
                   torch.cat([p.rewards for p in parts]), {name: join(p.per_fn[name] for p in parts) for name in parts[0].per_fn})
 
@@ -221,7 +222,8 @@ def _select_groups(scored: Scored, groups: torch.Tensor, group_size: int) -> Sco
     rows = (groups[:, None] * group_size + torch.arange(group_size)).view(-1)  # (len(groups) * G,)
     r, idx = scored.rollout, rows.tolist()
     rollout = Rollout([r.prompt_ids[g] for g in groups.tolist()], r.completion_ids[rows], r.completion_mask[rows],
-                      r.logprobs[rows], [r.texts[i] for i in idx], [r.truncated[i] for i in idx], r.n)
+                      r.logprobs[rows], [r.texts[i] for i in idx], [r.truncated[i] for i in idx], r.n,
+                      r.entropies[rows] if r.entropies is not None else None)
     return Scored(rollout, [scored.examples[i] for i in idx], [scored.responses[i] for i in idx], scored.rewards[rows],
                   {name: [v[i] for i in idx] for name, v in scored.per_fn.items()})
 
@@ -285,12 +287,19 @@ def _update(policy, opt, batch, cfg: RLConfig, value_model=None) -> dict:
 
     Every loss is normalised by its minibatch (sequences, tokens), so the micro-batch losses add up to
     the minibatch's and the gradient does not depend on micro_batch_size.
+
+    Rows whose advantage is exactly 0 (every row of a group whose rewards are all equal) add exactly 0 to
+    the loss and its gradient when there is no KL term, so they are left out of the forward and backward
+    passes; the normalisers still count them, so the gradient is the same. Early in R1-style training most
+    groups are all wrong or all right: this is often the larger part of the batch. Loss statistics
+    (clip_frac, ...) are then over the rows trained on.
     """
     N, dev = batch["advantages"].size(0), policy.device
     policy_loss = POLICY_LOSSES[cfg.algorithm]
     eps, eps_high = clip_range(cfg.algorithm, cfg.eps, cfg.eps_high)
     beta = 0.0 if cfg.algorithm in KL_IN_REWARD else cfg.beta  # ppo's KL is already in its rewards
     params = [p for group in opt.param_groups for p in group["params"]]
+    skip_zero = beta == 0 and value_model is None and batch["advantages"].dim() == 1
     per_step, per_micro = defaultdict(float), defaultdict(float)  # summed, then averaged over steps / micro-batches
     n_micro = n_opt = 0
     for _ in range(cfg.mu):
@@ -300,10 +309,17 @@ def _update(policy, opt, batch, cfg: RLConfig, value_model=None) -> dict:
             norms = {"num_sequences": len(minibatch), "max_tokens": cfg.sampling.max_new_tokens,
                      "num_tokens": batch["completion_mask"][minibatch].sum().clamp(min=1).item()}
             opt.zero_grad(set_to_none=True)
-            for mi in range(0, len(minibatch), cfg.micro_batch_size):
-                rows = minibatch[mi : mi + cfg.micro_batch_size]
+            trained = minibatch[batch["advantages"][minibatch] != 0] if skip_zero else minibatch
+            per_step["trained_frac"] += len(trained) / len(minibatch)
+            per_step["loss"] += 0.0  # the loss is 0 when no row is trained
+            if len(trained) == 0:  # a zero gradient: AdamW still steps (its moments decay), as without the skip
+                for p in params:
+                    if p.requires_grad:
+                        p.grad = torch.zeros_like(p)
+            for mi in range(0, len(trained), cfg.micro_batch_size):
+                rows = trained[mi : mi + cfg.micro_batch_size]
                 part = {k: batch[k][rows].to(dev) for k in ROW_TENSORS if batch.get(k) is not None}
-                logprobs, entropy = _forward_logprobs(policy, batch, rows, cfg.sampling.temperature, with_entropy=True)
+                logprobs = _forward_logprobs(policy, batch, rows, cfg.sampling.temperature)
                 loss, stats = policy_loss(logprobs, part["old_logprobs"], part["advantages"], part["completion_mask"],
                                           eps=eps, eps_high=eps_high, beta=beta, ref_logprobs=part.get("ref_logprobs"), **norms)
                 per_step["loss"] += loss.item()  # the policy's; ppo's value loss is logged apart
@@ -317,7 +333,6 @@ def _update(policy, opt, batch, cfg: RLConfig, value_model=None) -> dict:
                 loss.backward()
                 for k, v in stats.items():
                     per_micro[k] += v
-                per_micro["entropy"] += float(masked_mean(entropy.detach(), part["completion_mask"]))
                 n_micro += 1
             per_step["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             opt.step()
@@ -325,9 +340,9 @@ def _update(policy, opt, batch, cfg: RLConfig, value_model=None) -> dict:
     return {**{k: v / n_micro for k, v in per_micro.items()}, **{k: v / n_opt for k, v in per_step.items()}}
 
 
-def _forward_logprobs(model, batch: dict, rows, temperature: float, with_entropy: bool = False):
-    """Log-probs (n, T) of the completion tokens of `rows` under `model` at `temperature`, and their
-    entropies (n, T; no gradient, for logging) if asked. Values past a completion's end mean nothing (masked).
+def _forward_logprobs(model, batch: dict, rows, temperature: float) -> torch.Tensor:
+    """Log-probs (n, T) of the completion tokens of `rows` under `model` at `temperature`. Values past a
+    completion's end mean nothing (masked).
 
     With the batch's prompts (from _training_batch) the pass is `_completion_logits`: each prompt once,
     completions in length buckets. Without them (or with batch["shared"] = False) it is the plain pass
@@ -346,22 +361,17 @@ def _forward_logprobs(model, batch: dict, rows, temperature: float, with_entropy
         out = model(input_ids=batch["input_ids"][rows].to(dev), attention_mask=batch["attention_mask"][rows].to(dev),
                     position_ids=batch["position_ids"][rows].to(dev))
         parts = [(torch.arange(ids.size(0), device=dev), out.logits[:, P - 1 : -1])]
-    logprobs, entropies, order = [], [], []
+    logprobs, order = [], []
     for part, logits in parts:  # logits (n_b, L_b, V) for rows[part], L_b <= T
         logits = logits.float()
         if temperature != 1.0:
             logits = logits / max(temperature, 1e-5)
         # log p(token) = logit(token) - logsumexp: no (n, L, V) log-softmax is kept for the backward.
-        lse = torch.logsumexp(logits, -1)
-        lp = logits.gather(-1, ids[part, : logits.size(1), None]).squeeze(-1) - lse
+        lp = logits.gather(-1, ids[part, : logits.size(1), None]).squeeze(-1) - torch.logsumexp(logits, -1)
         logprobs.append(F.pad(lp, (0, ids.size(1) - lp.size(1))))
-        if with_entropy:
-            with torch.no_grad():
-                entropy = lse - (logits.softmax(-1) * logits).sum(-1)
-            entropies.append(F.pad(entropy, (0, ids.size(1) - entropy.size(1))))
         order.append(part)
     inverse = torch.argsort(torch.cat(order))  # back to the order of `rows`
-    return torch.cat(logprobs)[inverse], torch.cat(entropies)[inverse] if with_entropy else None
+    return torch.cat(logprobs)[inverse]
 
 
 BUCKET_COST = 64  # tokens of padding worth one more forward call (its fixed overhead and smaller matmuls)
@@ -431,7 +441,7 @@ def _cache_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def _logprobs(model, batch: dict, temperature: float, micro: int) -> torch.Tensor:
     """Log-probs (N, T) of every completion (the reference model's pass): micro rows at a time, no gradient."""
     N = batch["input_ids"].size(0)
-    return torch.cat([_forward_logprobs(model, batch, slice(i, i + micro), temperature)[0].cpu() for i in range(0, N, micro)])
+    return torch.cat([_forward_logprobs(model, batch, slice(i, i + micro), temperature).cpu() for i in range(0, N, micro)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +505,7 @@ def _metrics(stage, step, seen: Scored, stats: dict, cfg: RLConfig, t_gen, t_ste
         "reflection_rate": sum(reflects(r, cfg.reflection_phrases) for r in responses) / len(responses),
         "language_consistency": sum(map(language_consistency_reward, responses)) / len(responses),
         "zero_std_frac": (grouped.std(1) == 0).float().mean().item(),
+        "entropy": float(masked_mean(rollout.entropies, rollout.completion_mask)) if rollout.entropies is not None else None,
         **stats,
         "lr": lr,
         "tokens_per_s": int(lengths.sum().item() / max(t_step, 1e-9)),

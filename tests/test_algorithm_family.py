@@ -195,8 +195,10 @@ def test_every_algorithm_raises_reward(tiny, tmp_path, algorithm):
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert last > first + 0.2, (first, last)
     extra = {"dapo": ("groups_dropped", "resample_rounds"), "ppo": ("value_loss", "value_clip_frac", "explained_variance")}
-    for key in ("loss", "clip_frac", "kl", "entropy", "grad_norm", "advantage_abs", *extra.get(algorithm, ())):
+    for key in ("loss", "entropy", "grad_norm", "advantage_abs", "trained_frac", *extra.get(algorithm, ())):
         assert math.isfinite(rows[-1][key]), key
+    trained = [r for r in rows if r["trained_frac"] > 0]  # loss statistics exist where some row was trained
+    assert trained and all(math.isfinite(trained[-1][key]) for key in ("clip_frac", "kl"))
 
 
 def test_dapo_never_trains_on_a_group_without_reward_spread(tiny, tmp_path, monkeypatch):
@@ -261,3 +263,46 @@ def test_config_algorithm_field():
     assert RLConfig().algorithm == "grpo" and RLConfig().eps is None  # None: the algorithm's clip range
     with pytest.raises(ValueError, match="algorithm"):
         RLConfig(algorithm="trpo")
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "gspo", "rloo"])
+def test_zero_advantage_rows_are_skipped_and_the_step_is_unchanged(tiny, monkeypatch, algorithm):
+    """beta = 0: rows of zero-spread groups (advantage exactly 0) get no forward/backward pass, and the
+    optimizer steps are the same as with every row trained. The reference trains every row: beta > 0
+    against a reference model equal to the policy, whose KL term has value and gradient 0."""
+    model, tokenizer = tiny
+    rollout = TorchEngine(model, tokenizer, seed=0).generate(["Compute 1 + 1", "Compute 2 + 2"], SamplingConfig(max_new_tokens=6), n=4)
+    rollout.completion_mask[0, 3:] = 0
+    rollout.logprobs *= rollout.completion_mask
+    forwarded = []
+    real_forward = trainer._forward_logprobs
+
+    def spy(m, b, rows, *a):
+        if torch.is_grad_enabled():  # the policy's passes, not the reference model's
+            forwarded.extend(torch.as_tensor(rows).tolist())
+        return real_forward(m, b, rows, *a)
+
+    monkeypatch.setattr(trainer, "_forward_logprobs", spy)
+    runs = []
+    for beta in (0.0, 0.04):
+        policy = copy.deepcopy(model)
+        ref = copy.deepcopy(model) if beta else None
+        opt = torch.optim.SGD(policy.parameters(), lr=0.1, momentum=0.9)  # linear in the gradient: no amplified rounding
+        cfg = RLConfig(algorithm=algorithm, group_size=4, minibatch_size=8, micro_batch_size=3, beta=beta,
+                       sampling=SamplingConfig(max_new_tokens=6))
+        forwarded.clear()
+        for rewards in ([1.0, 0, 0, 1, 0.5, 0.5, 0.5, 0.5], [0.5] * 8):  # then no spread at all: the momentum still moves
+            scored = trainer.Scored(rollout, [], [], torch.tensor(rewards), {})
+            if ref is not None:
+                ref.load_state_dict(policy.state_dict())  # KL 0, and its gradient 0, at every update
+            batch = trainer._training_batch(rollout, tokenizer.pad_token_id)
+            trainer._score(batch, scored, ref, None, cfg)
+            stats = trainer._update(policy, opt, batch, cfg)
+        runs.append(([p.detach().clone() for p in policy.parameters()], sorted(forwarded), stats))
+    (skipped, rows_skipped, stats), (full, rows_full, _) = runs
+    assert rows_skipped == [0, 1, 2, 3] and rows_full == sorted(list(range(8)) * 2)
+    assert stats["trained_frac"] == 0.0 and stats["loss"] == 0.0
+    moved = [not torch.equal(p, q) for p, q in zip(skipped, model.parameters())]
+    assert all(moved)
+    for a, b in zip(skipped, full):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)

@@ -11,10 +11,12 @@ PROMPTS = ["User: Compute 3 + 4. Assistant: <think>", "User: Make 12 from 2, 3, 
 
 
 def _forward_logprobs(model, prompt_ids, completion):
+    """-> log-probs and entropies (len(completion),) of a completion, from one plain forward pass."""
     x = torch.tensor([prompt_ids + completion])
     with torch.no_grad():
         logits = model(x).logits[0, len(prompt_ids) - 1 : -1].float()
-    return torch.log_softmax(logits, -1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+    logprobs = torch.log_softmax(logits, -1)
+    return logprobs.gather(1, torch.tensor(completion)[:, None]).squeeze(1), -(logprobs.exp() * logprobs).sum(-1)
 
 
 def test_sampler_logprobs_match_a_plain_forward_pass(tiny):
@@ -24,8 +26,9 @@ def test_sampler_logprobs_match_a_plain_forward_pass(tiny):
     for i in range(6):
         length = int(rollout.lengths[i])
         completion = rollout.completion_ids[i, :length].tolist()
-        expected = _forward_logprobs(model, rollout.prompt_ids[i // 3], completion)
+        expected, entropies = _forward_logprobs(model, rollout.prompt_ids[i // 3], completion)
         torch.testing.assert_close(rollout.logprobs[i, :length], expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(rollout.entropies[i, :length], entropies, atol=1e-4, rtol=1e-4)
         assert (rollout.logprobs[i, length:] == 0).all() and (rollout.completion_mask[i, length:] == 0).all()
 
 
@@ -113,6 +116,7 @@ def _same_rollouts(model, tokenizer, sampling, n):
     assert torch.equal(fast.completion_ids, plain.completion_ids) and fast.texts == plain.texts
     assert fast.truncated == plain.truncated
     torch.testing.assert_close(fast.logprobs, plain.logprobs, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(fast.entropies, plain.entropies, atol=2e-5, rtol=1e-4)
     return fast
 
 
@@ -178,12 +182,11 @@ def test_shared_prompt_training_pass_matches_the_plain_one(tiny, monkeypatch):
     for shared in (True, False):
         batch["shared"] = shared
         model.zero_grad()
-        logprobs, entropy = trainer._forward_logprobs(model, batch, rows, 0.7, with_entropy=True)
+        logprobs = trainer._forward_logprobs(model, batch, rows, 0.7)
         (logprobs * mask).sum().backward()
-        results.append((logprobs.detach(), entropy, [p.grad.clone() for p in model.parameters()]))
-    (lp_a, ent_a, grad_a), (lp_b, ent_b, grad_b) = results
+        results.append((logprobs.detach(), [p.grad.clone() for p in model.parameters()]))
+    (lp_a, grad_a), (lp_b, grad_b) = results
     torch.testing.assert_close(lp_a[mask], lp_b[mask], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ent_a[mask], ent_b[mask], atol=1e-5, rtol=1e-5)
     for a, b in zip(grad_a, grad_b):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     # The no-grad pass over all rows (the reference model's), micro-batch by micro-batch.
@@ -196,7 +199,7 @@ def test_shared_prompt_training_pass_matches_the_plain_one(tiny, monkeypatch):
 def test_inverse_cdf_sampling_never_picks_a_filtered_token():
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]]).repeat(4000, 1)
     gen = torch.Generator().manual_seed(0)
-    tokens, logprobs = sample_next(logits, SamplingConfig(temperature=1.0, top_k=2), gen)
+    tokens, logprobs, _ = sample_next(logits, SamplingConfig(temperature=1.0, top_k=2), gen)
     assert set(tokens.tolist()) == {0, 1}
     share = (tokens == 0).float().mean().item()
     assert abs(share - 1 / (1 + math.exp(-1.0))) < 0.03  # p(0) / (p(0) + p(1)) after top-k
