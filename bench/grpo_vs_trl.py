@@ -4,12 +4,14 @@
     python bench/grpo_vs_trl.py --quick --json q.json    # the ~2M model, a few steps, < 5 minutes
     python bench/grpo_vs_trl.py --json full.json         # ~2M and ~10M models, plus time-to-accuracy
 
-Every (framework, model) run is a child process of its own, so peak RSS is per framework and one run's
-memory or threads do not leak into the next. Both start from the same weights (a saved HF directory),
-see the same prompts in the same order (r1lab's PromptStream order; TRL without shuffling), and use the
-same group size, prompts per step, max new tokens, temperature, mu, beta, lr, AdamW betas, grad clip and
-loss (GRPO: group-normalised advantages, per-completion token mean, clip 0.2). TRL's reward function wraps
-r1lab's rewards. fp32, no gradient checkpointing, constant lr.
+The models are tiny-world Llamas pretrained by r1lab's own pretraining (built once, minutes, and cached;
+--init random for random init), so completions end with EOS at different lengths and rewards differ
+within groups, as in real runs. Every (framework, model) run is a child process of its own, so peak RSS
+is per framework and one run's memory or threads do not leak into the next. Both start from the same
+weights (a saved HF directory), see the same prompts in the same order (r1lab's PromptStream order; TRL
+without shuffling), and use the same group size, prompts per step, max new tokens, temperature, mu, beta,
+lr, AdamW betas, grad clip and loss (GRPO: group-normalised advantages, per-completion token mean, clip
+0.2). TRL's reward function wraps r1lab's rewards. fp32, no gradient checkpointing, constant lr.
 
 Measured per step (one batch of rollouts and its mu passes):
   s/step          wall time of the step: sampling, rewards, forward/backward, optimizer (r1lab: its logged
@@ -17,11 +19,14 @@ Measured per step (one batch of rollouts and its mu passes):
   rollout tok/s   generated tokens / time in the sampler (r1lab: TorchEngine.generate; TRL: its generate)
   train tok/s     (prompt + completion tokens) * mu / (step time - sampler time)
   peak RSS        ru_maxrss of the child at its end
-  peak fraction   (2 N T  +  6 N T mu  [+ 2 N T for the reference pass if beta > 0]) / s/step / matmul peak
-                  with N the parameters and T the prompt + completion tokens of the step (every row's prompt
-                  counted, as if each were run separately; r1lab runs each prompt once per group); the matmul
-                  peak is a plain 1024^3 fp32 torch.mm measured in this run with the same threads, at the
-                  start and after every throughput run; the highest is used.
+  peak fraction   matmul FLOPs the step ran / s/step / matmul peak. TRL: 2 N T + 6 N T mu (+ 2 N T for the
+                  reference pass if beta > 0), T = prompt + completion tokens of every row (the decoding
+                  of finished rows' padding is not counted). r1lab: 2 N (completion tokens + each prompt
+                  once) + 6 N mu (tokens of the rows it trained, their prompts once per micro-batch).
+                  The peak is a plain 1024^3 fp32 torch.mm measured in this run with the same threads, at
+                  the start and after every throughput run; the highest is used.
+  useful work     the same with TRL's count for both: work done or made unnecessary, per second; r1lab's
+                  can pass 100% (it skips rows whose gradient is 0 and runs each prompt once per group)
   time-to-accuracy  steps and seconds of training (sum of s/step) until held-out pass@1 (r1lab's evaluator,
                   same seed for both, k=4 at T=0.6) reaches the threshold; starts from the pretrained
                   tiny-world base (cached by `r1lab run`), so it is skipped when that is not built.

@@ -43,7 +43,7 @@ def main():
     peak = _common.matmul_peak()
     print(f"fp32 matmul peak {peak:.1f} GFLOP/s")
     lines = ["| axis | model | params | new tokens | group | " + " | ".join(
-        f"{fw} s/step | {fw} rollout tok/s | {fw} % of peak" for fw in frameworks) + (" | TRL / r1lab s/step |" if args.trl else ""),
+        f"{fw} s/step | {fw} rollout tok/s | {fw} % of peak" for fw in frameworks) + (" | TRL / r1lab s/step |" if args.trl else " |"),
         "|" + "---|" * (5 + 3 * len(frameworks) + (1 if args.trl else 0))]
     for axis, size, max_new, group in AXES:
         if args.only and not any(axis.startswith(a) for a in args.only.split(",")):
