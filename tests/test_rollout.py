@@ -206,8 +206,24 @@ def test_inverse_cdf_sampling_never_picks_a_filtered_token():
     torch.testing.assert_close(logprobs, torch.log_softmax(logits, -1).gather(1, tokens[:, None]).squeeze(1))
 
 
+def test_fast_sampler_onednn_packed_weights(tiny, monkeypatch):
+    from r1lab import rollout
+
+    if not rollout._onednn_works(torch.device("cpu"), torch.float32):
+        pytest.skip("no oneDNN packed linear on this machine")
+    model, tokenizer = tiny
+    monkeypatch.setattr(rollout._Linear, "PACK_MIN", 0)  # the tiny model's weights are below the real threshold
+    layer = FastDecoder.of(model).layers[0]
+    assert all(layer[name].packed is not None for name in ("qkv", "o", "gate_up", "down"))
+    hook = _lift_eos(model, tokenizer.eos_token_id)
+    try:
+        _same_rollouts(model, tokenizer, SamplingConfig(temperature=1.0, max_new_tokens=24), n=4)
+    finally:
+        hook.remove()
+
+
 def test_fast_sampler_unfused_weights(tiny, monkeypatch):
     model, tokenizer = tiny
     monkeypatch.setattr(FastDecoder, "FUSE_PARAMETERS", 0)  # as for a large model: no concatenated copy
-    assert len(FastDecoder.of(model).layers[0]["qkv"]) == 3
+    assert len(FastDecoder.of(model).layers[0]["qkv"].pairs) == 3
     _same_rollouts(model, tokenizer, SamplingConfig(temperature=1.0, max_new_tokens=16), n=2)
