@@ -17,6 +17,7 @@ checks that. Another engine (vLLM, say) needs only `generate` and `load_weights`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -364,6 +365,7 @@ class _Linear:
         return torch.addmm(residual.flatten(0, -2), x.flatten(0, -2), weight.t()).view_as(residual)
 
 
+@functools.lru_cache(maxsize=None)
 def _onednn_works(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether oneDNN's packed linear runs here and agrees with F.linear (private ops: checked, not assumed)."""
     if device.type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
