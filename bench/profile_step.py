@@ -26,7 +26,8 @@ def main():
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--profiler", action="store_true")
-    ap.add_argument("--model", default=None, help="a model directory instead of a random-init --size model")
+    ap.add_argument("--model", default=None, help="a model directory instead of a random-init --size model (whose "
+                    "rewards are all 0, so no row is trained: pass a pretrained one to profile the update)")
     ap.add_argument("--root", default=None, help="import r1lab from this folder instead of this checkout")
     ap.add_argument("--rows", type=int, default=25, help="rows of the profiler table")
     args = ap.parse_args()
@@ -68,18 +69,19 @@ def main():
         batch = tr._training_batch(train.rollout, tok.pad_token_id)
         tr._score(batch, train, None, None, cfg)
         t2 = time.perf_counter()
-        tr._update(model, opt, batch, cfg)
+        stats = tr._update(model, opt, batch, cfg)
         t3 = time.perf_counter()
         if prof:
             prof.__exit__(None, None, None)
         gen_tokens = int(train.rollout.lengths.sum())
         P = sum(len(p) for p in train.rollout.prompt_ids) / len(train.rollout.prompt_ids)
-        train_tokens = gen_tokens + P * len(train.rollout.texts)
+        trained = batch["advantages"] != 0  # the rows the update ran (the others have gradient 0 and are skipped)
+        train_tokens = int(batch["completion_mask"][trained].sum()) + P * int(trained.sum())
         if step == 0:
             continue  # warm-up
         print(f"step {step}: total {t3 - t0:.3f}s  rollout {t1 - t0:.3f}s ({gen_tokens / (t1 - t0):.0f} tok/s, "
               f"{2 * N * gen_tokens / (t1 - t0) / 1e9:.1f} GFLOP/s)  batch {t2 - t1:.3f}s  update {t3 - t2:.3f}s "
-              f"({6 * N * train_tokens / (t3 - t2) / 1e9:.1f} GFLOP/s)  gen tokens {gen_tokens}")
+              f"({6 * N * train_tokens / (t3 - t2) / 1e9:.1f} GFLOP/s, {stats['trained_frac']:.0%} of rows trained)  gen tokens {gen_tokens}")
     if args.profiler:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
