@@ -70,7 +70,7 @@ def _common_setup(args):
 
 def _prompt_order(task, seed: int, count: int):
     """The examples r1lab's PromptStream hands out, in its order (so TRL can get the same ones)."""
-    from r1lab.trainer import PromptStream
+    from r1lab.rl.loop import PromptStream
 
     return PromptStream(task.examples("train"), seed).next(count)
 
@@ -78,8 +78,8 @@ def _prompt_order(task, seed: int, count: int):
 def _evaluator(args, task, tokenizer):
     """pass@1 on held-out problems with r1lab's evaluator: same seed, same problems for both frameworks."""
     from r1lab.config import EvalConfig
-    from r1lab.evaluate import evaluate
-    from r1lab.rollout import TorchEngine
+    from r1lab.evaluation.evaluate import evaluate
+    from r1lab.engines.torch_engine import TorchEngine
 
     cfg = EvalConfig(k=4, n=args.tta_eval_n, temperature=0.6, top_p=0.95, max_new_tokens=args.max_new, batch_size=256)
 
@@ -96,7 +96,7 @@ def child_r1lab(args) -> dict:
     import torch
 
     import r1lab.checkpoint
-    import r1lab.trainer as trainer
+    import r1lab.rl.loop as trainer
     from r1lab.config import RLConfig, SamplingConfig
     from r1lab.models import load_model
 
@@ -159,8 +159,10 @@ def child_trl(args) -> dict:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1lab.models import apply_template, load_tokenizer
-    from r1lab.rewards import Rewards
+    from r1lab.data.format import apply_template
+
+    from r1lab.models import load_tokenizer
+    from r1lab.rewards.registry import Rewards
 
     task = _common_setup(args)
     tok = load_tokenizer(args.model_dir)

@@ -37,12 +37,13 @@ def main():
         sys.path.insert(0, args.root)
 
     from r1lab.config import RLConfig, SamplingConfig
-    from r1lab.models import apply_template, load_model
-    from r1lab.rewards import Rewards
-    from r1lab import trainer as tr
+    from r1lab.data.format import apply_template
+    from r1lab.models import load_model
+    from r1lab.rewards.registry import Rewards
+    from r1lab.rl import loop as tr
 
     print("r1lab from", tr.__file__)
-    from r1lab.rollout import TorchEngine
+    from r1lab.engines.torch_engine import TorchEngine
     from r1lab.tinyworld.problems import TinyWorldTask
 
     d = Path(args.model) if args.model else make_model_dir(args.size, Path(tempfile.gettempdir()) / f"r1lab-bench-{args.size}")

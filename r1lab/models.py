@@ -1,18 +1,10 @@
-"""Load any HF causal LM + tokenizer, pick a device and dtype, and wrap prompts in a template."""
+"""Load any HF causal LM + tokenizer on a device and dtype."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-
-R1_ZERO_SYSTEM = (
-    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
-    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
-    "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> "
-    "tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>."
-)
-TEMPLATES = ("r1-zero", "chat", "none")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -66,28 +58,3 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto"):
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev))
     model.to(dev).eval()
     return model, load_tokenizer(name_or_path)
-
-
-def apply_template(prompt: str, template: str, tokenizer=None, system: str | None = None) -> str:
-    """Wraps a task prompt for generation.
-
-    r1-zero: the paper's plain template, ending in "Assistant: <think>" so the model starts thinking.
-    chat:    the tokenizer's chat template with a generation prompt.
-    none:    the prompt text as is.
-    """
-    if template == "r1-zero":
-        system = R1_ZERO_SYSTEM if system is None else system
-        return f"{system} User: {prompt}. Assistant: <think>".lstrip()
-    if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("template 'chat' needs a tokenizer with a chat_template; use template=r1-zero or template=none")
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if template == "none":
-        return prompt
-    raise ValueError(f"unknown template '{template}' (choose one of {', '.join(TEMPLATES)})")
-
-
-def response_prefix(prompt_text: str) -> str:
-    """The part of the response the template already wrote (r1-zero pre-fills '<think>')."""
-    return "<think>" if prompt_text.rstrip().endswith("<think>") else ""

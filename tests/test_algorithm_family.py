@@ -7,11 +7,11 @@ import typing
 import pytest
 import torch
 
-from r1lab import algorithms as alg
-from r1lab import trainer
+from r1lab.rl import algorithms as alg
+from r1lab.rl import loop as trainer
 from r1lab.config import RLConfig, SamplingConfig
-from r1lab.rewards import REWARD_FUNCTIONS
-from r1lab.rollout import TorchEngine
+from r1lab.rewards.registry import REWARD_FUNCTIONS
+from r1lab.engines.torch_engine import TorchEngine
 
 from test_trainer import EchoTask, _cfg, _rows, digits
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from r1lab.algorithms import group_advantages, grpo_loss, kl_k3
+from r1lab.rl.algorithms import group_advantages, grpo_loss, kl_k3
 
 
 def test_group_advantages_hand_computed():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from r1lab.chat import _hold_back, _stream, _trained_system, chat, split_response
+from r1lab.ui.chat import _hold_back, _stream, _trained_system, chat, split_response
 
 TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 EOS = "<|endoftext|>"
@@ -88,13 +88,13 @@ def test_chat_exit_words_and_ctrl_c(tiny_model_dir):
 
 
 def test_ctrl_c_while_generating_stops_that_answer_only(tiny_model_dir, monkeypatch):
-    import r1lab.chat
+    import r1lab.ui.chat
 
     def interrupted(chunks, console, prefix, junk=()):
         next(iter(chunks))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(r1lab.chat, "_stream", interrupted)
+    monkeypatch.setattr(r1lab.ui.chat, "_stream", interrupted)
     console = _console()
     input_fn, prompts = _feeder(["first", "second"])
     chat(str(tiny_model_dir), system="", max_new_tokens=200, device="cpu", input_fn=input_fn, console=console)

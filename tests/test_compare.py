@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from r1lab.cli import main
-from r1lab.compare import CompareSpec, load_spec, time_to_threshold
+from r1lab.ui.cli import main
+from r1lab.experiments.compare import CompareSpec, load_spec, time_to_threshold
 
 from test_end_to_end import MICRO
 

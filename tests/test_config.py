@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from r1lab.cli import main
+from r1lab.ui.cli import main
 from r1lab.config import ConfigError, load_config, parse_overrides
 
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from r1lab.config import ControlConfig
-from r1lab.control import (gae, group_advantages, make_env, reset_envs, run_control, run_episodes,
-                           mlp, value_loss)
+from r1lab.experiments.control import gae, group_advantages, make_env, reset_envs, run_control, run_episodes, mlp, value_loss
 
 # A few iterations, cheap evaluations: each run takes well under a second.
 TINY = dict(num_envs=2, rollout_steps=32, groups=2, group_size=3, max_env_steps=200, eval_every=100, eval_episodes=2)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from r1lab.cli import main
+from r1lab.ui.cli import main
 
 MICRO = ["model=tinyworld", "pretrain.steps=6", "pretrain.corpus_docs=300", "pretrain.vocab_size=320",
          "pretrain.hidden_size=32", "pretrain.intermediate_size=64", "pretrain.layers=2", "pretrain.heads=4",

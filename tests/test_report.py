@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from r1lab.report import read_jsonl, render_response, smooth, write_report
+from r1lab.evaluation.report import read_jsonl, render_response, smooth, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -80,7 +80,7 @@ def test_metrics_only(tmp_path):
 
 
 def test_resumed_steps_keep_last_value_and_stale_plots_go(tmp_path):
-    from r1lab.report import _series
+    from r1lab.evaluation.report import _series
 
     rows = [{"stage": "s", "step": i, "reward": 0.0} for i in (1, 2, 3)] + [{"stage": "s", "step": 2, "reward": 1.0}]
     assert _series(rows, "reward") == {"s": ([1, 2, 3], [0.0, 1.0, 0.0])}

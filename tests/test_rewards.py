@@ -4,11 +4,12 @@ import time
 
 import pytest
 
-from r1lab.rewards import (
-    REWARD_FUNCTIONS, Rewards, extract_answer, format_reward, length_penalty, make_accuracy_reward,
-    repetition_penalty, tag_count_reward,
-)
-from r1lab.tasks import Example, Task
+from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
+
+from r1lab.data.format import extract_answer
+
+from r1lab.rewards.rules import format_reward, length_penalty, make_accuracy_reward, repetition_penalty, tag_count_reward
+from r1lab.data.example import Example, Task
 
 
 class ExactTask(Task):
@@ -226,7 +227,7 @@ def test_bad_weight_and_lengths():
 
 
 def test_accuracy_with_file_task_math_verify(tmp_path):
-    from r1lab.tasks import load_task
+    from r1lab.data.tasks import load_task
 
     path = tmp_path / "half.jsonl"
     path.write_text("".join(f'{{"question": "q{i}", "answer": "#### {i}.5"}}\n' for i in range(5)))

@@ -5,7 +5,9 @@ import torch
 
 from r1lab.config import SamplingConfig
 from r1lab.models import load_tokenizer
-from r1lab.rollout import FastDecoder, TorchEngine, filter_logits, sample_next
+from r1lab.engines.fast_decoder import FastDecoder
+from r1lab.engines.torch_engine import TorchEngine
+from r1lab.engines.base import filter_logits, sample_next
 
 PROMPTS = ["User: Compute 3 + 4. Assistant: <think>", "User: Make 12 from 2, 3, 4. Assistant: <think>"]
 
@@ -163,7 +165,7 @@ def test_fast_sampler_declines_what_it_does_not_reproduce(tiny):
 
 
 def test_shared_prompt_training_pass_matches_the_plain_one(tiny, monkeypatch):
-    from r1lab import trainer
+    from r1lab.rl import loop as trainer
 
     model, tokenizer = tiny
     hook = _lift_eos(model, tokenizer.eos_token_id, by=3.0)
@@ -207,7 +209,7 @@ def test_inverse_cdf_sampling_never_picks_a_filtered_token():
 
 
 def test_fast_sampler_onednn_packed_weights(tiny, monkeypatch):
-    from r1lab import rollout
+    from r1lab.engines import fast_decoder as rollout
 
     if not rollout._onednn_works(torch.device("cpu"), torch.float32):
         pytest.skip("no oneDNN packed linear on this machine")

@@ -3,10 +3,11 @@ import json
 import pytest
 import torch
 
-from r1lab import sft
+from r1lab.sft import train as sft
 from r1lab.config import SamplingConfig, SFTConfig
-from r1lab.models import apply_template, load_model, load_tokenizer
-from r1lab.rollout import TorchEngine
+from r1lab.data.format import apply_template
+from r1lab.models import load_model, load_tokenizer
+from r1lab.engines.torch_engine import TorchEngine
 
 PAIRS = [  # (question, completion as our data writes it: starting with <think>)
     ("3+4", "<think> 3+4=7 </think> <answer> 7 </answer>"),

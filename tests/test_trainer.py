@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from r1lab import trainer
+from r1lab.rl import loop as trainer
 from r1lab.config import RLConfig, SamplingConfig
 from r1lab.models import load_model
-from r1lab.rewards import REWARD_FUNCTIONS
-from r1lab.tasks import Example, Task
+from r1lab.rewards.registry import REWARD_FUNCTIONS
+from r1lab.data.example import Example, Task
 
 
 class EchoTask(Task):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab.models import apply_template
+from r1lab.data.format import apply_template
 from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, worked_solution
 
 SPECIAL = ["<think>", "</think>", "<answer>", "</answer>"]

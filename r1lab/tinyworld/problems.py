@@ -24,7 +24,7 @@ import itertools
 import random
 import re
 
-from r1lab.tasks import Example, Task
+from r1lab.data.example import Example, Task
 
 # Share of each style in the pretraining corpus. Guessing (answering without working) is the base
 # model's main failure: a choice made at the first token, so T=0.6 sampling keeps it, while scattered

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from r1lab.config import ConfigError, RLConfig, RunConfig, SFTConfig, SamplingConfig, StageConfig, merge
-from r1lab.evaluate import evaluate
+from r1lab.evaluation.evaluate import evaluate
 from r1lab.progress import console
 
 
@@ -49,7 +49,7 @@ def resolve_system(cfg: RunConfig, model_path: str) -> str | None:
 
 
 def load_task_for(cfg: RunConfig, name: str | None = None):
-    from r1lab.tasks import load_task
+    from r1lab.data.tasks import load_task
 
     d = cfg.data
     return load_task(name or cfg.task, question_field=d.question_field, answer_field=d.answer_field, test_file=d.test_file,
@@ -115,7 +115,7 @@ class Run:
 
     def evaluate(self, name: str) -> dict:
         if name not in self.state["evals"]:
-            from r1lab.rollout import TorchEngine
+            from r1lab.engines.torch_engine import TorchEngine
 
             model, tokenizer = self.load(name)
             engine = TorchEngine(model, tokenizer, seed=self.cfg.seed)
@@ -133,7 +133,7 @@ class Run:
 
 
 def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
-    from r1lab.trainer import train_rl
+    from r1lab.rl.loop import train_rl
 
     rl = RLConfig.model_validate(merge(run.cfg.rl.model_dump(), stage.rl))
     policy, tokenizer = run.load(stage.init)
@@ -145,8 +145,8 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
 
 
 def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
-    from r1lab.generate import generate
-    from r1lab.rollout import TorchEngine
+    from r1lab.sft.generate import generate
+    from r1lab.engines.torch_engine import TorchEngine
 
     model, tokenizer = run.load(stage.init)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,15 +162,15 @@ def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
 def run_answers(run: Run, stage: StageConfig, out: Path) -> dict:
     """The task's own answers, without a chain of thought: R1's non-reasoning SFT data (in the paper,
     DeepSeek-V3's SFT set), so the final model answers simple questions without over-thinking."""
-    from r1lab.generate import write_reference_answers
+    from r1lab.sft.generate import write_reference_answers
 
     task = run.task_of(stage)
     return write_reference_answers(task.examples("train")[: stage.prompts], out / "samples.jsonl")
 
 
 def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
-    from r1lab.generate import read_kept
-    from r1lab.sft import load_sft_examples, train_sft
+    from r1lab.sft.generate import read_kept
+    from r1lab.sft.train import load_sft_examples, train_sft
 
     cfg = SFTConfig.model_validate(merge(run.cfg.sft.model_dump(), {"template": run.cfg.template, "system": run.system, **stage.sft}))
     model, tokenizer = run.load(stage.init)
@@ -213,7 +213,7 @@ def run_recipe(cfg: RunConfig, run_dir: str | Path) -> dict:
 
 def finish(run: Run) -> dict:
     """Gathers the stages' logs, links RUN/final, writes summary.json and the report."""
-    from r1lab.report import write_report
+    from r1lab.evaluation.report import write_report
 
     cfg, state = run.cfg, run.state
     models = [s for s in cfg.stages if s.makes_model]

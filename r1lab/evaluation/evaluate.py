@@ -10,11 +10,12 @@ from collections import Counter
 from math import comb
 
 from r1lab.config import EvalConfig, SamplingConfig
-from r1lab.language import language_consistency_reward
-from r1lab.models import apply_template, response_prefix
+from r1lab.rewards.language import language_consistency_reward
+from r1lab.data.format import apply_template, response_prefix
 from r1lab.progress import progress_bar
-from r1lab.rewards import extract_answer, format_reward
-from r1lab.tasks import Example, Task
+from r1lab.data.format import extract_answer
+from r1lab.rewards.rules import format_reward
+from r1lab.data.example import Example, Task
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

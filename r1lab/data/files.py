@@ -1,109 +1,19 @@
-"""Tasks: prompts, reference answers and a verifier.
-
-`load_task(name)` is the one entry point:
-  "tinyworld", "tinyworld/<variant>"  -> the built-in toy world (r1lab.tinyworld)
-  "reasoning-gym:<dataset>"           -> a procedurally generated reasoning-gym dataset, scored by its own scorer
-  a path (.jsonl/.json/.parquet/.csv, or a `save_to_disk` directory) -> a question/answer file, scored with math-verify
-"""
+"""Question/answer files (JSONL, JSON, CSV, parquet, `save_to_disk` directories) as tasks, checked with math-verify."""
 
 from __future__ import annotations
 
-import difflib
 import logging
-import math
 import random
 import threading
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from r1lab.data.example import SPLITS, Example, Task, check_split, dedupe, normalize_text, prompt_keys
+
 log = logging.getLogger("r1lab.tasks")
 
-
-@dataclass(frozen=True)
-class Example:
-    id: str
-    prompt: str  # the question, before any template
-    answer: str  # the reference answer, as text
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-class Task:
-    """A task owns its splits and its verifier. Train and test never share an example."""
-
-    name: str = "task"
-
-    def examples(self, split: str) -> list[Example]:
-        raise NotImplementedError
-
-    def score(self, answer: str, example: Example) -> float:
-        """1.0 if `answer` (the text inside <answer>…</answer>) is correct for `example`, else 0.0."""
-        raise NotImplementedError
-
-    def vote_key(self, answer: str, example: Example) -> str:
-        """What cons@k votes on: answers with the same key are the same answer (default: the text,
-        whitespace-normalised). Tasks with many spellings of one answer override it."""
-        return " ".join(answer.split())
-
-
-SPLITS = ("train", "test")
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 MAX_VERIFY_CHARS = 1000  # longer "answers" are rambling, not answers; sympy on them can take forever
-
-
-def load_task(
-    name: str,
-    *,
-    question_field: str = "question",
-    answer_field: str = "answer",
-    test_file: str | None = None,
-    test_size: int = 200,
-    train_size: int | None = None,
-    seed: int = 0,
-) -> Task:
-    """Build a Task from a name: "tinyworld[/...]", "reasoning-gym:<dataset>" or a path to a local data file/dir."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"task name must be a non-empty string, got {name!r}")
-    if not isinstance(test_size, int) or test_size < 1:
-        raise ValueError(f"test_size must be a positive int, got {test_size!r}")
-    if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
-        raise ValueError(f"train_size must be a positive int or None, got {train_size!r}")
-    is_file = not (name == "tinyworld" or name.startswith("tinyworld/") or name.startswith("reasoning-gym:"))
-    if test_file is not None and not is_file:
-        raise ValueError(f"test_file is only for file tasks; {name!r} makes its own test split")
-    if name == "tinyworld" or name.startswith("tinyworld/"):
-        from r1lab.tinyworld.problems import TinyWorldTask
-
-        return TinyWorldTask(name, train_size=train_size, test_size=test_size, seed=seed)
-    if name.startswith("reasoning-gym:"):
-        return ReasoningGymTask(name.removeprefix("reasoning-gym:"), train_size=train_size, test_size=test_size, seed=seed)
-    return FileTask(name, question_field=question_field, answer_field=answer_field, test_file=test_file,
-                    test_size=test_size, train_size=train_size, seed=seed)
-
-
-def normalize_text(text: str) -> str:
-    """Whitespace-insensitive form of a prompt or answer, for dedup and exact-match."""
-    return " ".join(text.split())
-
-
-def _dedupe(examples: list[Example], exclude: set[str] = frozenset()) -> list[Example]:
-    """Drop examples whose normalised prompt was seen before or is in `exclude` (e.g. the test prompts)."""
-    seen, kept = set(exclude), []
-    for ex in examples:
-        key = normalize_text(ex.prompt).casefold()
-        if key not in seen:
-            seen.add(key)
-            kept.append(ex)
-    return kept
-
-
-def _prompt_keys(examples: list[Example]) -> set[str]:
-    return {normalize_text(ex.prompt).casefold() for ex in examples}
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 # ---------------------------------------------------------------- answer checking (math-verify)
@@ -173,54 +83,6 @@ def math_equal(answer: str | None, gold: str) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- reasoning-gym
-
-
-class ReasoningGymTask(Task):
-    """A procedural reasoning-gym dataset. Test is items [0, test_size) of one seeded stream, train what follows."""
-
-    DEFAULT_TRAIN_SIZE = 1000  # generation is not free (countdown: ~10 ms an item, it solves each puzzle)
-
-    def __init__(self, dataset: str, *, train_size: int | None = None, test_size: int = 200, seed: int = 0):
-        import reasoning_gym
-        from reasoning_gym.factory import DATASETS
-
-        if dataset not in DATASETS:
-            close = difflib.get_close_matches(dataset, DATASETS, n=3)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(
-                f"unknown reasoning-gym dataset {dataset!r}.{hint} Valid names are the keys of "
-                f"reasoning_gym.factory.DATASETS ({len(DATASETS)} of them, e.g. 'countdown', 'basic_arithmetic'); "
-                f"list them with: python -c \"from reasoning_gym.factory import DATASETS; print(sorted(DATASETS))\""
-            )
-        self.name = f"reasoning-gym:{dataset}"
-        self.train_size = train_size or self.DEFAULT_TRAIN_SIZE
-        self.test_size = test_size
-        self.data = reasoning_gym.create_dataset(dataset, size=test_size + self.train_size, seed=seed)
-        self._splits: dict[str, list[Example]] | None = None  # generated on first use: load_task stays cheap
-
-    def _example(self, i: int) -> Example:
-        entry = self.data[i]
-        return Example(id=f"{self.name}-{i}", prompt=entry["question"], answer=str(entry["answer"]), meta={"entry": entry})
-
-    def examples(self, split: str) -> list[Example]:
-        _check_split(split)
-        if self._splits is None:
-            test = _dedupe([self._example(i) for i in range(self.test_size)])
-            train = [self._example(i) for i in range(self.test_size, self.test_size + self.train_size)]
-            self._splits = {"test": test, "train": _dedupe(train, exclude=_prompt_keys(test))}
-        return list(self._splits[split])
-
-    def score(self, answer: str, example: Example) -> float:
-        # reasoning-gym scorers give partial credit (e.g. countdown: 0.01 for any string, 0.05 for a wrong
-        # expression using the right numbers), so this is a float in [0, 1], not just 0/1.
-        try:
-            value = float(self.data.score_answer(answer=answer, entry=example.meta["entry"]))
-        except Exception as e:  # a scorer choking on model output means the output is wrong
-            log.debug("%s scorer failed on %r: %r", self.name, str(answer)[:200], e)
-            return 0.0
-        return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
-
 
 # ---------------------------------------------------------------- local files
 
@@ -264,14 +126,14 @@ class FileTask(Task):
         self.question_field, self.answer_field = question_field, answer_field
         if test_file is not None:
             # The test file is used whole: test_size only applies when test is carved out of the data.
-            test = _dedupe(self._load(test_file)["train"])
+            test = dedupe(self._load(test_file)["train"])
             train = self._load(path)["train"]
         else:
             parts = self._load(path)
             if "test" in parts:  # a DatasetDict saved with its own test split
-                test, train = _dedupe(parts["test"]), parts["train"]
+                test, train = dedupe(parts["test"]), parts["train"]
             else:
-                rows = _dedupe(parts["train"])
+                rows = dedupe(parts["train"])
                 random.Random(seed).shuffle(rows)
                 if len(rows) <= test_size:
                     raise ValueError(
@@ -279,7 +141,7 @@ class FileTask(Task):
                         f"to train on. Pass a smaller test_size or a separate test_file."
                     )
                 test, train = rows[:test_size], rows[test_size:]
-        train = _dedupe(train, exclude=_prompt_keys(test))
+        train = dedupe(train, exclude=prompt_keys(test))
         random.Random(seed + 1).shuffle(train)  # so train_size takes a random subset, not the file's head
         if not train:
             raise ValueError(f"{path}: no training questions left after removing those in the test split")
@@ -312,7 +174,7 @@ class FileTask(Task):
         return examples
 
     def examples(self, split: str) -> list[Example]:
-        _check_split(split)
+        check_split(split)
         return list(self.splits[split])
 
     def score(self, answer: str, example: Example) -> float:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from r1lab.algorithms import group_advantages
+from r1lab.rl.algorithms import group_advantages
 from r1lab.config import ControlConfig, check_env
 from r1lab.progress import progress_bar
 

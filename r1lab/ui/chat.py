@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.text import Text
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from r1lab.models import apply_template, load_model, response_prefix
+from r1lab.data.format import apply_template, response_prefix
+
+from r1lab.models import load_model
 
 THINK, END_THINK = "<think>", "</think>"
 

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from r1lab import checkpoint
 from r1lab.config import SFTConfig
 from r1lab.logs import append_jsonl, truncate_jsonl
-from r1lab.models import apply_template, response_prefix
+from r1lab.data.format import apply_template, response_prefix
 from r1lab.progress import console, progress_bar
-from r1lab.tasks import read_table
+from r1lab.data.files import read_table
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
 
@@ -264,7 +264,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total, cfg.min_lr_ratio))
     start, elapsed, train_loss, eval_loss = 0, 0.0, None, None
     if (ckpt := checkpoint.latest(out_dir)) is not None:
-        from r1lab.trainer import _load_weights
+        from r1lab.rl.loop import _load_weights
 
         state = checkpoint.load_state(ckpt)
         if state.get("data_id") != data_id:

@@ -19,17 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from r1lab import checkpoint
-from r1lab.algorithms import (ADVANTAGES, KL_IN_REWARD, POLICY_LOSSES, clip_range, explained_variance, gae,
-                              masked_mean, token_rewards, value_loss, whiten)
+from r1lab.rl.algorithms import ADVANTAGES, KL_IN_REWARD, POLICY_LOSSES, clip_range, explained_variance, gae, masked_mean, token_rewards, value_loss, whiten
 from r1lab.config import RLConfig
-from r1lab.evaluate import reflects
-from r1lab.language import language_consistency_reward
+from r1lab.evaluation.evaluate import reflects
+from r1lab.rewards.language import language_consistency_reward
 from r1lab.logs import append_jsonl, truncate_jsonl
-from r1lab.models import apply_template, response_prefix
+from r1lab.data.format import apply_template, response_prefix
 from r1lab.progress import console, progress_bar
-from r1lab.rewards import Rewards
-from r1lab.rollout import Rollout, TorchEngine
-from r1lab.tasks import Example, Task
+from r1lab.rewards.registry import Rewards
+from r1lab.engines.base import Rollout
+from r1lab.engines.torch_engine import TorchEngine
+from r1lab.data.example import Example, Task
 
 
 class PromptStream:

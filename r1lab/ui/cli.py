@@ -129,11 +129,11 @@ def _dispatch(args) -> int:
     from r1lab.config import load_config, merge, parse_overrides, validate
 
     if args.command == "run":
-        from r1lab.pipeline import run_recipe
+        from r1lab.recipes.pipeline import run_recipe
 
         run_recipe(load_config(args.recipe, args.overrides), args.out)
     elif args.command == "distill":
-        from r1lab.pipeline import run_recipe
+        from r1lab.recipes.pipeline import run_recipe
 
         run_recipe(load_config("distill", [f"teacher={args.teacher}", f"student.model={args.student}", *args.overrides]), args.out)
     elif args.command == "control":
@@ -141,7 +141,7 @@ def _dispatch(args) -> int:
 
         from r1lab.config import ConfigError
         from r1lab.config import ControlConfig
-        from r1lab.control import run_control
+        from r1lab.experiments.control import run_control
 
         settings = {"algo": args.algo, "env": args.env, **parse_overrides(args.overrides)}
         try:
@@ -152,7 +152,7 @@ def _dispatch(args) -> int:
         summary = run_control(cfg, args.out)
         print(json.dumps({k: summary[k] for k in ("algo", "env", "final_mean_return", "env_steps", "wall_seconds")}, indent=2))
     elif args.command == "compare":
-        from r1lab.compare import load_spec, run_compare
+        from r1lab.experiments.compare import load_spec, run_compare
 
         run_compare(load_spec(args.spec, args.overrides), args.out)
     elif args.command == "pretrain":
@@ -162,10 +162,10 @@ def _dispatch(args) -> int:
         cfg = validate({"pretrain": parse_overrides(args.overrides)}, source="pretrain settings").pretrain
         console.print(f"tiny base model: {pretrain(cfg, args.out)}")
     elif args.command == "eval":
-        from r1lab.evaluate import evaluate
+        from r1lab.evaluation.evaluate import evaluate
         from r1lab.models import load_model
-        from r1lab.pipeline import load_task_for, resolve_model, resolve_system
-        from r1lab.rollout import TorchEngine
+        from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
+        from r1lab.engines.torch_engine import TorchEngine
 
         settings = {"model": args.model, "task": args.task, "template": args.template,
                     "eval": {"k": args.k, "n": args.n, "max_new_tokens": args.max_new_tokens}}
@@ -181,11 +181,11 @@ def _dispatch(args) -> int:
                 json.dump(result, f, indent=2)
     elif args.command == "generate":
         from r1lab.config import SamplingConfig
-        from r1lab.generate import generate
+        from r1lab.sft.generate import generate
         from r1lab.models import load_model
-        from r1lab.pipeline import load_task_for, resolve_model, resolve_system
+        from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
         from r1lab.progress import console
-        from r1lab.rollout import TorchEngine
+        from r1lab.engines.torch_engine import TorchEngine
 
         cfg = validate(merge({"model": args.model, "task": args.task, "template": args.template},
                              parse_overrides(args.overrides)), source="generate settings")
@@ -197,23 +197,23 @@ def _dispatch(args) -> int:
                          template=cfg.template, system=resolve_system(cfg, path), filters=None, out_path=args.out)
         console.print(stats)
     elif args.command == "sft":
-        from r1lab.pipeline import resolve_model
-        from r1lab.sft import sft_from_config
+        from r1lab.recipes.pipeline import resolve_model
+        from r1lab.sft.train import sft_from_config
 
         cfg = validate({"model": args.model, "sft": parse_overrides(args.overrides)}, source="sft settings")
         data = args.data
         if data.endswith(".jsonl") and _looks_like_generate_output(data):
-            from r1lab.generate import read_kept
+            from r1lab.sft.generate import read_kept
 
             data = read_kept(data)  # r1lab generate's rows: train on the kept samples only
         result = sft_from_config(resolve_model(cfg), data, cfg.sft, args.out, device=cfg.device, dtype=cfg.dtype)
         print(json.dumps(result, indent=2))
     elif args.command == "chat":
-        from r1lab.chat import chat
+        from r1lab.ui.chat import chat
 
         chat(args.model, template=args.template, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     elif args.command == "report":
-        from r1lab.report import write_report
+        from r1lab.evaluation.report import write_report
 
         print(write_report(args.run_dir))
     return 0

@@ -17,11 +17,12 @@ from typing import Literal
 from pydantic import Field
 
 from r1lab.config import SamplingConfig, Strict
-from r1lab.language import language_share
-from r1lab.models import apply_template, response_prefix
+from r1lab.rewards.language import language_share
+from r1lab.data.format import apply_template, response_prefix
 from r1lab.progress import progress_bar
-from r1lab.rewards import RewardFn, extract_answer, format_reward, make_accuracy_reward, repetition_penalty
-from r1lab.tasks import Example, Task
+from r1lab.rewards.rules import RewardFn, format_reward, make_accuracy_reward, repetition_penalty
+from r1lab.data.format import extract_answer
+from r1lab.data.example import Example, Task
 
 
 class FilterConfig(Strict):

@@ -1,7 +1,7 @@
 """Several variants of one experiment (algorithms, or any config change) on the same task, seed and
 budget, and one report that overlays them: `r1lab compare SPEC --out DIR`.
 
-A spec is YAML (shipped ones in r1lab/comparisons/, or a path):
+A spec is YAML (shipped ones in r1lab/experiments/comparisons/, or a path):
 
     compare: ppo-vs-grpo
     kind: recipe                 # recipe: variants of an r1lab recipe; control: of `r1lab control`
@@ -29,7 +29,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from r1lab.config import ConfigError, Strict
 from r1lab.progress import console
-from r1lab.report import CSS, _duration, _fmt, _is_num, read_jsonl, smooth
+from r1lab.evaluation.report import CSS, _duration, _fmt, _is_num, read_jsonl, smooth
 
 
 class CompareSpec(Strict):
@@ -52,9 +52,9 @@ class CompareSpec(Strict):
 def load_spec(name: str, extra: list[str] = ()) -> CompareSpec:
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
-        shipped = resources.files("r1lab") / "comparisons" / f"{name}.yaml"
+        shipped = resources.files("r1lab") / "experiments" / "comparisons" / f"{name}.yaml"
         if not shipped.is_file():
-            names = sorted(p.name[:-5] for p in (resources.files("r1lab") / "comparisons").iterdir() if p.name.endswith(".yaml"))
+            names = sorted(p.name[:-5] for p in (resources.files("r1lab") / "experiments" / "comparisons").iterdir() if p.name.endswith(".yaml"))
             raise ConfigError(f"unknown comparison '{name}': choose one of {', '.join(names)} or give a .yaml path")
         path = Path(str(shipped))
     elif not path.exists():
@@ -78,11 +78,11 @@ def run_compare(spec: CompareSpec, out: str | Path) -> dict:
     for name, cfg in configs.items():
         console.print(f"[bold]compare {spec.compare}: variant {name}")
         if spec.kind == "recipe":
-            from r1lab.pipeline import run_recipe
+            from r1lab.recipes.pipeline import run_recipe
 
             run_recipe(cfg, out / name)
         else:
-            from r1lab.control import run_control
+            from r1lab.experiments.control import run_control
 
             run_control(cfg, out / name)
     return write_compare_report(spec, out)

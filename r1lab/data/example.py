@@ -1,0 +1,59 @@
+"""The task interface: an Example (prompt, reference answer) and a Task (splits + verifier)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    prompt: str  # the question, before any template
+    answer: str  # the reference answer, as text
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Task:
+    """A task owns its splits and its verifier. Train and test never share an example."""
+
+    name: str = "task"
+
+    def examples(self, split: str) -> list[Example]:
+        raise NotImplementedError
+
+    def score(self, answer: str, example: Example) -> float:
+        """1.0 if `answer` (the text inside <answer>…</answer>) is correct for `example`, else 0.0."""
+        raise NotImplementedError
+
+    def vote_key(self, answer: str, example: Example) -> str:
+        """What cons@k votes on: answers with the same key are the same answer (default: the text,
+        whitespace-normalised). Tasks with many spellings of one answer override it."""
+        return " ".join(answer.split())
+
+
+SPLITS = ("train", "test")
+
+
+def normalize_text(text: str) -> str:
+    """Whitespace-insensitive form of a prompt or answer, for dedup and exact-match."""
+    return " ".join(text.split())
+
+
+def dedupe(examples: list[Example], exclude: set[str] = frozenset()) -> list[Example]:
+    """Drop examples whose normalised prompt was seen before or is in `exclude` (e.g. the test prompts)."""
+    seen, kept = set(exclude), []
+    for ex in examples:
+        key = normalize_text(ex.prompt).casefold()
+        if key not in seen:
+            seen.add(key)
+            kept.append(ex)
+    return kept
+
+
+def prompt_keys(examples: list[Example]) -> set[str]:
+    return {normalize_text(ex.prompt).casefold() for ex in examples}
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
