@@ -16,13 +16,14 @@ lr, AdamW betas, grad clip and loss (GRPO: group-normalised advantages, per-comp
 Measured per step (one batch of rollouts and its mu passes):
   s/step          wall time of the step: sampling, rewards, forward/backward, optimizer (r1lab: its logged
                   step_time; TRL: on_step_begin -> on_step_end of a callback, which covers the same work)
-  rollout tok/s   generated tokens / time in the sampler (r1lab: TorchEngine.generate; TRL: its generate)
+  rollout tok/s   generated tokens / time in the sampler (r1lab: the engine's generate; TRL: its generate)
   train tok/s     (prompt + completion tokens) * mu / (step time - sampler time)
   peak RSS        ru_maxrss of the child at its end
   peak fraction   matmul FLOPs the step ran / s/step / matmul peak. TRL: 2 N T + 6 N T mu (+ 2 N T for the
                   reference pass if beta > 0), T = prompt + completion tokens of every row (the decoding
                   of finished rows' padding is not counted). r1lab: 2 N (completion tokens + each prompt
-                  once) + 6 N mu (tokens of the rows it trained, their prompts once per micro-batch).
+                  once) + 6 N mu (tokens of the rows it trained, their prompts once per micro-batch:
+                  the step's `tokens_trained`).
                   The peak is a plain 1024^3 fp32 torch.mm measured in this run with the same threads, at
                   the start and after every throughput run; the highest is used.
   useful work     the same with TRL's count for both: work done or made unnecessary, per second; r1lab's
@@ -70,7 +71,7 @@ def _common_setup(args):
 
 def _prompt_order(task, seed: int, count: int):
     """The examples r1lab's PromptStream hands out, in its order (so TRL can get the same ones)."""
-    from r1lab.rl.loop import PromptStream
+    from r1lab.rl.rollouts import PromptStream
 
     return PromptStream(task.examples("train"), seed).next(count)
 
@@ -79,13 +80,13 @@ def _evaluator(args, task, tokenizer):
     """pass@1 on held-out problems with r1lab's evaluator: same seed, same problems for both frameworks."""
     from r1lab.config import EvalConfig
     from r1lab.evaluation.evaluate import evaluate
-    from r1lab.engines.torch_engine import TorchEngine
+    from r1lab.engines import make_engine
 
     cfg = EvalConfig(k=4, n=args.tta_eval_n, temperature=0.6, top_p=0.95, max_new_tokens=args.max_new, batch_size=256)
 
     def run(model) -> float:
         t0 = time.perf_counter()
-        result = evaluate(TorchEngine(model, tokenizer, seed=1234), task, cfg, template=TEMPLATE, system=SYSTEM)
+        result = evaluate(make_engine("torch", model, tokenizer, seed=1234), task, cfg, template=TEMPLATE, system=SYSTEM)
         print(f"  eval pass@1 {result['pass@1']:.3f} ({time.perf_counter() - t0:.1f}s)", flush=True)
         return result["pass@1"]
 
@@ -95,10 +96,14 @@ def _evaluator(args, task, tokenizer):
 def child_r1lab(args) -> dict:
     import torch
 
+    from dataclasses import replace
+
     import r1lab.checkpoint
-    import r1lab.rl.loop as trainer
     from r1lab.config import RLConfig, SamplingConfig
+    from r1lab.engines import make_engine
     from r1lab.models import load_model
+    from r1lab.rl.algorithms import ALGORITHMS
+    from r1lab.rl.loop import train_rl
 
     task = _common_setup(args)
     model, tok = load_model(args.model_dir, device="cpu", dtype="fp32")
@@ -108,30 +113,27 @@ def child_r1lab(args) -> dict:
                    micro_batch_size=args.micro, sampling=SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new),
                    checkpoint_every=args.tta_every if args.mode == "tta" else 0, log_samples=0)
     rollouts = []  # per generate call: seconds, generated tokens, prompt + completion tokens, tokens run (prompts once)
-    trained = []  # per training pass with gradient: tokens run (completions of the rows trained, their prompts once)
 
-    class TimedEngine(trainer.TorchEngine):
+    class TimedEngine:
+        """The torch engine, timing each generate call (the trainer sees only the Engine protocol)."""
+
+        def __init__(self, engine):
+            self.engine, self.tokenizer, self.pad_id = engine, engine.tokenizer, engine.pad_id
+
         def generate(self, prompts, sampling, n=1):
             t0 = time.perf_counter()
-            r = super().generate(prompts, sampling, n)
+            r = self.engine.generate(prompts, sampling, n)
             seq = sum(len(r.prompt_ids[i // n]) for i in range(len(r.texts))) + int(r.lengths.sum())
             rollouts.append((time.perf_counter() - t0, int(r.lengths.sum()), seq, sum(map(len, r.prompt_ids)) + int(r.lengths.sum())))
-            trained.append(0)
             return r
 
-    forward = trainer._forward_logprobs
+        def __getattr__(self, name):  # load_weights, rng_state, set_rng_state, close
+            return getattr(self.engine, name)
 
-    def counted_forward(model, batch, rows, *a, **kw):
-        if torch.is_grad_enabled():
-            prompts = batch["prompt_of_row"][rows].unique()
-            trained[-1] += int(batch["completion_mask"][rows].sum() + batch["prompt_mask"][prompts].sum())
-        return forward(model, batch, rows, *a, **kw)
-
-    trainer._forward_logprobs = counted_forward
     if args.train_all_rows:  # ablation: zero advantages become 1e-30, so no row is skipped (the step is the same)
-        estimator = trainer.ADVANTAGES["grpo"]
-        trainer.ADVANTAGES["grpo"] = lambda rewards, group_size: estimator(rewards, group_size) + 1e-30
-    trainer.TorchEngine = TimedEngine
+        grpo = ALGORITHMS["grpo"]
+        ALGORITHMS["grpo"] = replace(grpo, advantages=lambda rewards, group_size: grpo.advantages(rewards, group_size) + 1e-30)
+    engine = TimedEngine(make_engine("torch", model, tok, seed=args.seed))
     curve = []
     if args.mode == "tta":
         evaluate = _evaluator(args, task, tok)
@@ -144,12 +146,12 @@ def child_r1lab(args) -> dict:
 
         r1lab.checkpoint.save = save_and_eval
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer.train_rl(model, tok, task, cfg, Path(run_dir), template=TEMPLATE, system=SYSTEM, seed=args.seed)
+        train_rl(model, tok, task, cfg, Path(run_dir), engine=engine, template=TEMPLATE, system=SYSTEM, seed=args.seed)
         metrics = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     rows = [{"step_s": m["step_time"], "gen_s": g, "gen_tokens": gt, "seq_tokens": st, "reward": m["reward"],
              "accuracy": m.get("accuracy"), "completion_len": m["completion_len_mean"], "gen_run_tokens": gr,
-             "train_run_tokens": tr, "trained_frac": m.get("trained_frac")}
-            for m, (g, gt, st, gr), tr in zip(metrics, rollouts, trained)]
+             "train_run_tokens": m.get("tokens_trained", 0), "trained_frac": m.get("trained_frac")}
+            for m, (g, gt, st, gr) in zip(metrics, rollouts)]
     return {"steps": rows, "curve": curve, "params": _common.n_params(model), "threads": torch.get_num_threads()}
 
 

@@ -39,12 +39,16 @@ def main():
     from r1lab.config import RLConfig, SamplingConfig
     from r1lab.data.format import apply_template
     from r1lab.models import load_model
+    import r1lab
+    from r1lab.engines import make_engine
     from r1lab.rewards.registry import Rewards
-    from r1lab.rl import loop as tr
-
-    print("r1lab from", tr.__file__)
-    from r1lab.engines.torch_engine import TorchEngine
+    from r1lab.rl.algorithms import ALGORITHMS
+    from r1lab.rl.batch import Batch
+    from r1lab.rl.rollouts import PromptStream, sample_step
+    from r1lab.rl.step import score, update
     from r1lab.tinyworld.problems import TinyWorldTask
+
+    print("r1lab from", r1lab.__file__)
 
     d = Path(args.model) if args.model else make_model_dir(args.size, Path(tempfile.gettempdir()) / f"r1lab-bench-{args.size}")
     model, tok = load_model(str(d), device="cpu", dtype="fp32")
@@ -52,9 +56,10 @@ def main():
     task = TinyWorldTask("tinyworld")
     cfg = RLConfig(prompts_per_step=args.prompts, group_size=args.group, sampling=SamplingConfig(max_new_tokens=args.max_new))
     rewards_fn = Rewards(cfg.rewards, task, cfg.general_rewards)
-    stream = tr.PromptStream(task.examples("train"), 0)
-    opt = tr._optimizer(model, None, cfg)
-    engine = TorchEngine(model, tok, seed=0)
+    stream = PromptStream(task.examples("train"), 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    engine = make_engine("torch", model, tok, seed=0)
+    algorithm = ALGORITHMS[cfg.algorithm]
     model.train()
 
     def prompt_of(e):
@@ -65,19 +70,18 @@ def main():
         if prof:
             prof.__enter__()
         t0 = time.perf_counter()
-        seen, train, _ = tr._sample(engine, stream, rewards_fn, prompt_of, cfg)
+        seen, train, _ = sample_step(engine, stream, rewards_fn, prompt_of, cfg)
         t1 = time.perf_counter()
-        batch = tr._training_batch(train.rollout, tok.pad_token_id)
-        tr._score(batch, train, None, None, cfg)
+        batch, _ = score(Batch.from_rollout(train.rollout, train.rewards, engine.pad_id), algorithm, cfg)
         t2 = time.perf_counter()
-        stats = tr._update(model, opt, batch, cfg)
+        stats = update(model, opt, batch, algorithm, cfg)
         t3 = time.perf_counter()
         if prof:
             prof.__exit__(None, None, None)
         gen_tokens = int(train.rollout.lengths.sum())
         P = sum(len(p) for p in train.rollout.prompt_ids) / len(train.rollout.prompt_ids)
-        trained = batch["advantages"] != 0  # the rows the update ran (the others have gradient 0 and are skipped)
-        train_tokens = int(batch["completion_mask"][trained].sum()) + P * int(trained.sum())
+        trained = batch.advantages != 0  # the rows the update ran (the others have gradient 0 and are skipped)
+        train_tokens = int(batch.completion_mask[trained].sum()) + P * int(trained.sum())
         if step == 0:
             continue  # warm-up
         print(f"step {step}: total {t3 - t0:.3f}s  rollout {t1 - t0:.3f}s ({gen_tokens / (t1 - t0):.0f} tok/s, "

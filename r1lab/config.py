@@ -72,11 +72,11 @@ class RLConfig(Strict):
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    algorithm: Literal["grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "ppo"] = Field(
-        "grpo", description="grpo: group (r-mean)/std, per-completion token mean; dr_grpo: r-mean, no length normalisation; "
-        "dapo: clip-higher, token-level loss, dynamic sampling (add the 'length' reward to `rewards` for its overlong "
-        "shaping); gspo: sequence-level ratio and clip; rloo: leave-one-out baseline; reinforce_pp: batch-normalised "
-        "rewards, token-level loss, KL as the k3 loss term; ppo: value model + GAE, beta * KL folded into the reward")
+    algorithm: str = Field("grpo", description="a name in r1lab.rl.algorithms.ALGORITHMS. grpo: group (r-mean)/std, "
+        "per-completion token mean; dr_grpo: r-mean, no length normalisation; dapo: clip-higher, token-level loss, "
+        "dynamic sampling (add the 'length' reward to `rewards` for its overlong shaping); gspo: sequence-level ratio "
+        "and clip; rloo: leave-one-out baseline; reinforce_pp: batch-normalised rewards, token-level loss, KL as the k3 "
+        "loss term; ppo: value model + GAE, beta * KL folded into the reward")
     eps: float | None = Field(None, gt=0, description="clip range: ratio in [1-eps, 1+eps_high]; None = the algorithm's "
                               "default: 0.2 (gspo 3e-4, its ratio is a per-token mean)")
     eps_high: float | None = Field(None, gt=0, description="upper clip (DAPO clip-higher); None = eps (dapo 0.28, gspo 4e-4)")
@@ -101,6 +101,30 @@ class RLConfig(Strict):
     reflection_phrases: list[str] = Field(default_factory=lambda: ["wait", "recheck", "check", "等等", "再算", "验算"])
     checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
     log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, v: str) -> str:
+        from r1lab.rl.algorithms import ALGORITHMS
+
+        if v not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {v!r}: known algorithms are {', '.join(ALGORITHMS)}")
+        return v
+
+
+class RolloutConfig(Strict):
+    """Which engine samples completions (engines/__init__.py: ENGINES)."""
+
+    engine: str = Field("torch", description="torch: r1lab's KV-cached sampler in this process (CPU or GPU)")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from r1lab.engines import ENGINES
+
+        if v not in ENGINES:
+            raise ValueError(f"unknown engine {v!r}: known engines are {', '.join(sorted(ENGINES))}")
+        return v
 
 
 class EvalConfig(Strict):
@@ -194,6 +218,7 @@ class RunConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="r1-zero", kind="rl")], min_length=1)

@@ -58,3 +58,49 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto"):
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev))
     model.to(dev).eval()
     return model, load_tokenizer(name_or_path)
+
+
+def load_weights(model_dir, model) -> dict:
+    """The state dict saved in `model_dir` (its *.safetensors files), on the model's device, ready for
+    `model.load_state_dict`; a tied LM head gets the embedding's tensor."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        state.update(load_file(str(f), device=str(model.device)))
+    if "lm_head.weight" not in state and getattr(model.config, "tie_word_embeddings", False):
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    return state
+
+
+def save_model(model, tokenizer, out, meta: dict | None = None) -> Path:
+    """Saves model + tokenizer (+ r1lab.json with `meta`) to `out` atomically: written to a temporary
+    directory, then renamed, so `out` is complete or absent, never half-written."""
+    import json
+    import os
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if meta is not None:  # also makes load_tokenizer keep our tokenizer class
+        (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def trained_system(model_dir, template: str | None = None) -> str | None:
+    """The system text an r1lab-built model was trained with (its r1lab.json), if it says one and was
+    trained with `template` (None: any); else None."""
+    import json
+
+    try:
+        meta = json.loads((Path(model_dir).expanduser() / "r1lab.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("system"), str):
+        return None
+    return meta["system"] if template is None or meta.get("template", template) == template else None

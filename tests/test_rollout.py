@@ -211,10 +211,10 @@ def test_inverse_cdf_sampling_never_picks_a_filtered_token():
 def test_fast_sampler_onednn_packed_weights(tiny, monkeypatch):
     from r1lab.engines import fast_decoder as rollout
 
-    if not rollout._onednn_works(torch.device("cpu"), torch.float32):
+    if not rollout.onednn_works(torch.device("cpu"), torch.float32):
         pytest.skip("no oneDNN packed linear on this machine")
     model, tokenizer = tiny
-    monkeypatch.setattr(rollout._Linear, "PACK_MIN", 0)  # the tiny model's weights are below the real threshold
+    monkeypatch.setattr(rollout.DecodeLinear, "PACK_MIN", 0)  # the tiny model's weights are below the real threshold
     layer = FastDecoder.of(model).layers[0]
     assert all(layer[name].packed is not None for name in ("qkv", "o", "gate_up", "down"))
     hook = _lift_eos(model, tokenizer.eos_token_id)

@@ -10,37 +10,74 @@ import torch
 import torch.nn.functional as F
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rollout:
-    """n completions per prompt, row i belongs to prompt i // n."""
+    """n completions per prompt, row i belongs to prompt i // n. N = prompts * n rows, T = the longest completion."""
 
     prompt_ids: list[list[int]]  # one per prompt, unpadded
-    completion_ids: torch.Tensor  # (N, T) right-padded with pad id
+    completion_ids: torch.Tensor  # (N, T) right-padded with the pad id
     completion_mask: torch.Tensor  # (N, T) 1 for sampled tokens, EOS included
-    logprobs: torch.Tensor  # (N, T) log-prob of each token under the temperature-scaled policy
-    texts: list[str]  # decoded completions, special tokens removed
-    truncated: list[bool]  # hit max_new_tokens without EOS or a stop string
+    logprobs: torch.Tensor  # (N, T) log-prob of each token under the temperature-scaled sampling policy
+    texts: list[str]  # (N,) decoded completions, special tokens removed
+    truncated: list[bool]  # (N,) hit max_new_tokens without EOS or a stop string
     n: int
     entropies: torch.Tensor | None = None  # (N, T) entropy of the temperature-scaled policy at each token
 
     @property
-    def lengths(self) -> torch.Tensor:
+    def lengths(self) -> torch.Tensor:  # (N,)
         return self.completion_mask.sum(1)
+
+    def select(self, groups: list[int]) -> "Rollout":
+        """The rows of the prompts `groups` (indices of prompts), in that order."""
+        rows = [g * self.n + j for g in groups for j in range(self.n)]
+        index = torch.tensor(rows, dtype=torch.long)
+        return Rollout(prompt_ids=[self.prompt_ids[g] for g in groups], completion_ids=self.completion_ids[index],
+                       completion_mask=self.completion_mask[index], logprobs=self.logprobs[index],
+                       texts=[self.texts[i] for i in rows], truncated=[self.truncated[i] for i in rows], n=self.n,
+                       entropies=self.entropies[index] if self.entropies is not None else None)
+
+    @staticmethod
+    def concat(parts: list["Rollout"], pad_id: int) -> "Rollout":
+        """Several rollouts (same n) as one; completions right-padded to the longest."""
+        if len(parts) == 1:
+            return parts[0]
+        T = max(r.completion_ids.size(1) for r in parts)
+
+        def cat(tensors, value):  # (sum of N, T)
+            return torch.cat([F.pad(x, (0, T - x.size(1)), value=value) for x in tensors])
+
+        entropies = None if any(r.entropies is None for r in parts) else cat([r.entropies for r in parts], 0.0)
+        return Rollout(prompt_ids=[p for r in parts for p in r.prompt_ids],
+                       completion_ids=cat([r.completion_ids for r in parts], pad_id),
+                       completion_mask=cat([r.completion_mask for r in parts], 0),
+                       logprobs=cat([r.logprobs for r in parts], 0.0), texts=[t for r in parts for t in r.texts],
+                       truncated=[t for r in parts for t in r.truncated], n=parts[0].n, entropies=entropies)
 
 
 class Engine(Protocol):
-    """What the trainer and the evaluator need from a rollout engine.
+    """What the trainer, evaluation, generation, chat and the benchmark use from a rollout engine.
 
     The log-probs must be those of the weights being trained (the trainer uses them as the old
-    log-probs of the clipped objective), so an engine with its own copy of the weights (vLLM) gets
-    them from `load_weights` after every optimizer step.
+    log-probs of the clipped objective), so an engine with its own copy of the weights (vLLM) takes
+    them in `load_weights`, which the trainer calls after every optimizer step.
     """
 
     tokenizer: object
+    pad_id: int
 
-    def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout: ...
+    def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout:
+        """n completions per prompt with these sampling settings (temperature, top_p, top_k, max_new_tokens, stop)."""
 
-    def load_weights(self, model) -> None: ...
+    def load_weights(self, model) -> None:
+        """Sample from `model`'s current weights from now on (after an optimizer step)."""
+
+    def rng_state(self) -> object:
+        """The sampler's random state, saved in checkpoints so a resumed run samples what it would have."""
+
+    def set_rng_state(self, state: object) -> None: ...
+
+    def close(self) -> None:
+        """Free what the engine holds (processes, device memory)."""
 
 
 def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:

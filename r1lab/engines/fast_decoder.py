@@ -76,7 +76,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> tor
     return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, -1), signed_sin)
 
 
-class _Linear:
+class DecodeLinear:
     """A decode-time linear map: one or several (weight, bias) pairs fed the same input, outputs side by
     side. `linear(x, residual)` returns x W^T + b + residual with the add inside the matmul.
 
@@ -111,7 +111,7 @@ class _Linear:
 
 
 @functools.lru_cache(maxsize=None)
-def _onednn_works(device: torch.device, dtype: torch.dtype) -> bool:
+def onednn_works(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether oneDNN's packed linear runs here and agrees with F.linear (private ops: checked, not assumed)."""
     if device.type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
         return False
@@ -131,7 +131,7 @@ class FastDecoder:
     Small models (up to FUSE_PARAMETERS) get their q|k|v and gate|up weights concatenated once per
     `generate` call (the trainer changes the weights between calls), so a layer is four matmuls: at
     small widths the per-matmul overhead is what costs; on a CPU the copies are also packed for oneDNN
-    (`_Linear`). Larger ones keep their weights as they are (no second copy in memory). The LM head is called as the model's module, so hooks on it still apply.
+    (`DecodeLinear`). Larger ones keep their weights as they are (no second copy in memory). The LM head is called as the model's module, so hooks on it still apply.
     `of(model)` returns None for anything this does not reproduce exactly (other architectures, sliding
     windows, adapters or hooks on the layers); the plain path serves those.
     """
@@ -147,13 +147,13 @@ class FastDecoder:
         self.head_dim, self.scaling = attn0.head_dim, attn0.scaling
         self.embed, self.norm, self.rotary = base.embed_tokens, base.norm, base.rotary_emb
         fuse = sum(p.numel() for p in model.parameters()) <= self.FUSE_PARAMETERS
-        pack = fuse and _onednn_works(self.device, self.dtype)
+        pack = fuse and onednn_works(self.device, self.dtype)
 
-        def linear(*modules) -> _Linear:  # one (weight, bias) pair if fused
+        def linear(*modules) -> DecodeLinear:  # one (weight, bias) pair if fused
             pairs = [(m.weight, m.bias) for m in modules]
             if fuse and len(pairs) > 1:
                 pairs = [(torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs]) if pairs[0][1] is not None else None)]
-            return _Linear(pairs, pack)
+            return DecodeLinear(pairs, pack)
 
         self.layers = []
         for layer in base.layers:

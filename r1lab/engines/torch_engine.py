@@ -12,7 +12,7 @@ values copied to its n samples, then one forward per new token for the whole bat
 
 Both paths sample the same tokens for the same seed (the fast path draws only for unfinished rows, in
 the same order) and agree on the log-probs and entropies up to float rounding; tests/test_rollout.py
-checks that. Another engine (vLLM, say) needs only `generate` and `load_weights` (the `Engine` protocol).
+checks that.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from r1lab.engines.fast_decoder import FastDecoder, KVCache
 
 
 class TorchEngine:
+    """The sampler for any HF causal LM in this process (CPU or GPU); the fast path where it applies."""
+
     def __init__(self, model, tokenizer, seed: int = 0, fast: bool = True):
         """fast=False always uses the plain path (the reference the fast one is tested against)."""
         self.model, self.tokenizer, self.fast = model, tokenizer, fast
@@ -35,6 +37,15 @@ class TorchEngine:
 
     def load_weights(self, model) -> None:
         self.model = model  # same process, same tensors: nothing to copy
+
+    def rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    def close(self) -> None:
+        pass
 
     @torch.no_grad()
     def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout:
@@ -63,8 +74,9 @@ class TorchEngine:
         mask = torch.arange(T)[None, :] < lengths[:, None]
         tokens = tokens[:, :T].masked_fill(~mask, self.pad_id)
         texts = self.tokenizer.batch_decode([row[:l].tolist() for row, l in zip(tokens, lengths)], skip_special_tokens=True)
-        return Rollout(prompt_ids, tokens, mask.long(), logprobs[:, :T] * mask, texts, (~stopped).tolist(), n,
-                       entropies[:, :T] * mask)
+        return Rollout(prompt_ids=prompt_ids, completion_ids=tokens, completion_mask=mask.long(),
+                       logprobs=logprobs[:, :T] * mask, texts=texts, truncated=(~stopped).tolist(), n=n,
+                       entropies=entropies[:, :T] * mask)
 
     def _left_padded(self, prompt_ids: list[list[int]], dev) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(map(len, prompt_ids))

@@ -113,17 +113,21 @@ class Run:
 
         return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype)
 
+    def engine(self, model, tokenizer):
+        from r1lab.engines import make_engine
+
+        return make_engine(self.cfg.rollout.engine, model, tokenizer, seed=self.cfg.seed)
+
     def evaluate(self, name: str) -> dict:
         if name not in self.state["evals"]:
-            from r1lab.engines.torch_engine import TorchEngine
-
             model, tokenizer = self.load(name)
-            engine = TorchEngine(model, tokenizer, seed=self.cfg.seed)
+            engine = self.engine(model, tokenizer)
             common = {"template": self.cfg.template, "system": self.system, "reflection_phrases": self.cfg.rl.reflection_phrases}
             result = evaluate(engine, self.task, self.cfg.eval, label=f"eval {name}", **common)
             result["params"] = sum(p.numel() for p in model.parameters())
             result["tasks"] = {task: evaluate(engine, self.tasks[task], self.cfg.eval, label=f"eval {name} on {task}", **common)
                                for task in self.cfg.eval.extra_tasks}
+            engine.close()
             self.state["evals"][name] = result
             self.save()
         result = self.state["evals"][name]
@@ -137,8 +141,12 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
 
     rl = RLConfig.model_validate(merge(run.cfg.rl.model_dump(), stage.rl))
     policy, tokenizer = run.load(stage.init)
-    result = train_rl(policy, tokenizer, run.task_of(stage), rl, out, template=run.cfg.template, system=run.system,
-                      seed=run.cfg.seed, stage=stage.name)
+    engine = run.engine(policy, tokenizer)
+    try:
+        result = train_rl(policy, tokenizer, run.task_of(stage), rl, out, engine=engine, template=run.cfg.template,
+                          system=run.system, seed=run.cfg.seed, stage=stage.name)
+    finally:
+        engine.close()
     save_final(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
                                                   "system": run.system})
     return result
@@ -146,16 +154,19 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
 
 def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.sft.generate import generate
-    from r1lab.engines.torch_engine import TorchEngine
 
     model, tokenizer = run.load(stage.init)
     out.mkdir(parents=True, exist_ok=True)
     sampling = SamplingConfig(temperature=stage.temperature, max_new_tokens=run.cfg.rl.sampling.max_new_tokens)
     task = run.task_of(stage)
     t0 = time.time()
-    stats = generate(TorchEngine(model, tokenizer, seed=run.cfg.seed), task, task.examples("train")[: stage.prompts],
-                     k=stage.k, sampling=sampling, template=run.cfg.template, system=run.system, filters=stage.filters,
-                     out_path=out / "samples.jsonl", label=stage.name)
+    engine = run.engine(model, tokenizer)
+    try:
+        stats = generate(engine, task, task.examples("train")[: stage.prompts], k=stage.k, sampling=sampling,
+                         template=run.cfg.template, system=run.system, filters=stage.filters,
+                         out_path=out / "samples.jsonl", label=stage.name)
+    finally:
+        engine.close()
     return {**stats, "wall_seconds": round(time.time() - t0, 1)}
 
 

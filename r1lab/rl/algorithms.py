@@ -3,11 +3,13 @@
 Algorithms know tensors, not models or files. Shapes: N completions (prompts x G, row i belongs to
 group i // G), T completion tokens.
 
-An algorithm is two choices (R1_RECIPE.md section 1):
-- where the advantage comes from: ADVANTAGES[name](rewards, group_size) -> (N,), one advantage per
-  completion broadcast to its tokens; PPO instead learns a value model and gets (N, T) from `gae`;
-- how the clipped per-token objective is averaged into one number: POLICY_LOSSES[name](logprobs,
-  old_logprobs, advantages, completion_mask, ...) -> (loss, stats).
+An algorithm is one `Algorithm` record in ALGORITHMS (docs/R1_RECIPE.md section 1):
+- where the advantage comes from: `advantages(rewards, group_size) -> (N,)`, one advantage per
+  completion broadcast to its tokens; PPO instead learns a value model and gets (N, T) from GAE (rl/ppo.py);
+- how the clipped per-token objective is averaged into one number: `loss(logprobs, old_logprobs,
+  advantages, completion_mask, ...) -> (loss, stats)`;
+- its clip range, where its KL term goes, and whether it resamples groups without reward spread.
+A new algorithm is its functions plus one ALGORITHMS entry; the config's allowed names come from it.
 
               advantage                          loss: token losses averaged as             clip (eps, eps_high)
   grpo          (r - group mean) / group std       mean over completions of their token mean  0.2, 0.2
@@ -24,6 +26,9 @@ losses add up to the minibatch loss whatever the split.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -64,108 +69,12 @@ def batch_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     return (rewards - rewards.mean()) / (rewards.std() + eps)
 
 
-ADVANTAGES = {  # PPO is not here: its advantages need a value model, see `gae`
-    "grpo": group_advantages,
-    "dr_grpo": group_mean_advantages,
-    "dapo": group_advantages,
-    "gspo": group_advantages,
-    "rloo": leave_one_out_advantages,
-    "reinforce_pp": batch_advantages,
-}
-
-
 # ---------------------------------------------------------------------------------------------
-# PPO: per-token rewards, GAE, the value loss
-
-
-def token_rewards(rewards: torch.Tensor, completion_mask: torch.Tensor, kl: torch.Tensor | None = None,
-                  beta: float = 0.0) -> torch.Tensor:
-    """PPO/InstructGPT: the sequence reward (N,) paid at the last completion token, minus beta * KL
-    at every token (kl: (N, T), k1 = logp - ref_logp of the sampled tokens). Returns (N, T)."""
-    mask = completion_mask.to(rewards.dtype)
-    last = (mask.sum(1).long() - 1).clamp(min=0)  # (N,) index of the last completion token
-    out = torch.zeros_like(mask).scatter(1, last[:, None], rewards[:, None])
-    if kl is not None and beta > 0:
-        out = out - beta * kl
-    return out * mask
-
-
-def gae(rewards: torch.Tensor, values: torch.Tensor, completion_mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over tokens. rewards, values, completion_mask: (N, T).
-
-    delta_t = r_t + gamma * V_{t+1} - V_t,  A_t = delta_t + gamma * lam * A_{t+1}; the state after the
-    last token is terminal (V = 0). Returns (advantages, returns = advantages + values), 0 on padding.
-    """
-    mask = completion_mask.to(values.dtype)
-    values = values * mask  # padding is past the end: value 0, so V_{last+1} = 0
-    advantages = torch.zeros_like(values)
-    next_value = torch.zeros_like(values[:, 0])
-    next_advantage = torch.zeros_like(values[:, 0])
-    for t in reversed(range(values.size(1))):
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
-        advantages[:, t] = next_advantage
-        next_value = values[:, t]
-    return advantages, (advantages + values) * mask
-
+# Policy losses: (logprobs, old_logprobs, advantages, completion_mask, ...) -> (loss, stats)
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over the masked entries of the whole batch (PPO's advantage whitening)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask.to(x.dtype)
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float | None:
-    """1 - Var(returns - values) / Var(returns): 1 is a perfect critic, <= 0 one no better than a constant.
-    None when the returns do not vary (nothing to explain)."""
-    var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
-    error = returns - values
-    var_error = masked_mean((error - masked_mean(error, mask)) ** 2, mask)
-    return float(1 - var_error / var_returns) if var_returns > 0 else None
-
-
-def value_loss(
-    values: torch.Tensor,  # (N, T) under the value model being trained (requires grad)
-    old_values: torch.Tensor,  # (N, T) predicted when the rollout was scored
-    returns: torch.Tensor,  # (N, T) GAE targets
-    completion_mask: torch.Tensor,  # (N, T)
-    value_clip: float = 0.2,
-    num_tokens: float | torch.Tensor | None = None,  # completion tokens in the minibatch (default: these rows')
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped within value_clip of the old value: like the
-    ratio clip, it stops one batch from moving the critic far (as OpenAI baselines, CleanRL, TRL)."""
-    mask = completion_mask.to(values.dtype)
-    clipped_values = old_values + torch.clamp(values - old_values, -value_clip, value_clip)
-    unclipped_error = (values - returns) ** 2
-    clipped_error = (clipped_values - returns) ** 2
-    per_token = 0.5 * torch.max(unclipped_error, clipped_error)
-    loss = (per_token * mask).sum() / (mask.sum().clamp(min=1) if num_tokens is None else num_tokens)
-    with torch.no_grad():
-        stats = {"value_clip_frac": float(masked_mean((clipped_error > unclipped_error).to(mask.dtype), mask))}
-    return loss, stats
-
-
-# ---------------------------------------------------------------------------------------------
-# Policy losses: (logprobs, old_logprobs, advantages, completion_mask, ...) -> (loss, stats)
-
-CLIP_DEFAULTS = {  # (eps, eps_high) for a config that leaves them None; other algorithms: (0.2, eps)
-    "dapo": (0.2, 0.28),  # clip-higher: more room for unlikely tokens to grow keeps entropy up
-    "gspo": (3e-4, 4e-4),  # the GSPO paper's: a sequence ratio is a mean of T log-ratios, so it moves little
-}
-
-
-def clip_range(algorithm: str, eps: float | None = None, eps_high: float | None = None) -> tuple[float, float]:
-    """The clip range [1 - eps, 1 + eps_high] an algorithm uses; a None is filled with its default."""
-    default_eps, default_high = CLIP_DEFAULTS.get(algorithm, (0.2, None))
-    eps = default_eps if eps is None else eps
-    return eps, eps_high if eps_high is not None else default_high if default_high is not None else eps
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -267,14 +176,38 @@ def gspo_loss(logprobs, old_logprobs, advantages, completion_mask, eps=3e-4, eps
     return per_sequence.sum() / n, stats
 
 
-POLICY_LOSSES = {
-    "grpo": grpo_loss,
-    "dr_grpo": dr_grpo_loss,
-    "dapo": token_level_loss,
-    "gspo": gspo_loss,
-    "rloo": grpo_loss,
-    "reinforce_pp": token_level_loss,  # KL as GRPO's k3 term in the loss (OpenRLHF's --use_kl_loss), not in the reward
-    "ppo": token_level_loss,
-}
+# ---------------------------------------------------------------------------------------------
+# The registry: one record per algorithm
 
-KL_IN_REWARD = {"ppo"}  # these fold beta * KL into the per-token reward (token_rewards), not into the loss
+
+@dataclass(frozen=True)
+class Algorithm:
+    loss: Callable  # (logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs, **norms)
+    advantages: Callable | None  # (rewards (N,), group_size) -> (N,); None: GAE on a value model (rl/ppo.py)
+    eps: float = 0.2  # clip range [1 - eps, 1 + eps_high] when the config leaves it None
+    eps_high: float | None = None  # None: eps
+    kl_in_reward: bool = False  # beta * KL folded into the per-token reward instead of the loss
+    resample_zero_spread: bool = False  # drop groups whose rewards are all equal and sample more prompts
+
+    @property
+    def needs_value_model(self) -> bool:
+        return self.advantages is None
+
+    def clip_range(self, eps: float | None = None, eps_high: float | None = None) -> tuple[float, float]:
+        """[1 - eps, 1 + eps_high] from the config, a None filled with this algorithm's default."""
+        eps = self.eps if eps is None else eps
+        return eps, eps_high if eps_high is not None else self.eps_high if self.eps_high is not None else eps
+
+
+ALGORITHMS = {
+    "grpo": Algorithm(grpo_loss, group_advantages),
+    "dr_grpo": Algorithm(dr_grpo_loss, group_mean_advantages),
+    # clip-higher: more room for unlikely tokens to grow keeps entropy up
+    "dapo": Algorithm(token_level_loss, group_advantages, eps_high=0.28, resample_zero_spread=True),
+    # the GSPO paper's range: a sequence ratio is a mean of T log-ratios, so it moves little
+    "gspo": Algorithm(gspo_loss, group_advantages, eps=3e-4, eps_high=4e-4),
+    "rloo": Algorithm(grpo_loss, leave_one_out_advantages),
+    # KL as GRPO's k3 term in the loss (OpenRLHF's --use_kl_loss), not in the reward
+    "reinforce_pp": Algorithm(token_level_loss, batch_advantages),
+    "ppo": Algorithm(token_level_loss, None, kl_in_reward=True),
+}

@@ -165,7 +165,7 @@ def _dispatch(args) -> int:
         from r1lab.evaluation.evaluate import evaluate
         from r1lab.models import load_model
         from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
-        from r1lab.engines.torch_engine import TorchEngine
+        from r1lab.engines import make_engine
 
         settings = {"model": args.model, "task": args.task, "template": args.template,
                     "eval": {"k": args.k, "n": args.n, "max_new_tokens": args.max_new_tokens}}
@@ -173,7 +173,7 @@ def _dispatch(args) -> int:
         task = load_task_for(cfg)
         path = resolve_model(cfg)
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
-        result = evaluate(TorchEngine(model, tokenizer, seed=cfg.seed), task, cfg.eval, template=cfg.template,
+        result = evaluate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed), task, cfg.eval, template=cfg.template,
                           system=resolve_system(cfg, path), reflection_phrases=cfg.rl.reflection_phrases)
         _print_eval(path, cfg.task, result)
         if args.json:
@@ -185,14 +185,14 @@ def _dispatch(args) -> int:
         from r1lab.models import load_model
         from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
         from r1lab.progress import console
-        from r1lab.engines.torch_engine import TorchEngine
+        from r1lab.engines import make_engine
 
         cfg = validate(merge({"model": args.model, "task": args.task, "template": args.template},
                              parse_overrides(args.overrides)), source="generate settings")
         task = load_task_for(cfg)
         path = resolve_model(cfg)
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
-        stats = generate(TorchEngine(model, tokenizer, seed=cfg.seed), task, task.examples(args.split)[: args.n], k=args.k,
+        stats = generate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed), task, task.examples(args.split)[: args.n], k=args.k,
                          sampling=SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
                          template=cfg.template, system=resolve_system(cfg, path), filters=None, out_path=args.out)
         console.print(stats)

@@ -1,0 +1,76 @@
+"""The typed batch one RL update works on, built from a Rollout and its rewards.
+
+Shapes: N rows (completions), T completion tokens, P the prompt width. Each distinct prompt is kept
+once (a group's G completions share it), so the training pass can run it once per group (rl/logprobs.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+
+
+def _per_row(default=None):
+    return field(default=default, metadata={"per_row": True})
+
+
+@dataclass
+class Batch:
+    prompt_ids: torch.Tensor  # (prompts, P) each distinct prompt once, left-padded
+    prompt_mask: torch.Tensor  # (prompts, P) 1 on prompt tokens
+    prompt_of_row: torch.Tensor = _per_row()  # (N,) the row's prompt: an index into prompt_ids
+    completion_ids: torch.Tensor = _per_row()  # (N, T) right-padded
+    completion_mask: torch.Tensor = _per_row()  # (N, T) 1 on sampled tokens, EOS included
+    old_logprobs: torch.Tensor = _per_row()  # (N, T) under the policy that sampled (the engine's)
+    rewards: torch.Tensor = _per_row()  # (N,) the weighted reward of each completion
+    advantages: torch.Tensor | None = _per_row()  # (N,) one per completion, or PPO's (N, T)
+    ref_logprobs: torch.Tensor | None = _per_row()  # (N, T) under the reference model, when beta > 0
+    old_values: torch.Tensor | None = _per_row()  # (N, T) ppo: the value model's at scoring time
+    returns: torch.Tensor | None = _per_row()  # (N, T) ppo: GAE targets
+
+    @classmethod
+    def from_rollout(cls, rollout, rewards: torch.Tensor, pad_id: int) -> "Batch":
+        """Row i of the rollout answers prompt i // rollout.n; rewards (N,)."""
+        P, n_prompts = max(map(len, rollout.prompt_ids)), len(rollout.prompt_ids)
+        prompt_ids = torch.full((n_prompts, P), pad_id, dtype=torch.long)
+        prompt_mask = torch.zeros((n_prompts, P), dtype=torch.long)
+        for i, p in enumerate(rollout.prompt_ids):
+            prompt_ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+            prompt_mask[i, P - len(p):] = 1
+        return cls(prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+                   prompt_of_row=torch.arange(rollout.completion_ids.size(0)) // rollout.n,
+                   completion_ids=rollout.completion_ids, completion_mask=rollout.completion_mask,
+                   old_logprobs=rollout.logprobs, rewards=rewards.float())
+
+    def __len__(self) -> int:
+        return self.completion_ids.size(0)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt_ids.size(1)
+
+    def take(self, rows: torch.Tensor) -> "Batch":
+        """The rows `rows` (indices), their prompts kept once each."""
+        prompts, prompt_of_row = self.prompt_of_row[rows].unique(return_inverse=True)
+        per_row = {f.name: getattr(self, f.name)[rows] for f in fields(self)
+                   if f.metadata.get("per_row") and getattr(self, f.name) is not None}
+        per_row["prompt_of_row"] = prompt_of_row  # re-indexed into the kept prompts
+        return replace(self, **per_row, prompt_ids=self.prompt_ids[prompts], prompt_mask=self.prompt_mask[prompts])
+
+    def to(self, device) -> "Batch":
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self) if getattr(self, f.name) is not None})
+
+    # The rows as [left-padded prompt | right-padded completion] (N, P + T): the plain training pass and
+    # the value model read these. Logits at P-1 .. P+T-2 predict the completion.
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids[self.prompt_of_row], self.completion_ids], 1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask[self.prompt_of_row], self.completion_mask], 1)
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        return (self.attention_mask.cumsum(1) - 1).clamp(min=0)

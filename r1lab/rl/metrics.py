@@ -1,0 +1,47 @@
+"""What an RL step logs: metrics.jsonl rows and a few sample completions for samples.jsonl."""
+
+from __future__ import annotations
+
+from r1lab.config import RLConfig
+from r1lab.evaluation.evaluate import reflects
+from r1lab.rewards.language import language_consistency_reward
+from r1lab.rl.algorithms import masked_mean
+from r1lab.rl.rollouts import Scored
+
+
+def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig, t_gen: float, t_step: float,
+                 lr: float) -> dict:
+    """Rewards and lengths over everything sampled (dapo: all rounds, dropped groups too); training stats
+    (loss, advantages, ...) over the groups trained on."""
+    rewards, per_fn, rollout, responses = seen.rewards, seen.per_fn, seen.rollout, seen.responses
+    lengths = rollout.lengths.float()
+    grouped = rewards.view(-1, cfg.group_size)
+    out = {"stage": stage, "step": step, "reward": rewards.mean().item()}
+    applied = {name: [v for v in values if v is not None] for name, values in per_fn.items()}  # general vs reasoning
+    out.update({f"reward/{name}": sum(v) / len(v) for name, v in applied.items() if v})
+    out.update({
+        "accuracy": sum(a >= 1.0 for a in applied["accuracy"]) / len(applied["accuracy"]) if applied.get("accuracy") else None,
+        "format_rate": sum(f >= 1.0 for f in applied["format"]) / len(applied["format"]) if applied.get("format") else None,
+        "completion_len_mean": lengths.mean().item(),
+        "completion_len_max": int(lengths.max()),
+        "truncated_frac": sum(rollout.truncated) / len(responses),
+        "reflection_rate": sum(reflects(r, cfg.reflection_phrases) for r in responses) / len(responses),
+        "language_consistency": sum(map(language_consistency_reward, responses)) / len(responses),
+        "zero_std_frac": (grouped.std(1) == 0).float().mean().item(),
+        "entropy": float(masked_mean(rollout.entropies, rollout.completion_mask)) if rollout.entropies is not None else None,
+        **stats,
+        "lr": lr,
+        "tokens_per_s": int(lengths.sum().item() / max(t_step, 1e-9)),
+        "gen_time": round(t_gen, 3),
+        "step_time": round(t_step, 3),
+    })
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def step_samples(stage: str, step: int, seen: Scored, cfg: RLConfig) -> list[dict]:
+    """The first completion of the first few groups, for samples.jsonl."""
+    totals = seen.rewards.tolist()
+    correct = [c if c is not None else t for c, t in zip(seen.per_fn.get("accuracy", totals), totals)]
+    return [{"stage": stage, "step": step, "prompt": seen.examples[i].prompt, "answer": seen.examples[i].answer,
+             "response": seen.responses[i], "reward": totals[i], "correct": correct[i] >= 1.0}
+            for i in range(0, len(seen.responses), cfg.group_size)[: cfg.log_samples]]

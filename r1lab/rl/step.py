@@ -1,0 +1,108 @@
+"""One RL update over a Batch: score (reference log-probs, advantages), then mu passes of shuffled
+minibatches, micro-batches accumulating gradients, one optimizer step per minibatch.
+
+    stats = rl_step(policy, optimizer, batch, cfg, ref=ref, value_model=value_model)
+
+Every loss is normalised by its minibatch (sequences, tokens), so the micro-batch losses add up to the
+minibatch's and the gradient does not depend on micro_batch_size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+
+import torch
+
+from r1lab.config import RLConfig
+from r1lab.rl.algorithms import ALGORITHMS, Algorithm, masked_mean
+from r1lab.rl.batch import Batch
+from r1lab.rl.logprobs import forward_logprobs, logprobs_no_grad
+from r1lab.rl.ppo import explained_variance, token_gae, token_rewards, value_loss, whiten
+
+
+def rl_step(policy, optimizer, batch: Batch, cfg: RLConfig, *, ref=None, value_model=None) -> dict:
+    """Scores `batch` and updates the policy (and PPO's value model, a parameter group of `optimizer`).
+    Returns the step's stats (loss, clip_frac, kl, grad_norm, advantage_abs, ...)."""
+    algorithm = ALGORITHMS[cfg.algorithm]
+    batch, stats = score(batch, algorithm, cfg, ref=ref, value_model=value_model)
+    return update(policy, optimizer, batch, algorithm, cfg, value_model) | stats  # ppo: the rollout's KL, not the loss's 0
+
+
+def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, ref=None, value_model=None) -> tuple[Batch, dict]:
+    """The batch with what the loss needs: reference log-probs (N, T) when there is a reference, and the
+    advantages, (N,) from the algorithm's estimator or PPO's (N, T). The sampling log-probs are the old
+    log-probs: the engine sampled with exactly these weights."""
+    temperature = cfg.sampling.temperature
+    if ref is not None:
+        batch = replace(batch, ref_logprobs=logprobs_no_grad(ref, batch, temperature, cfg.micro_batch_size))
+    if not algorithm.needs_value_model:
+        batch = replace(batch, advantages=algorithm.advantages(batch.rewards, cfg.group_size))  # (N,)
+        return batch, {"advantage_abs": batch.advantages.abs().mean().item()}
+    # PPO: per-token rewards (the sequence reward at the last token, - beta * k1 KL), GAE on the value
+    # model's predictions, whitened over the batch.
+    mask = batch.completion_mask
+    with torch.no_grad():
+        values = torch.cat([value_model(batch.take(torch.arange(i, min(i + cfg.micro_batch_size, len(batch))))).cpu()
+                            for i in range(0, len(batch), cfg.micro_batch_size)])  # (N, T)
+    kl = batch.old_logprobs - batch.ref_logprobs if batch.ref_logprobs is not None else None  # k1 of the sampled tokens
+    advantages, returns = token_gae(token_rewards(batch.rewards, mask, kl, cfg.beta), values, mask, cfg.gamma, cfg.lam)
+    batch = replace(batch, advantages=whiten(advantages, mask), returns=returns, old_values=values)
+    stats = {"advantage_abs": float(masked_mean(advantages.abs(), mask)), "value_mean": float(masked_mean(values, mask)),
+             "explained_variance": explained_variance(values, returns, mask)}
+    return batch, stats | ({"kl": float(masked_mean(kl, mask))} if kl is not None else {})
+
+
+def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig, value_model=None) -> dict:
+    """mu passes over the batch in shuffled minibatches; micro-batches accumulate gradients.
+
+    Rows whose advantage is exactly 0 (every row of a group whose rewards are all equal) add exactly 0 to
+    the loss and its gradient when there is no KL term, so they are left out of the forward and backward
+    passes; the normalisers still count them, so the gradient is the same. Early in R1-style training most
+    groups are all wrong or all right: this is often the larger part of the batch. Loss statistics
+    (clip_frac, ...) are then over the rows trained on.
+    """
+    N, dev = len(batch), policy.device
+    eps, eps_high = algorithm.clip_range(cfg.eps, cfg.eps_high)
+    beta = 0.0 if algorithm.kl_in_reward else cfg.beta
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    skip_zero = beta == 0 and value_model is None and batch.advantages.dim() == 1
+    per_step, per_micro = defaultdict(float), defaultdict(float)  # summed, then averaged over steps / micro-batches
+    n_micro = n_opt = tokens_trained = 0
+    for _ in range(cfg.mu):
+        order = torch.randperm(N)
+        for mb_start in range(0, N, cfg.minibatch_size):
+            minibatch = order[mb_start : mb_start + cfg.minibatch_size]
+            norms = {"num_sequences": len(minibatch), "max_tokens": cfg.sampling.max_new_tokens,
+                     "num_tokens": batch.completion_mask[minibatch].sum().clamp(min=1).item()}
+            optimizer.zero_grad(set_to_none=True)
+            trained = minibatch[batch.advantages[minibatch] != 0] if skip_zero else minibatch
+            per_step["trained_frac"] += len(trained) / len(minibatch)
+            per_step["loss"] += 0.0  # the loss is 0 when no row is trained
+            if len(trained) == 0:  # a zero gradient: AdamW still steps (its moments decay), as without the skip
+                for p in params:
+                    if p.requires_grad:
+                        p.grad = torch.zeros_like(p)
+            for mi in range(0, len(trained), cfg.micro_batch_size):
+                micro = batch.take(trained[mi : mi + cfg.micro_batch_size])
+                rows = micro.to(dev)
+                logprobs = forward_logprobs(policy, micro, cfg.sampling.temperature)
+                loss, stats = algorithm.loss(logprobs, rows.old_logprobs, rows.advantages, rows.completion_mask, eps=eps,
+                                             eps_high=eps_high, beta=beta, ref_logprobs=rows.ref_logprobs, **norms)
+                per_step["loss"] += loss.item()  # the policy's; ppo's value loss is logged apart
+                if value_model is not None:
+                    v_loss, v_stats = value_loss(value_model(micro), rows.old_values, rows.returns, cfg.value_clip,
+                                                 rows.completion_mask, norms["num_tokens"])
+                    loss = loss + cfg.vf_coef * v_loss
+                    per_step["value_loss"] += v_loss.item()
+                    stats |= v_stats
+                loss.backward()
+                tokens_trained += int(micro.completion_mask.sum() + micro.prompt_mask.sum())  # prompts once each
+                for k, v in stats.items():
+                    per_micro[k] += v
+                n_micro += 1
+            per_step["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            optimizer.step()
+            n_opt += 1
+    return {**{k: v / n_micro for k, v in per_micro.items()}, **{k: v / n_opt for k, v in per_step.items()},
+            "tokens_trained": tokens_trained}
