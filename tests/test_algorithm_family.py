@@ -2,20 +2,22 @@
 
 import copy
 import math
-import typing
 
 import pytest
 import torch
 
-from r1lab.rl import algorithms as alg
-from r1lab.rl import loop as trainer
+from helpers import EchoTask, digits, metrics_rows, rl_config, train
 from r1lab.config import RLConfig, SamplingConfig
-from r1lab.rewards.registry import REWARD_FUNCTIONS
-from r1lab.engines.torch_engine import TorchEngine
+from r1lab.engines import make_engine
+from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
+from r1lab.rl import algorithms as alg
+from r1lab.rl import ppo
+from r1lab.rl.batch import Batch
+from r1lab.rl.ppo import ValueModel
+from r1lab.rl.rollouts import PromptStream, sample_step
+from r1lab.rl.step import rl_step
 
-from test_trainer import EchoTask, _cfg, _rows, digits
-
-ALGORITHMS = typing.get_args(RLConfig.model_fields["algorithm"].annotation)
+ALGORITHMS = list(alg.ALGORITHMS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -23,8 +25,10 @@ ALGORITHMS = typing.get_args(RLConfig.model_fields["algorithm"].annotation)
 
 
 def test_every_algorithm_has_a_loss_and_an_advantage():
-    assert set(ALGORITHMS) == set(alg.POLICY_LOSSES)
-    assert set(ALGORITHMS) - set(alg.ADVANTAGES) == {"ppo"}  # ppo's come from its value model (gae)
+    for name, record in alg.ALGORITHMS.items():
+        assert callable(record.loss), name
+    assert [n for n, r in alg.ALGORITHMS.items() if r.needs_value_model] == ["ppo"]  # ppo's come from GAE
+    assert [n for n, r in alg.ALGORITHMS.items() if r.resample_zero_spread] == ["dapo"]
 
 
 def test_group_family_advantages_hand_computed():
@@ -33,7 +37,7 @@ def test_group_family_advantages_hand_computed():
     assert torch.allclose(alg.group_mean_advantages(rewards, 4), torch.tensor([0.5, -0.5, -0.5, 0.5]))
     s = 0.5 / (math.sqrt(1 / 3) + 1e-4)  # grpo: unbiased std of [1, 0, 0, 1] is sqrt(1/3)
     for name in ("grpo", "dapo", "gspo"):
-        assert torch.allclose(alg.ADVANTAGES[name](rewards, 4), torch.tensor([s, -s, -s, s]), atol=1e-6)
+        assert torch.allclose(alg.ALGORITHMS[name].advantages(rewards, 4), torch.tensor([s, -s, -s, s]), atol=1e-6)
 
 
 def test_rloo_baseline_excludes_the_sample_itself():
@@ -58,9 +62,9 @@ def test_reinforce_pp_normalises_over_the_batch_not_the_group():
 def test_token_rewards_pay_at_the_last_token_minus_kl():
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
     kl = torch.tensor([[0.1, 0.2, 0.3, 5.0], [0.4, 5.0, 5.0, 5.0]])
-    out = alg.token_rewards(torch.tensor([2.0, -1.0]), mask, kl, beta=0.5)
+    out = ppo.token_rewards(torch.tensor([2.0, -1.0]), mask, kl, beta=0.5)
     assert torch.allclose(out, torch.tensor([[-0.05, -0.1, 2 - 0.15, 0.0], [-1 - 0.2, 0.0, 0.0, 0.0]]))
-    assert torch.equal(alg.token_rewards(torch.tensor([2.0, -1.0]), mask), torch.tensor([[0, 0, 2.0, 0], [-1.0, 0, 0, 0]]))
+    assert torch.equal(ppo.token_rewards(torch.tensor([2.0, -1.0]), mask), torch.tensor([[0, 0, 2.0, 0], [-1.0, 0, 0, 0]]))
 
 
 def test_gae_hand_computed():
@@ -71,25 +75,25 @@ def test_gae_hand_computed():
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     values = torch.tensor([[0.5, 0.6, 0.7], [0.2, 0.4, 9.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    adv, ret = alg.gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    adv, ret = ppo.token_gae(rewards, values, mask, gamma=1.0, lam=0.95)
     assert torch.allclose(adv, torch.tensor([[0.46575, 0.385, 0.3], [0.77, 0.6, 0.0]]))
     assert torch.allclose(ret, torch.tensor([[0.96575, 0.985, 1.0], [0.97, 1.0, 0.0]]))
     # lam = 1, V = 0: the discounted reward-to-go
-    adv, _ = alg.gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1, 3), torch.ones(1, 3), gamma=0.5, lam=1.0)
+    adv, _ = ppo.token_gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1, 3), torch.ones(1, 3), gamma=0.5, lam=1.0)
     assert torch.allclose(adv, torch.tensor([[0.25, 0.5, 1.0]]))
 
 
 def test_whiten_and_explained_variance():
     x, mask = torch.tensor([[1.0, 2.0, 7.0], [3.0, 100.0, 100.0]]), torch.tensor([[1, 1, 0], [1, 0, 0]])
-    w = alg.whiten(x, mask)
+    w = ppo.whiten(x, mask)
     assert float(alg.masked_mean(w, mask)) == pytest.approx(0.0, abs=1e-6)
     assert float(alg.masked_mean(w**2, mask)) == pytest.approx(1.0, abs=1e-5)
     assert (w[mask == 0] == 0).all()
     returns = torch.tensor([[1.0, 2.0, 3.0]])
     ones = torch.ones(1, 3)
-    assert alg.explained_variance(returns, returns, ones) == pytest.approx(1.0)
-    assert alg.explained_variance(torch.full((1, 3), 5.0), returns, ones) == pytest.approx(0.0)
-    assert alg.explained_variance(returns, torch.ones(1, 3), ones) is None  # constant returns: nothing to explain
+    assert ppo.explained_variance(returns, returns, ones) == pytest.approx(1.0)
+    assert ppo.explained_variance(torch.full((1, 3), 5.0), returns, ones) == pytest.approx(0.0)
+    assert ppo.explained_variance(returns, torch.ones(1, 3), ones) is None  # constant returns: nothing to explain
 
 
 def test_value_loss_clips_values_that_move_too_far():
@@ -97,7 +101,7 @@ def test_value_loss_clips_values_that_move_too_far():
     returns = torch.tensor([[1.0, 0.0, 4.0]])
     values = torch.tensor([[0.5, 0.1, 0.0]], requires_grad=True)
     mask = torch.tensor([[1, 1, 0]])
-    loss, stats = alg.value_loss(values, old, returns, mask, value_clip=0.2)
+    loss, stats = ppo.value_loss(values, old, returns, value_clip=0.2, mask=mask)
     # token 0: unclipped (0.5-1)^2 = 0.25, clipped (0.2-1)^2 = 0.64 -> max 0.64; token 1: both 0.01
     assert loss.item() == pytest.approx(0.5 * (0.64 + 0.01) / 2)
     assert stats["value_clip_frac"] == pytest.approx(0.5)
@@ -111,12 +115,13 @@ def test_value_loss_clips_values_that_move_too_far():
 
 
 def test_clip_range_defaults():
-    assert alg.clip_range("grpo") == (0.2, 0.2)
-    assert alg.clip_range("dapo") == (0.2, 0.28)
-    assert alg.clip_range("gspo") == (3e-4, 4e-4)
-    assert alg.clip_range("dapo", eps=0.1) == (0.1, 0.28)
-    assert alg.clip_range("ppo", eps=0.1) == (0.1, 0.1)
-    assert alg.clip_range("gspo", 1e-3, 2e-3) == (1e-3, 2e-3)
+    A = alg.ALGORITHMS
+    assert A["grpo"].clip_range() == (0.2, 0.2)
+    assert A["dapo"].clip_range() == (0.2, 0.28)
+    assert A["gspo"].clip_range() == (3e-4, 4e-4)
+    assert A["dapo"].clip_range(eps=0.1) == (0.1, 0.28)
+    assert A["ppo"].clip_range(eps=0.1) == (0.1, 0.1)
+    assert A["gspo"].clip_range(1e-3, 2e-3) == (1e-3, 2e-3)
 
 
 def test_loss_normalisation_across_completions_of_different_lengths():
@@ -141,7 +146,7 @@ def test_dapo_clip_higher_lets_a_positive_token_grow_further():
     old = torch.zeros(1, 1)
     new = torch.log(torch.tensor([[1.25]]))
     mask, adv = torch.ones(1, 1), torch.tensor([1.0])
-    eps, eps_high = alg.clip_range("dapo")
+    eps, eps_high = alg.ALGORITHMS["dapo"].clip_range()
     loss, stats = alg.token_level_loss(new, old, adv, mask, eps=eps, eps_high=eps_high)
     assert loss.item() == pytest.approx(-1.25) and stats["clip_frac"] == 0.0
     loss, stats = alg.token_level_loss(new, old, adv, mask, eps=0.2)
@@ -187,11 +192,12 @@ def rewards(monkeypatch):
     monkeypatch.setitem(REWARD_FUNCTIONS, "zero", lambda task, **_: lambda response, example=None, **_: 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_every_algorithm_raises_reward(tiny, tmp_path, algorithm):
     model, tokenizer = tiny
-    trainer.train_rl(model, tokenizer, EchoTask(), _cfg(algorithm=algorithm), tmp_path, template="r1-zero", system="")
-    rows = _rows(tmp_path)
+    train(model, tokenizer, rl_config(algorithm=algorithm), tmp_path)
+    rows = metrics_rows(tmp_path)
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert last > first + 0.2, (first, last)
     extra = {"dapo": ("groups_dropped", "resample_rounds"), "ppo": ("value_loss", "value_clip_frac", "explained_variance")}
@@ -201,59 +207,58 @@ def test_every_algorithm_raises_reward(tiny, tmp_path, algorithm):
     assert trained and all(math.isfinite(trained[-1][key]) for key in ("clip_frac", "kl"))
 
 
-def test_dapo_never_trains_on_a_group_without_reward_spread(tiny, tmp_path, monkeypatch):
+def test_dynamic_sampling_keeps_only_groups_with_reward_spread(tiny):
     model, tokenizer = tiny
-    real_update, trained = trainer._update, []
-
-    def spy(policy, opt, batch, cfg, *args, **kwargs):
-        trained.append(batch["rewards"].view(-1, cfg.group_size).clone())
-        return real_update(policy, opt, batch, cfg, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "_update", spy)
-    cfg = _cfg(algorithm="dapo", steps=4, rewards={"even_digits": 1.0}, max_resample_rounds=4)
-    trainer.train_rl(model, tokenizer, EchoTask(), cfg, tmp_path, template="r1-zero", system="")
-    rows = _rows(tmp_path)
-    assert len(trained) == 4
-    for groups, row in zip(trained, rows):
+    cfg = rl_config(algorithm="dapo", rewards={"even_digits": 1.0}, max_resample_rounds=4)
+    engine, stream = make_engine("torch", model, tokenizer, seed=0), PromptStream(EchoTask().examples("train"), 0)
+    rewards = Rewards(cfg.rewards, EchoTask())
+    for _ in range(3):
+        seen, train_on, stats = sample_step(engine, stream, rewards, lambda e: e.prompt, cfg, resample_zero_spread=True)
+        groups = train_on.rewards.view(-1, cfg.group_size)
         assert (groups.std(1) > 0).all()
-        if row["resample_rounds"] < cfg.max_resample_rounds:  # found enough: a full batch
+        assert all(int(e.id) % 2 == 0 for e in train_on.examples)  # odd prompts never have spread
+        if stats["resample_rounds"] < cfg.max_resample_rounds:  # found enough: a full batch
             assert groups.size(0) == cfg.prompts_per_step
-    assert sum(r["groups_dropped"] for r in rows) >= 4  # half the prompts are odd
-    assert any(r["resample_rounds"] > 0 for r in rows)
+        assert stats["groups_dropped"] >= 2 and len(seen.examples) > len(train_on.examples)
+    _, plain, stats = sample_step(engine, stream, rewards, lambda e: e.prompt, cfg)  # grpo: one round, every group
+    assert len(plain.examples) == cfg.prompts_per_step * cfg.group_size and stats == {}
 
 
 @pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)` before")  # no update, the schedule still moves
-def test_dapo_stops_resampling_at_the_cap(tiny, tmp_path, monkeypatch):
+def test_dapo_stops_resampling_at_the_cap(tiny, tmp_path):
     model, tokenizer = tiny
-    calls = []
-    monkeypatch.setattr(trainer, "_update", lambda *a, **k: calls.append(1) or {})
-    cfg = _cfg(algorithm="dapo", steps=2, rewards={"zero": 1.0}, max_resample_rounds=2)
-    trainer.train_rl(model, tokenizer, EchoTask(), cfg, tmp_path, template="r1-zero", system="")
-    rows = _rows(tmp_path)
-    assert calls == []  # no group ever had spread: nothing to train on
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = rl_config(algorithm="dapo", steps=2, rewards={"zero": 1.0}, max_resample_rounds=2)
+    train(model, tokenizer, cfg, tmp_path)
+    rows = metrics_rows(tmp_path)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))  # nothing had spread: no update ran
     assert [r["resample_rounds"] for r in rows] == [2, 2]
     assert [r["groups_dropped"] for r in rows] == [12, 12]  # 3 rounds of 4 prompts
+
+
+def _rollout(model, tokenizer):
+    rollout = make_engine("torch", model, tokenizer, seed=0).generate(["Compute 1 + 1", "Compute 2 + 2"],
+                                                                      SamplingConfig(max_new_tokens=6), n=4)
+    rollout.completion_mask[0, 2:] = 0  # completions of different lengths
+    rollout.completion_mask[5, 4:] = 0
+    rollout.logprobs *= rollout.completion_mask
+    return rollout
 
 
 @pytest.mark.parametrize("algorithm", ["dapo", "ppo"])
 def test_gradient_does_not_depend_on_micro_batch_size(tiny, algorithm):
     model, tokenizer = tiny
-    rollout = TorchEngine(model, tokenizer, seed=0).generate(["Compute 1 + 1", "Compute 2 + 2"], SamplingConfig(max_new_tokens=6), n=4)
-    rollout.completion_mask[0, 2:] = 0  # completions of different lengths
-    rollout.completion_mask[5, 4:] = 0
-    rollout.logprobs *= rollout.completion_mask
-    scored = trainer.Scored(rollout, [], [], torch.tensor([1.0, 0, 0, 1, 0, 0.5, 1, 0]), {})
+    rollout = _rollout(model, tokenizer)
+    batch = Batch.from_rollout(rollout, torch.tensor([1.0, 0, 0, 1, 0, 0.5, 1, 0]), tokenizer.pad_token_id)
     steps = []
     for micro in (8, 3):
         policy = copy.deepcopy(model)
-        value_model = trainer.ValueModel(policy) if algorithm == "ppo" else None
+        value_model = ValueModel(policy) if algorithm == "ppo" else None
         cfg = RLConfig(algorithm=algorithm, group_size=4, minibatch_size=8, micro_batch_size=micro, max_grad_norm=1e9,
                        sampling=SamplingConfig(max_new_tokens=6))
         params = [p for m in (policy, value_model) if m is not None for p in m.parameters()]
         before = [p.detach().clone() for p in params]
-        batch = trainer._training_batch(rollout, tokenizer.pad_token_id)
-        trainer._score(batch, scored, None, value_model, cfg)
-        trainer._update(policy, torch.optim.SGD(params, lr=1.0), batch, cfg, value_model)  # SGD, lr 1: the step is -grad
+        rl_step(policy, torch.optim.SGD(params, lr=1.0), batch, cfg, value_model=value_model)  # SGD, lr 1: the step is -grad
         steps.append([p.detach() - b for p, b in zip(params, before)])
     for a, b in zip(*steps):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
@@ -266,23 +271,12 @@ def test_config_algorithm_field():
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "gspo", "rloo"])
-def test_zero_advantage_rows_are_skipped_and_the_step_is_unchanged(tiny, monkeypatch, algorithm):
+def test_zero_advantage_rows_are_skipped_and_the_step_is_unchanged(tiny, algorithm):
     """beta = 0: rows of zero-spread groups (advantage exactly 0) get no forward/backward pass, and the
     optimizer steps are the same as with every row trained. The reference trains every row: beta > 0
     against a reference model equal to the policy, whose KL term has value and gradient 0."""
     model, tokenizer = tiny
-    rollout = TorchEngine(model, tokenizer, seed=0).generate(["Compute 1 + 1", "Compute 2 + 2"], SamplingConfig(max_new_tokens=6), n=4)
-    rollout.completion_mask[0, 3:] = 0
-    rollout.logprobs *= rollout.completion_mask
-    forwarded = []
-    real_forward = trainer._forward_logprobs
-
-    def spy(m, b, rows, *a):
-        if torch.is_grad_enabled():  # the policy's passes, not the reference model's
-            forwarded.extend(torch.as_tensor(rows).tolist())
-        return real_forward(m, b, rows, *a)
-
-    monkeypatch.setattr(trainer, "_forward_logprobs", spy)
+    rollout = _rollout(model, tokenizer)
     runs = []
     for beta in (0.0, 0.04):
         policy = copy.deepcopy(model)
@@ -290,18 +284,20 @@ def test_zero_advantage_rows_are_skipped_and_the_step_is_unchanged(tiny, monkeyp
         opt = torch.optim.SGD(policy.parameters(), lr=0.1, momentum=0.9)  # linear in the gradient: no amplified rounding
         cfg = RLConfig(algorithm=algorithm, group_size=4, minibatch_size=8, micro_batch_size=3, beta=beta,
                        sampling=SamplingConfig(max_new_tokens=6))
-        forwarded.clear()
+        stats = []
         for rewards in ([1.0, 0, 0, 1, 0.5, 0.5, 0.5, 0.5], [0.5] * 8):  # then no spread at all: the momentum still moves
-            scored = trainer.Scored(rollout, [], [], torch.tensor(rewards), {})
             if ref is not None:
                 ref.load_state_dict(policy.state_dict())  # KL 0, and its gradient 0, at every update
-            batch = trainer._training_batch(rollout, tokenizer.pad_token_id)
-            trainer._score(batch, scored, ref, None, cfg)
-            stats = trainer._update(policy, opt, batch, cfg)
-        runs.append(([p.detach().clone() for p in policy.parameters()], sorted(forwarded), stats))
-    (skipped, rows_skipped, stats), (full, rows_full, _) = runs
-    assert rows_skipped == [0, 1, 2, 3] and rows_full == sorted(list(range(8)) * 2)
-    assert stats["trained_frac"] == 0.0 and stats["loss"] == 0.0
+            batch = Batch.from_rollout(rollout, torch.tensor(rewards), tokenizer.pad_token_id)
+            stats.append(rl_step(policy, opt, batch, cfg, ref=ref))
+        runs.append(([p.detach().clone() for p in policy.parameters()], stats))
+    (skipped, stats_skipped), (full, stats_full) = runs
+    group0 = Batch.from_rollout(rollout, torch.zeros(8), tokenizer.pad_token_id).take(torch.arange(4))
+    assert stats_skipped[0]["trained_frac"] == 0.5  # only the first group has spread
+    # its 4 rows went in micro-batches of 3 and 1, each running the group's prompt once
+    assert stats_skipped[0]["tokens_trained"] == int(group0.completion_mask.sum() + 2 * group0.prompt_mask.sum())
+    assert stats_skipped[1]["trained_frac"] == 0.0 and stats_skipped[1]["loss"] == 0.0
+    assert [s["trained_frac"] for s in stats_full] == [1.0, 1.0]
     moved = [not torch.equal(p, q) for p, q in zip(skipped, model.parameters())]
     assert all(moved)
     for a, b in zip(skipped, full):

@@ -165,7 +165,8 @@ def test_fast_sampler_declines_what_it_does_not_reproduce(tiny):
 
 
 def test_shared_prompt_training_pass_matches_the_plain_one(tiny, monkeypatch):
-    from r1lab.rl import loop as trainer
+    from r1lab.rl import logprobs as lp
+    from r1lab.rl.batch import Batch
 
     model, tokenizer = tiny
     hook = _lift_eos(model, tokenizer.eos_token_id, by=3.0)
@@ -174,17 +175,17 @@ def test_shared_prompt_training_pass_matches_the_plain_one(tiny, monkeypatch):
     finally:
         hook.remove()
     assert len(set(rollout.lengths.tolist())) > 3
-    batch = trainer._training_batch(rollout, tokenizer.pad_token_id)
-    monkeypatch.setattr(trainer, "BUCKET_COST", 0)  # split into length buckets whenever it saves any padding
-    rows = torch.tensor([5, 0, 7, 2, 3, 11, 1, 4, 6, 8, 9, 10, 12, 13, 14, 15, 16, 23])  # prompt 3 only once
-    assert len(trainer._length_buckets(sorted(batch["completion_mask"][rows].sum(1).tolist(), reverse=True))) == 2
-    mask = batch["completion_mask"][rows].bool()
+    batch = Batch.from_rollout(rollout, torch.zeros(len(rollout.texts)), tokenizer.pad_token_id)
+    monkeypatch.setattr(lp, "BUCKET_COST", 0)  # split into length buckets whenever it saves any padding
+    rows = batch.take(torch.tensor([5, 0, 7, 2, 3, 11, 1, 4, 6, 8, 9, 10, 12, 13, 14, 15, 16, 23]))  # prompt 3 only once
+    assert len(rows.prompt_ids) == 4
+    assert len(lp.length_buckets(sorted(rows.completion_mask.sum(1).tolist(), reverse=True))) == 2
+    mask = rows.completion_mask.bool()
     model.train()
     results = []
     for shared in (True, False):
-        batch["shared"] = shared
         model.zero_grad()
-        logprobs = trainer._forward_logprobs(model, batch, rows, 0.7)
+        logprobs = lp.forward_logprobs(model, rows, 0.7, shared=shared)
         (logprobs * mask).sum().backward()
         results.append((logprobs.detach(), [p.grad.clone() for p in model.parameters()]))
     (lp_a, grad_a), (lp_b, grad_b) = results
@@ -194,8 +195,9 @@ def test_shared_prompt_training_pass_matches_the_plain_one(tiny, monkeypatch):
     # The no-grad pass over all rows (the reference model's), micro-batch by micro-batch.
     model.eval()
     mask = rollout.completion_mask
-    shared = trainer._logprobs(model, batch | {"shared": True}, 1.0, 16)
-    torch.testing.assert_close(shared * mask, trainer._logprobs(model, batch | {"shared": False}, 1.0, 16) * mask, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        plain = lp.forward_logprobs(model, batch, 1.0, shared=False)
+    torch.testing.assert_close(lp.logprobs_no_grad(model, batch, 1.0, 16) * mask, plain * mask, atol=1e-5, rtol=1e-5)
 
 
 def test_inverse_cdf_sampling_never_picks_a_filtered_token():
