@@ -1,4 +1,5 @@
-"""Load any HF causal LM + tokenizer on a device and dtype."""
+"""HF models in and out: load any causal LM + tokenizer on a device and dtype, load saved weights into a
+model, save a model atomically, and read the system text an r1lab model was trained with."""
 
 from __future__ import annotations
 

@@ -42,3 +42,10 @@ def train(model, tokenizer, cfg, run_dir, seed=0, engine=None, task=None):
     engine = engine or make_engine("torch", model, tokenizer, seed=seed)
     return train_rl(model, tokenizer, task or EchoTask(), cfg, run_dir, engine=engine, template="r1-zero", system="",
                     seed=seed)
+
+
+# A whole recipe in seconds: a micro tiny-world base, RL and evaluation (CLI overrides).
+MICRO = ["model=tinyworld", "pretrain.steps=6", "pretrain.corpus_docs=300", "pretrain.vocab_size=320",
+         "pretrain.hidden_size=32", "pretrain.intermediate_size=64", "pretrain.layers=2", "pretrain.heads=4",
+         "data.test_size=4", "rl.steps=3", "rl.prompts_per_step=2", "rl.group_size=3", "rl.checkpoint_every=2",
+         "rl.sampling.max_new_tokens=12", "eval.k=2", "eval.max_new_tokens=12"]

@@ -1,46 +1,21 @@
 import io
-import random
+import threading
 
 import pytest
 import torch
 from rich.console import Console
 
-from r1lab.ui.chat import _hold_back, _stream, _trained_system, chat, split_response
+from r1lab.config import SamplingConfig
+from r1lab.data.format import apply_template
+from r1lab.engines.streaming import stream_text
+from r1lab.models import load_tokenizer, trained_system
+from r1lab.ui.chat import chat, thinking_and_answer
 
-TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 EOS = "<|endoftext|>"
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A random 2-layer Llama with a small BPE tokenizer, saved like an r1lab model directory."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    d = tmp_path_factory.mktemp("tiny")
-    rng = random.Random(0)
-    words = "the cat sat on a mat two plus three is five so answer wait let me check again".split()
-    lines = [f"User: {rng.randint(0, 99)} + {rng.randint(0, 99)}? Assistant: <think> "
-             + " ".join(rng.choices(words, k=12)) + f" </think> <answer> {rng.randint(0, 200)} </answer>" for _ in range(300)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=300, special_tokens=[EOS], show_progress=False,
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    bpe.add_tokens(TAGS)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
-    tok.save_pretrained(d)
-    (d / "r1lab.json").write_text("")  # marker: load with the generic fast tokenizer class
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, vocab_size=len(tok), max_position_embeddings=256,
-                         bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(d)
-    return d
-
-
-def _console():
-    return Console(file=io.StringIO(), record=True, width=80, color_system=None)
+def _console(file=None):
+    return Console(file=file or io.StringIO(), record=True, width=80, color_system=None)
 
 
 def _feeder(lines):
@@ -55,14 +30,44 @@ def _feeder(lines):
     return input_fn, prompts
 
 
+def _turns(console) -> str:
+    """What chat printed after its banner."""
+    out = console.export_text()
+    return out[out.index("Ctrl-D to leave"):]
+
+
+class ScriptedEngine:
+    """Streams given responses, one per question: each a list of text chunks, where an exception class is
+    raised at its place (Ctrl-C arriving while the model writes). Counts the streams closed early."""
+
+    def __init__(self, tokenizer, *responses):
+        self.tokenizer, self.responses = tokenizer, list(responses)
+        self.prompts, self.samplings, self.closed_early = [], [], 0
+
+    def stream(self, prompt, sampling):
+        self.prompts.append(prompt)
+        self.samplings.append(sampling)
+        try:
+            for chunk in self.responses.pop(0):
+                if isinstance(chunk, type):
+                    raise chunk
+                yield chunk
+        except GeneratorExit:
+            self.closed_early += 1
+            raise
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(str(tiny_model_dir))
+
+
 @pytest.mark.parametrize("temperature", [0.8, 0.0])
 def test_chat_end_to_end(tiny_model_dir, temperature):
     torch.manual_seed(1)
     console = _console()
     input_fn, prompts = _feeder(["what is 2 + 3?", "", "and 7 + 1?"])
-    # system="": the paper's long system text would overflow this model's 256 positions
-    chat(str(tiny_model_dir), system="", temperature=temperature, max_new_tokens=24, device="cpu",
-         input_fn=input_fn, console=console)
+    chat(str(tiny_model_dir), temperature=temperature, max_new_tokens=24, device="cpu", input_fn=input_fn, console=console)
     out = console.export_text()
     assert len(prompts) == 4  # two questions, one blank line (skipped), then EOF
     assert out.count("thinking") >= 2  # r1-zero pre-fills <think>: every turn opens with thinking
@@ -72,34 +77,83 @@ def test_chat_end_to_end(tiny_model_dir, temperature):
     assert EOS not in out
 
 
-def test_chat_exit_words_and_ctrl_c(tiny_model_dir):
+def test_chat_samples_as_asked_with_the_trained_system_text(tokenizer, tmp_path):
+    (tmp_path / "r1lab.json").write_text('{"template": "r1-zero", "system": "Be brief."}')
+    engine = ScriptedEngine(tokenizer, ["a </think> <answer> 1 </answer>"], ["2"])
+    input_fn, _ = _feeder(["q1"])
+    chat(str(tmp_path), temperature=0, max_new_tokens=9, input_fn=input_fn, console=_console(), engine=engine)
+    assert engine.prompts == [apply_template("q1", "r1-zero", system="Be brief.")]
+    assert engine.samplings == [SamplingConfig(temperature=0, top_p=0.95, top_k=0, max_new_tokens=9, stop=["</answer>"])]
+    input_fn, _ = _feeder(["q2"])
+    chat(str(tmp_path), template="none", system="", input_fn=input_fn, console=_console(), engine=engine)
+    assert engine.prompts[-1] == "q2" and engine.samplings[-1].stop == [] and engine.samplings[-1].temperature == 0.6
+
+
+def test_chat_exit_words_and_ctrl_c_at_the_prompt(tokenizer, tmp_path):
     for first in ("exit", " QUIT "):
-        console = _console()
+        console, engine = _console(), ScriptedEngine(tokenizer)
         input_fn, prompts = _feeder([first, "never asked"])
-        chat(str(tiny_model_dir), device="cpu", input_fn=input_fn, console=console)
-        assert len(prompts) == 1 and "bye" in console.export_text()
+        chat(str(tmp_path), input_fn=input_fn, console=console, engine=engine)
+        assert len(prompts) == 1 and "bye" in console.export_text() and engine.prompts == []
 
     def ctrl_c(prompt=""):
         raise KeyboardInterrupt
 
     console = _console()
-    chat(str(tiny_model_dir), device="cpu", input_fn=ctrl_c, console=console)
+    chat(str(tmp_path), input_fn=ctrl_c, console=console, engine=ScriptedEngine(tokenizer))
     assert "bye" in console.export_text()
 
 
-def test_ctrl_c_while_generating_stops_that_answer_only(tiny_model_dir, monkeypatch):
-    import r1lab.ui.chat
-
-    def interrupted(chunks, console, prefix, junk=()):
-        next(iter(chunks))
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(r1lab.ui.chat, "_stream", interrupted)
+def test_ctrl_c_while_generating_stops_that_answer_only(tokenizer, tmp_path):
+    engine = ScriptedEngine(tokenizer, ["<think> a", KeyboardInterrupt], [" b", KeyboardInterrupt], ["c </think> 5"])
     console = _console()
+    input_fn, prompts = _feeder(["first", "second", "third"])
+    chat(str(tmp_path), input_fn=input_fn, console=console, engine=engine)
+    out = _turns(console)
+    assert out.count("(interrupted)") == 2 and len(prompts) == 4 and out.count("tokens/s") == 1 and "bye" in out
+
+
+def test_ctrl_c_while_printing_closes_the_stream(tokenizer, tmp_path):
+    """Ctrl-C can land in chat's own code while the model is still writing: the stream is closed (which
+    stops the generation) and the next question is asked."""
+
+    class CtrlCOnFirstAnswer(io.StringIO):
+        fired = False
+
+        def write(self, s):
+            if "FOUR" in s and not self.fired:
+                self.fired = True
+                raise KeyboardInterrupt
+            return super().write(s)
+
+    engine = ScriptedEngine(tokenizer, ["a </think>", " FOUR", " more"], ["b </think> 5"])
+    file = CtrlCOnFirstAnswer()
     input_fn, prompts = _feeder(["first", "second"])
-    chat(str(tiny_model_dir), system="", max_new_tokens=200, device="cpu", input_fn=input_fn, console=console)
-    out = console.export_text()
-    assert out.count("(interrupted)") == 2 and len(prompts) == 3 and "bye" in out
+    chat(str(tmp_path), input_fn=input_fn, console=_console(file), engine=engine)
+    assert engine.closed_early == 1 and len(prompts) == 3
+    assert "(interrupted)" in file.getvalue() and "bye" in file.getvalue()
+
+
+def test_tags_split_across_chunks_are_shown_whole(tokenizer, tmp_path):
+    chunks = [" let", " me ", "check", " </", "th", "ink", "> <answer> 4", " </answer>"]
+    console = _console()
+    chat(str(tmp_path), input_fn=_feeder(["q"])[0], console=console, engine=ScriptedEngine(tokenizer, chunks))
+    out = _turns(console)
+    assert "let me check" in out and "<answer> 4 </answer>" in out
+    assert "</th" not in out and "re-split" not in out and "never closed" not in out
+    assert out.index("thinking") < out.index("let me") < out.index("answer") < out.index("<answer>")
+
+
+def test_unclosed_thinking_and_a_late_close(tokenizer, tmp_path):
+    console = _console()
+    chat(str(tmp_path), template="none", system="", input_fn=_feeder(["q"])[0], console=console,
+         engine=ScriptedEngine(tokenizer, ["<think> a", " b"]))
+    assert "never closed" in _turns(console)
+    console = _console()  # no prefix, no opening tag: shown as answer until '</think>' re-splits it
+    chat(str(tmp_path), template="none", system="", input_fn=_feeder(["q"])[0], console=console,
+         engine=ScriptedEngine(tokenizer, ["a b", " </think> c"]))
+    out = _turns(console)
+    assert "re-split" in out and out.index("thinking") < out.rindex("a b") < out.rindex("c")
 
 
 def test_chat_bad_args(tiny_model_dir):
@@ -111,11 +165,11 @@ def test_chat_bad_args(tiny_model_dir):
 
 def test_trained_system(tmp_path):
     (tmp_path / "r1lab.json").write_text('{"template": "r1-zero", "system": ""}')
-    assert _trained_system(str(tmp_path), "r1-zero") == ""
-    assert _trained_system(str(tmp_path), "chat") is None  # trained with another template: its text doesn't apply
+    assert trained_system(str(tmp_path), "r1-zero") == "" and trained_system(str(tmp_path)) == ""
+    assert trained_system(str(tmp_path), "chat") is None  # trained with another template: its text doesn't apply
     (tmp_path / "r1lab.json").write_text("")  # the bare marker file
-    assert _trained_system(str(tmp_path), "r1-zero") is None
-    assert _trained_system("Qwen/Qwen2.5-0.5B", "r1-zero") is None
+    assert trained_system(str(tmp_path), "r1-zero") is None
+    assert trained_system("Qwen/Qwen2.5-0.5B", "r1-zero") is None
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -132,32 +186,32 @@ def test_trained_system(tmp_path):
     ("<think> 1 < 2 and </thin", ("1 < 2 and </thin", None)),  # a partial tag is just text
     ("<answer> 5 </answer>", ("", "<answer> 5 </answer>")),
 ])
-def test_split_response(text, expected):
-    assert split_response(text) == expected
+def test_thinking_and_answer(text, expected):
+    assert thinking_and_answer(text) == expected
 
 
-def test_hold_back():
-    assert _hold_back("<think> a </thi") == "<think> a "
-    assert _hold_back("a <") == "a "
-    assert _hold_back("a <thin") == "a "
-    assert _hold_back("a </think>") == "a </think>"
-    assert _hold_back("a b") == "a b"
+def _live_streams() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "r1lab-stream"]
 
 
-def test_stream_tags_split_across_chunks():
-    console = _console()
-    chunks = [" let", " me ", "check", " </", "th", "ink", "> <answer> 4", " </answer>", EOS]
-    assert _stream(iter(chunks), console, "<think>", junk=(EOS,)) == ("let me check", "<answer> 4 </answer>")
-    out = console.export_text()
-    assert "let me check" in out and "<answer> 4 </answer>" in out
-    assert "</th" not in out and EOS not in out and "re-split" not in out
-    assert out.index("thinking") < out.index("let me") < out.index("answer") < out.index("<answer>")
+def test_stream_text_ends_when_asked_or_closed(tiny):
+    model, tok = tiny
+    prompt = apply_template("Compute 3 + 4", "r1-zero", system="")
+    greedy = SamplingConfig(temperature=0, max_new_tokens=200)
+    full = "".join(stream_text(model, tok, prompt, greedy))
+    assert len(tok(full, add_special_tokens=False)["input_ids"]) > 150  # the untrained model runs on: no early EOS
 
+    stop = threading.Event()
+    chunks = stream_text(model, tok, prompt, greedy, stop)
+    first = next(chunks)
+    stop.set()
+    cut = first + "".join(chunks)
+    assert full.startswith(cut) and len(cut) < len(full) and not _live_streams()
 
-def test_stream_unclosed_and_late_close():
-    console = _console()
-    assert _stream(iter(["<think> a", " b"]), console, "") == ("a b", None)
-    assert "never closed" in console.export_text()
-    console = _console()  # no prefix, no opening tag: shown as answer until '</think>' re-splits it
-    assert _stream(iter(["a b", " </think> c"]), console, "") == ("a b", "c")
-    assert "re-split" in console.export_text()
+    chunks = stream_text(model, tok, prompt, greedy)
+    next(chunks)
+    chunks.close()  # what chat does on Ctrl-C
+    assert not _live_streams()
+
+    with pytest.raises(ValueError, match="no room to generate"):
+        next(stream_text(model, tok, "1 " * 300, greedy))

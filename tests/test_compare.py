@@ -7,7 +7,7 @@ import pytest
 from r1lab.ui.cli import main
 from r1lab.experiments.compare import CompareSpec, load_spec, time_to_threshold
 
-from test_end_to_end import MICRO
+from helpers import MICRO
 
 
 def test_time_to_threshold_uses_the_smoothed_curve():

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from r1lab.config import ControlConfig
-from r1lab.experiments.control import gae, group_advantages, make_env, reset_envs, run_control, run_episodes, mlp, value_loss
+from r1lab.experiments.control import make_env, mlp, reset_envs, rollout_gae, run_control, run_episodes
+from r1lab.rl.algorithms import group_advantages
+from r1lab.rl.ppo import value_loss
 
 # A few iterations, cheap evaluations: each run takes well under a second.
 TINY = dict(num_envs=2, rollout_steps=32, groups=2, group_size=3, max_env_steps=200, eval_every=100, eval_episodes=2)
@@ -38,7 +40,7 @@ def test_gae_hand_computed_with_done():
     rewards = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])  # (T=3, E=2)
     values = torch.tensor([[0.5, 0.0], [0.4, 0.0], [0.3, 0.0]])
     dones = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # env 0's episode ends at t=1
-    adv, ret = gae(rewards, values, dones, torch.tensor([0.2, 1.0]), gamma, lam)
+    adv, ret = rollout_gae(rewards, values, dones, torch.tensor([0.2, 1.0]), gamma, lam)
     # env 0: t2 = 1 + .9*.2 - .3 = .88; t1 = 1 - .4 (done: no bootstrap, no carry) = .6;
     #        t0 = (1 + .9*.4 - .5) + .9*.8*.6 = .86 + .432
     # env 1: t2 = 1 + .9*1 = 1.9; t1 = .72 * 1.9; t0 = .72^2 * 1.9
@@ -48,15 +50,16 @@ def test_gae_hand_computed_with_done():
 
 
 def test_value_clipping_loss_hand_check():
+    """The critic's loss as control's PPO calls it: no mask, the mean over the minibatch."""
     new = torch.tensor([2.0, 0.0], requires_grad=True)
     old, returns = torch.tensor([1.0, 1.0]), torch.tensor([3.0, 3.0])
     # 0: unclipped (2-3)^2 = 1, clipped (1.5-3)^2 = 2.25 -> 2.25; 1: unclipped 9, clipped (0.5-3)^2 = 6.25 -> 9
-    loss = value_loss(new, old, returns, clip=0.5)
-    assert loss.item() == pytest.approx(0.5 * (2.25 + 9) / 2)
+    loss, stats = value_loss(new, old, returns, 0.5)
+    assert loss.item() == pytest.approx(0.5 * (2.25 + 9) / 2) and stats["value_clip_frac"] == 0.5
     loss.backward()
     assert new.grad[0] == 0  # moved past the clip towards the target: no further push
     assert new.grad[1] == pytest.approx(0.5 * 2 * (0 - 3) / 2)
-    assert value_loss(new, old, returns, clip=None).item() == pytest.approx(0.5 * (1 + 9) / 2)
+    assert value_loss(new, old, returns, None)[0].item() == pytest.approx(0.5 * (1 + 9) / 2)
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])

@@ -1,6 +1,7 @@
 import pytest
 
-from r1lab.rewards.language import count_words, is_mixed, language_consistency_reward, language_share, thinking_part
+from r1lab.data.format import thinking_part
+from r1lab.rewards.language import count_words, is_mixed, language_consistency_reward, language_share
 from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
 from r1lab.tinyworld.problems import TinyWorldTask
 

@@ -80,10 +80,10 @@ def test_metrics_only(tmp_path):
 
 
 def test_resumed_steps_keep_last_value_and_stale_plots_go(tmp_path):
-    from r1lab.evaluation.report import _series
+    from r1lab.evaluation.report import metric_series
 
     rows = [{"stage": "s", "step": i, "reward": 0.0} for i in (1, 2, 3)] + [{"stage": "s", "step": 2, "reward": 1.0}]
-    assert _series(rows, "reward") == {"s": ([1, 2, 3], [0.0, 1.0, 0.0])}
+    assert metric_series(rows, "reward") == {"s": ([1, 2, 3], [0.0, 1.0, 0.0])}
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "length.png").write_bytes(b"old")
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))

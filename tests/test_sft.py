@@ -161,26 +161,26 @@ def test_sft_learns_completions_and_to_stop(tiny, tmp_path):
     assert all(out.completion_ids[i, n - 1] == tok.eos_token_id for i, n in enumerate(out.lengths.tolist()))
 
 
-def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch):
+def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     rows = [{"prompt": q, "completion": c} for q, c in PAIRS] * 4
     cfg = _cfg(epochs=2, lr=3e-3, warmup_steps=1, eval_fraction=0.2, eval_every=2, checkpoint_every=2)
 
     straight = sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "straight", device="cpu", dtype="fp32")
     assert straight["steps"] == 4 and straight["eval_loss"] is not None
 
-    real, calls = sft.accumulate_gradients, {"n": 0}
+    model, tok = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+    training_forwards = []
 
-    def crash_on_step_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # killed mid-step, after step 2's checkpoint
-        return real(*args, **kwargs)
+    def killed_in_step_3(module, args):
+        if torch.is_grad_enabled():  # not the eval loss's passes
+            training_forwards.append(1)
+            if len(training_forwards) == 5:  # 2 micro-batches a step: step 3's first, after step 2's checkpoint
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(sft, "accumulate_gradients", crash_on_step_3)
+    model.register_forward_pre_hook(killed_in_step_3)
     with pytest.raises(KeyboardInterrupt):
-        sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "resumed", device="cpu", dtype="fp32")
+        sft.train_sft(model, tok, sft.load_sft_examples(rows, cfg), cfg, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "final").exists()
-    monkeypatch.setattr(sft, "accumulate_gradients", real)
     resumed = sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "resumed", device="cpu", dtype="fp32")
 
     a, b = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")

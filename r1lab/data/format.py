@@ -9,6 +9,8 @@ R1_ZERO_SYSTEM = (
     "tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>."
 )
 TEMPLATES = ("r1-zero", "chat", "none")
+THINK, END_THINK, ANSWER, END_ANSWER = "<think>", "</think>", "<answer>", "</answer>"
+TAGS = (THINK, END_THINK, ANSWER, END_ANSWER)
 
 
 def apply_template(prompt: str, template: str, tokenizer=None, system: str | None = None) -> str:
@@ -33,7 +35,32 @@ def apply_template(prompt: str, template: str, tokenizer=None, system: str | Non
 
 def response_prefix(prompt_text: str) -> str:
     """The part of the response the template already wrote (r1-zero pre-fills '<think>')."""
-    return "<think>" if prompt_text.rstrip().endswith("<think>") else ""
+    return THINK if prompt_text.rstrip().endswith(THINK) else ""
+
+
+def split_response(text: str) -> tuple[str, str | None]:
+    """(thinking, rest): the text before the first </think>, from just after a <think> in it (a response
+    may lack that tag: the r1-zero template pre-fills it in the prompt), and the text after that
+    </think>, None while the thinking is unclosed. Neither part is stripped.
+
+    "<think> a </think> b" -> (" a ", " b");  "a </think> b" -> ("a ", " b");  "<think> a" -> (" a", None)
+    """
+    head, closed, rest = text.partition(END_THINK)
+    if THINK in head:
+        head = head.split(THINK, 1)[1]
+    return head, rest if closed else None
+
+
+def thinking_part(text: str) -> str:
+    """The chain of thought with any tags left in it blanked out, for counting its words.
+
+    Without a closing </think> the whole text counts as thinking: a truncated response is all thought,
+    and an answer block in it is thought too.
+    """
+    head, _ = split_response(text)
+    for tag in TAGS:
+        head = head.replace(tag, " ")
+    return head
 
 
 def extract_answer(response: str) -> str | None:

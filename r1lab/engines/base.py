@@ -4,7 +4,7 @@ the torch engine's two paths."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,10 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free what the engine holds (processes, device memory)."""
+
+    def stream(self, prompt: str, sampling, stop_event=None) -> Iterator[str]:
+        """One completion of `prompt`, yielded as text while it is written (chat). Setting `stop_event`
+        (a threading.Event) or closing the iterator stops it."""
 
 
 def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 
 from r1lab.engines.base import Rollout, sample_next
 from r1lab.engines.fast_decoder import FastDecoder, KVCache
+from r1lab.engines.streaming import stream_text
 
 
 class TorchEngine:
@@ -46,6 +47,10 @@ class TorchEngine:
 
     def close(self) -> None:
         pass
+
+    def stream(self, prompt: str, sampling, stop_event=None):
+        """One completion of `prompt`, yielded as text while it is written (chat, serving)."""
+        return stream_text(self.model, self.tokenizer, prompt, sampling, stop_event)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout:

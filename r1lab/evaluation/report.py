@@ -60,18 +60,19 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _is_num(v) -> bool:
+def is_number(v) -> bool:
+    """A finite int or float (not a bool, NaN or None): what can be plotted or formatted as a number."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _series(rows: list[dict], key: str) -> dict[str, tuple[list, list]]:
+def metric_series(rows: list[dict], key: str) -> dict[str, tuple[list, list]]:
     """{stage: (steps, values)} for one metric, skipping rows where it is missing or not a finite number.
     A step logged twice (a run resumed from a checkpoint) keeps its last value, so lines never run backwards."""
     by_stage: dict[str, dict] = {}
     for r in rows:
-        if _is_num(r.get(key)):
+        if is_number(r.get(key)):
             d = by_stage.setdefault(str(r.get("stage", "run")), {})
-            d[r["step"] if _is_num(r.get("step")) else len(d) + 1] = r[key]
+            d[r["step"] if is_number(r.get("step")) else len(d) + 1] = r[key]
     return {st: (sorted(d), [d[x] for x in sorted(d)]) for st, d in by_stage.items()}
 
 
@@ -85,7 +86,7 @@ def _draw(ax, lines: list[tuple[str, int, int, list, list]]) -> None:
 
 
 def _plot(path: Path, title: str, ylabel: str, rows: list[dict], keys: list[str]) -> bool:
-    per_key = {k: _series(rows, k) for k in keys}
+    per_key = {k: metric_series(rows, k) for k in keys}
     per_key = {k: s for k, s in per_key.items() if s}
     if not per_key:
         return False
@@ -106,7 +107,7 @@ def _plot(path: Path, title: str, ylabel: str, rows: list[dict], keys: list[str]
 
 
 def _plot_panels(path: Path, rows: list[dict]) -> bool:
-    present = [(k, _series(rows, k)) for k in PANELS]
+    present = [(k, metric_series(rows, k)) for k in PANELS]
     present = [(k, s) for k, s in present if s]
     if not present:
         return False
@@ -123,12 +124,14 @@ def _plot_panels(path: Path, rows: list[dict]) -> bool:
     return True
 
 
-def _fmt(v) -> str:
+def format_number(v) -> str:
+    """An int with thousands separators, a float with 4 significant digits."""
     return f"{v:,}" if isinstance(v, int) else f"{v:.4g}"
 
 
-def _duration(s) -> str:
-    if not _is_num(s):
+def format_duration(s) -> str:
+    """Seconds as "42s", "3m 05s" or "1h 02m"; "" for a non-number."""
+    if not is_number(s):
         return ""
     s = int(round(s))
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
@@ -143,7 +146,7 @@ def _model_table(summary: dict, path: Path) -> str:
         return ""
     columns = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r[k]) if _is_num(r.get(k)) else html.escape(str(r.get(k, '–')))}</td>"
+    body = "".join("<tr>" + "".join(f"<td>{format_number(r[k]) if is_number(r.get(k)) else html.escape(str(r.get(k, '–')))}</td>"
                                     for k in columns) + "</tr>" for r in rows)
     return f"<h2>Models</h2><table><tr>{head}</tr>{body}</table>"
 
@@ -156,17 +159,17 @@ def _eval_table(summary: dict, path: Path) -> str:
     if not evals:
         return ""
     # pass@1, then the other pass@k / cons@k scores, then k and n, then whatever else is numeric
-    keys = sorted({k for e in evals for k, v in e.items() if _is_num(v)},
+    keys = sorted({k for e in evals for k, v in e.items() if is_number(v)},
                   key=lambda k: (k != "pass@1", not k.startswith(("pass@", "cons@")), k not in ("k", "n"), k))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in ["stage", "steps", "time", "eval", *keys])
     body = []
     for s in stages:
-        cells = [html.escape(str(s.get("name", ""))), _fmt(s["steps"]) if _is_num(s.get("steps")) else "",
-                 _duration(s.get("wall_seconds"))]
+        cells = [html.escape(str(s.get("name", ""))), format_number(s["steps"]) if is_number(s.get("steps")) else "",
+                 format_duration(s.get("wall_seconds"))]
         whens = [w for w in ("before", "after") if isinstance(s.get(f"eval_{w}"), dict)] or ["–"]
         for w in whens:
             e = s.get(f"eval_{w}", {})
-            vals = [_fmt(e[k]) if _is_num(e.get(k)) else "–" for k in keys]
+            vals = [format_number(e[k]) if is_number(e.get(k)) else "–" for k in keys]
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, w, *vals]) + "</tr>")
             cells = ["", "", ""]  # stage info once, on its first row
     return f"<h2>Evaluation</h2><table><tr>{head}</tr>{''.join(body)}</table>"
@@ -193,7 +196,7 @@ def _samples_html(samples: list[dict]) -> str:
         by_stage.setdefault(str(r.get("stage", "run")), []).append(r)
     parts = []
     for stage, rows in by_stage.items():
-        steps = sorted({r.get("step") for r in rows if _is_num(r.get("step"))}) or [None]
+        steps = sorted({r.get("step") for r in rows if is_number(r.get("step"))}) or [None]
         for step in dict.fromkeys([steps[0], steps[-1]]):  # first and last logged step, once if equal
             parts.append(f"<h3>{html.escape(stage)} · step {step}</h3>")
             for r in [r for r in rows if r.get("step") == step][:SAMPLES_PER_STEP]:
@@ -202,7 +205,7 @@ def _samples_html(samples: list[dict]) -> str:
                 if prompt.rstrip().endswith("<think>") and not response.lstrip().startswith("<think>"):
                     response = "<think>" + response
                 ok = {True: "✓ correct", False: "✗ wrong"}.get(r.get("correct"), "")
-                reward = f"reward {_fmt(r['reward'])}" if _is_num(r.get("reward")) else ""
+                reward = f"reward {format_number(r['reward'])}" if is_number(r.get("reward")) else ""
                 ref = f"reference: {r['answer']}" if "answer" in r else ""
                 meta = " · ".join(p for p in (ok, reward, ref) if p)
                 parts.append(f'<div class="sample"><div class="meta">{html.escape(meta)}</div>'
@@ -257,7 +260,7 @@ def write_report(run_dir: str | Path) -> Path:
             (plots / f"{name}.png").unlink(missing_ok=True)
 
     title = " · ".join(str(summary[k]) for k in ("recipe", "model", "task") if summary.get(k)) or run_dir.name
-    sub = f"total time {_duration(summary.get('wall_seconds'))} · " if _is_num(summary.get("wall_seconds")) else ""
+    sub = f"total time {format_duration(summary.get('wall_seconds'))} · " if is_number(summary.get("wall_seconds")) else ""
     imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,'
                    f'{base64.b64encode((plots / f"{n}.png").read_bytes()).decode()}">' for n in made)
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style>'

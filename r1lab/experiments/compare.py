@@ -29,7 +29,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from r1lab.config import ConfigError, Strict
 from r1lab.progress import console
-from r1lab.evaluation.report import CSS, _duration, _fmt, _is_num, read_jsonl, smooth
+from r1lab.evaluation.report import CSS, format_duration, format_number, is_number, read_jsonl, smooth
 
 
 class CompareSpec(Strict):
@@ -128,7 +128,7 @@ def _curves(kind: str, run_dir: Path) -> list[dict]:
 
 def time_to_threshold(rows: list[dict], key: str, threshold: float | None) -> tuple[int | None, float | None]:
     """(step, seconds) at which the smoothed `key` first reaches `threshold`; (None, None) if never."""
-    points = [r for r in rows if _is_num(r.get(key))]
+    points = [r for r in rows if is_number(r.get(key))]
     if threshold is None or not points:
         return None, None
     for r, v in zip(points, smooth([r[key] for r in points], window=5)):
@@ -164,7 +164,7 @@ def write_compare_report(spec: CompareSpec, out: Path) -> dict:
         ax = fig.add_subplot()
         drawn = False
         for i, (name, rs) in enumerate(curves.items()):
-            pts = [(r[xkey], r[ykey]) for r in rs if _is_num(r.get(xkey)) and _is_num(r.get(ykey))]
+            pts = [(r[xkey], r[ykey]) for r in rs if is_number(r.get(xkey)) and is_number(r.get(ykey))]
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, "o", color=f"C{i % 10}", ms=2, alpha=0.3)
@@ -189,11 +189,14 @@ def write_compare_report(spec: CompareSpec, out: Path) -> dict:
 def _write_html(spec: CompareSpec, out: Path, rows: list[dict], images: list[str]) -> None:
     import base64
 
+    def cell(column: str, v) -> str:
+        if is_number(v):
+            return format_duration(v) if column.endswith("seconds") else format_number(v)
+        return html.escape("–" if v is None else str(v))
+
     columns = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(
-        f"<td>{_duration(r[c]) if c.endswith('seconds') and _is_num(r[c]) else _fmt(r[c]) if _is_num(r[c]) else html.escape(str(r[c] if r[c] is not None else '–'))}</td>"
-        for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c, r[c])}</td>" for c in columns) + "</tr>" for r in rows)
     imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode((out / "plots" / f"{n}.png").read_bytes()).decode()}">'
                    for n in images)
     note = f"threshold {spec.threshold}" if spec.threshold is not None else "no threshold"

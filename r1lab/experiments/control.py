@@ -3,7 +3,8 @@
 The same clipped-ratio objective as the language-model trainer, on a system small enough to check
 quickly. The two algorithms differ in where the advantage comes from:
 
-- PPO learns a value network and uses GAE over the per-step rewards.
+- PPO learns a value network and uses GAE over the per-step rewards (GAE and the clipped value loss
+  are r1lab.rl.ppo's, the ones the language-model PPO uses).
 - GRPO has no value network: it plays G episodes from one start state and scores each episode by
   its return against the others of its group, as DeepSeek-R1 scores G completions of one prompt.
 
@@ -22,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from r1lab.rl.algorithms import group_advantages
 from r1lab.config import ControlConfig, check_env
 from r1lab.progress import progress_bar
-
+from r1lab.rl.algorithms import group_advantages
+from r1lab.rl.ppo import gae, value_loss
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -106,34 +107,19 @@ def _mean_stats(stats: dict[str, list]) -> dict[str, float]:
 # ---------------------------------------------------------------- PPO
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
-        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized advantage estimation. rewards, values, dones: (T, E); last_value: (E,) = V(obs after step T-1).
+def rollout_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
+                gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE (r1lab.rl.ppo.gae) over a rollout stored time-first. rewards, values, dones: (T, E);
+    last_value: (E,) = V(obs after step T-1). Returns (advantages, returns), both (T, E).
 
     dones[t] = 1 when the episode ended at step t: obs t+1 (and values[t+1]) start a new episode,
     so nothing flows back across it. A time-limit cut is no end of the system: the caller adds
-    gamma * V(final obs) to that step's reward instead. Returns (advantages, returns), both (T, E).
+    gamma * V(final obs) to that step's reward instead.
     """
-    adv = torch.zeros_like(rewards)
-    running = torch.zeros_like(last_value)
-    for t in reversed(range(len(rewards))):
-        next_value = last_value if t == len(rewards) - 1 else values[t + 1]
-        live = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_value * live - values[t]
-        running = delta + gamma * lam * live * running
-        adv[t] = running
-    return adv, adv + values
-
-
-def value_loss(new: torch.Tensor, old: torch.Tensor, returns: torch.Tensor, clip: float | None) -> torch.Tensor:
-    """0.5 * mean(max((V - R)^2, (V_clipped - R)^2)) with V_clipped = old + clamp(V - old, -clip, clip).
-
-    The larger of the two losses gives the value no gradient for moving more than `clip` away from
-    its rollout estimate towards the target: the value-side analogue of the policy's ratio clip."""
-    loss = (new - returns) ** 2
-    if clip is not None:
-        loss = torch.max(loss, (old + torch.clamp(new - old, -clip, clip) - returns) ** 2)
-    return 0.5 * loss.mean()
+    values_et = values.T  # (E, T): the shared gae wants time last
+    next_values = torch.cat([values_et[:, 1:], last_value[:, None]], dim=1)
+    advantages = gae(rewards.T, values_et, next_values, 1.0 - dones.T, gamma, lam).T
+    return advantages, advantages + values
 
 
 class PPO:
@@ -178,7 +164,7 @@ class PPO:
                     o, _ = env.reset()
                 rew_buf[t, i], done_buf[t, i] = r, float(term or trunc)
                 self.obs[i] = o
-        adv, ret = gae(rew_buf, val_buf, done_buf, self.value(self.obs), cfg.gamma, cfg.gae_lambda)
+        adv, ret = rollout_gae(rew_buf, val_buf, done_buf, self.value(self.obs), cfg.gamma, cfg.gae_lambda)
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         b_obs, b_act, b_logp = obs_buf.view(T * E, -1), act_buf.view(-1), logp_buf.view(-1)
         b_adv, b_ret, b_val = adv.view(-1), ret.view(-1), val_buf.view(-1)
@@ -187,7 +173,7 @@ class PPO:
             for mb in torch.randperm(T * E).chunk(cfg.minibatches):
                 logp, entropy = logp_entropy(self.actor, b_obs[mb], b_act[mb])
                 pg, clipped = clipped_surrogate(logp, b_logp[mb], b_adv[mb], cfg.clip_eps)
-                vl = value_loss(self.critic(b_obs[mb]).squeeze(-1), b_val[mb], b_ret[mb], cfg.value_clip)
+                vl, _ = value_loss(self.critic(b_obs[mb]).squeeze(-1), b_val[mb], b_ret[mb], cfg.value_clip)
                 loss = pg.mean() - cfg.ent_coef * entropy.mean() + cfg.vf_coef * vl
                 self.opt.zero_grad()
                 loss.backward()

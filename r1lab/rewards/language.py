@@ -6,14 +6,16 @@ CoT to the reward (and filters mixed-language samples out of its SFT data). What
   - each run of Latin letters is one word ("wait", "don't", "café")
   - each run of letters of any other script (Cyrillic, kana, ...) is one word, in neither target
   - digits, operators, punctuation (CJK punctuation included) and the <think>/<answer> tags are neutral
+The chain of thought is `thinking_part` of r1lab.data.format.
 """
 
 from __future__ import annotations
 
 import re
 
+from r1lab.data.format import thinking_part
+
 TARGETS = ("en", "zh")
-TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff"
 _LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"  # ASCII + accented letters, without × and ÷
@@ -22,21 +24,6 @@ _WORD = re.compile(
     rf"|(?P<en>[{_LATIN}]+(?:'[{_LATIN}]+)*)"
     rf"|(?P<other>(?:(?![{_CJK}{_LATIN}])[^\W\d_])+)"  # letters of any other script
 )
-
-
-def thinking_part(text: str) -> str:
-    """The chain of thought: the text before the first </think>, from just after <think> if that is in it.
-
-    Without a closing </think> the whole text counts as thinking (a truncated response is all thought,
-    and an answer block in it is scored too). A response without an opening <think> is fine: the
-    r1-zero template pre-fills that tag in the prompt. Tags left inside are removed, so they are neutral.
-    """
-    head = text.partition("</think>")[0]
-    if "<think>" in head:
-        head = head.split("<think>", 1)[1]
-    for tag in TAGS:
-        head = head.replace(tag, " ")
-    return head
 
 
 def count_words(text: str) -> dict[str, int]:

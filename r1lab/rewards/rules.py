@@ -3,22 +3,18 @@
 A reward function scores one sample: `fn(response, example, **info) -> float`, where `response` is the
 model's whole response starting with its opening "<think>", and `info` holds at least
 `num_tokens`, `max_tokens` (the generation limit) and `truncated` (hit the limit without EOS).
-Functions take `**_` and ignore what they don't need. `Rewards` combines them with weights.
+Functions take `**_` and ignore what they don't need. `Rewards` (rewards/registry.py) combines them with weights.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from typing import Callable
 
 from r1lab.data.example import Example, Task
-from r1lab.data.format import extract_answer
-
-log = logging.getLogger("r1lab.rewards")
+from r1lab.data.format import TAGS, extract_answer, thinking_part
+from r1lab.rewards.language import count_words
 
 RewardFn = Callable[..., float]
-TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 
 def format_reward(response: str, example: Example | None = None, **_) -> float:
@@ -79,7 +75,6 @@ def make_helpfulness_reward(task: Task) -> RewardFn:
     """The tiny world's rule-based stand-in for R1's helpfulness reward model, for general prompts:
     0.5 for the right answer (the task's check), 0.25 for answering in the format, 0.25 for not
     thinking at length about a simple question (full up to 8 thinking words, none from 40)."""
-    from r1lab.rewards.language import count_words, thinking_part
 
     def helpfulness_reward(response: str, example: Example, **_) -> float:
         answer = extract_answer(response)

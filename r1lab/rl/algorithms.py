@@ -125,7 +125,7 @@ def grpo_loss(
     num_sequences: int | None = None,  # completions in the minibatch (default: N)
     **_,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """-J from R1_RECIPE.md section 1: mean over completions of the mean over their tokens of
+    """-J from docs/R1_RECIPE.md section 1: mean over completions of the mean over their tokens of
     min(ratio * A, clip(ratio, 1-eps, 1+eps_high) * A) - beta * KL.
 
     The 1/|o_i| makes a token of a short completion weigh more than one of a long completion: a wrong

@@ -17,12 +17,11 @@ from typing import Literal
 from pydantic import Field
 
 from r1lab.config import SamplingConfig, Strict
-from r1lab.rewards.language import language_share
-from r1lab.data.format import apply_template, response_prefix
-from r1lab.progress import progress_bar
-from r1lab.rewards.rules import RewardFn, format_reward, make_accuracy_reward, repetition_penalty
-from r1lab.data.format import extract_answer
 from r1lab.data.example import Example, Task
+from r1lab.data.format import apply_template, extract_answer, response_prefix, split_response
+from r1lab.progress import progress_bar
+from r1lab.rewards.language import language_share
+from r1lab.rewards.rules import RewardFn, format_reward, make_accuracy_reward, repetition_penalty
 
 
 class FilterConfig(Strict):
@@ -46,23 +45,22 @@ def _tidy(text: str) -> str:
     return "\n".join(line for i, line in enumerate(lines) if line or (i > 0 and lines[i - 1]))
 
 
-def split_response(response: str) -> tuple[str | None, str | None]:
-    """(thinking, summary): the text inside the first <think>…</think>, and the last non-empty
-    <answer> block after it; either is None if missing."""
-    head, closed, tail = response.partition("</think>")
-    if not closed:
-        return None, None
-    thinking = head.split("<think>", 1)[1] if "<think>" in head else head  # r1-zero pre-fills <think>
-    return thinking, extract_answer(tail) or None
+def summary(response: str) -> str | None:
+    """R1's summary of the reasoning: the text of the last <answer> block after </think>; None if there is
+    none or it is empty (an answer inside the thinking is no summary)."""
+    _, rest = split_response(response)
+    answer = extract_answer(rest) if rest is not None else None
+    return answer or None  # an empty block summarises nothing
 
 
 def reformat_for_readability(response: str) -> str:
     """'<think> reasoning </think> <answer> summary </answer>' with whitespace normalised; a response
     without both parts comes back only whitespace-normalised (it has no readable form to give)."""
-    thinking, summary = split_response(response)
-    if thinking is None or summary is None:
+    thinking, _ = split_response(response)
+    answer = summary(response)
+    if answer is None:
         return _tidy(response)
-    return f"<think> {_tidy(thinking)} </think> <answer> {_tidy(summary)} </answer>"
+    return f"<think> {_tidy(thinking)} </think> <answer> {_tidy(answer)} </answer>"
 
 
 def score_sample(response: str, example: Example, task: Task, *, num_tokens: int, truncated: bool,
@@ -76,7 +74,6 @@ def score_sample(response: str, example: Example, task: Task, *, num_tokens: int
     """
     reward_fn = reward_fn or make_accuracy_reward(task)
     info = {"num_tokens": num_tokens, "max_tokens": max_tokens or num_tokens, "truncated": truncated}
-    _, summary = split_response(response)
     scores = {
         "correct": float(reward_fn(response, example, **info)),
         "format": format_reward(response),
@@ -84,7 +81,7 @@ def score_sample(response: str, example: Example, task: Task, *, num_tokens: int
         "language_share": language_share(response, filters.language),
         "num_tokens": int(num_tokens),
         "truncated": bool(truncated),
-        "summary": summary is not None,
+        "summary": summary(response) is not None,
     }
     checks = [
         ("wrong", filters.require_correct and scores["correct"] < 1.0),

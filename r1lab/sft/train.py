@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -25,10 +24,12 @@ import torch.nn.functional as F
 
 from r1lab import checkpoint
 from r1lab.config import SFTConfig
-from r1lab.logs import append_jsonl, truncate_jsonl
-from r1lab.data.format import apply_template, response_prefix
-from r1lab.progress import console, progress_bar
 from r1lab.data.files import read_table
+from r1lab.data.format import apply_template, response_prefix
+from r1lab.logs import append_jsonl, truncate_jsonl
+from r1lab.models import load_model, load_weights, save_model, trained_system
+from r1lab.optim import lr_lambda
+from r1lab.progress import console, progress_bar
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
 
@@ -231,16 +232,6 @@ def _epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     return tuple(order)
 
 
-def lr_lambda(warmup_steps: int, total_steps: int, min_lr_ratio: float):
-    """Multiplier of the peak lr: linear warmup, then cosine down to min_lr_ratio at the last step."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return f
-
-
 def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, stage: str = "sft") -> dict:
     """SFT on `examples` (from load_sft_examples: templated prompts). Resumes from OUT/checkpoints if present.
 
@@ -264,13 +255,11 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total, cfg.min_lr_ratio))
     start, elapsed, train_loss, eval_loss = 0, 0.0, None, None
     if (ckpt := checkpoint.latest(out_dir)) is not None:
-        from r1lab.rl.loop import _load_weights
-
         state = checkpoint.load_state(ckpt)
         if state.get("data_id") != data_id:
             raise ValueError(f"{ckpt} was written by a run on other data or batch settings; use a new output directory "
                              f"or the same examples, batch_size, seed, eval_fraction and max_len to resume")
-        model.load_state_dict(_load_weights(ckpt, model))
+        model.load_state_dict(load_weights(ckpt, model))
         opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
         start, elapsed, train_loss, eval_loss = state["step"], state["elapsed"], state["train_loss"], state["eval_loss"]
@@ -308,8 +297,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
                     "train_loss": train_loss, "eval_loss": eval_loss})
     model.eval()
-    _save_final(model, tokenizer, out_dir / "final", {"built_by": f"r1lab sft ({stage})", "template": cfg.template,
-                                                       "system": cfg.system})
+    save_model(model, tokenizer, out_dir / "final", {"built_by": f"r1lab sft ({stage})", "template": cfg.template,
+                                                      "system": cfg.system})
     return {"steps": total, "epochs": cfg.epochs, "train_loss": train_loss, "eval_loss": eval_loss,
             "wall_seconds": round(elapsed, 1), "examples": len(train), "eval_examples": len(held_out),
             "truncated": truncated, "dropped": dropped}
@@ -318,10 +307,8 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
 def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, device: str = "auto", dtype: str = "auto",
                     stage: str = "sft") -> dict:
     """Loads a model + tokenizer, reads `data` (a file, a save_to_disk dir or rows) and runs train_sft."""
-    from r1lab.models import load_model
-
     model, tokenizer = load_model(model_path, device=device, dtype=dtype)
-    if cfg.system is None and (system := _built_with_system(model_path, cfg.template)) is not None:
+    if cfg.system is None and (system := trained_system(model_path, cfg.template)) is not None:
         cfg = cfg.model_copy(update={"system": system})  # the prompt the model was built for (tiny world: none)
     examples = load_sft_examples(data, cfg, tokenizer)
     return train_sft(model, tokenizer, examples, cfg, out_dir, stage=stage)
@@ -344,25 +331,3 @@ def _fingerprint(examples: list[dict], cfg: SFTConfig, max_len: int) -> str:
     for ex in examples:
         h.update(ex["prompt"].encode() + b"\0" + ex["completion"].encode() + b"\1")
     return h.hexdigest()[:16]
-
-
-def _built_with_system(model_path: str, template: str) -> str | None:
-    """The system text an r1lab-built model was trained with (its r1lab.json), if any."""
-    try:
-        meta = json.loads((Path(model_path).expanduser() / "r1lab.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if isinstance(meta, dict) and meta.get("template", template) == template and isinstance(meta.get("system"), str):
-        return meta["system"]
-    return None
-
-
-def _save_final(model, tokenizer, final: Path, meta: dict) -> None:
-    """Writes to a temporary directory, then renames it: `final` is complete or absent, never half-written."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2))  # also makes load_tokenizer keep our tokenizer class
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import time
@@ -15,10 +14,14 @@ from pathlib import Path
 
 import torch
 
-from r1lab.data.format import apply_template
+from r1lab.data.format import TAGS, THINK, apply_template
+from r1lab.models import save_model
+from r1lab.optim import lr_lambda
 from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, worked_solution
 
-SPECIAL = ["<think>", "</think>", "<answer>", "</answer>"]
+# Bumped when building changes the base model a config gives (2: optim.lr_lambda's schedule), so
+# cached bases built the old way are not reused.
+BUILD_VERSION = 2
 EOS = "<|endoftext|>"
 # The tiny model learns the R1-Zero template without the paper's long system text: it would be
 # most of every sequence and most of the compute, and teaches a 2M-parameter model nothing.
@@ -42,8 +45,8 @@ def corpus(cfg, task: TinyWorldTask) -> list[str]:
         ex = general[i % len(general)] if rng.random() < GENERAL_SHARE else train[i % len(train)]
         prompt = apply_template(ex.prompt, "r1-zero", system=SYSTEM)
         response = worked_solution(rng, ex)
-        assert response.startswith("<think>")
-        docs.append(prompt + response[len("<think>"):] + EOS)
+        assert response.startswith(THINK)
+        docs.append(prompt + response[len(THINK):] + EOS)
     return docs
 
 
@@ -64,7 +67,7 @@ def train_tokenizer(docs: list[str], vocab_size: int):
         vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     tok.train_from_iterator((d.replace(EOS, "") for d in docs), trainer=trainer)
-    tok.add_tokens(SPECIAL)  # plain added tokens: matched whole, and kept when decoding
+    tok.add_tokens(list(TAGS))  # plain added tokens: matched whole, and kept when decoding
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, clean_up_tokenization_spaces=False)
 
 
@@ -89,11 +92,12 @@ def build_model(cfg, vocab_size: int):
 
 
 def cache_dir(cfg) -> Path:
-    key = hashlib.sha256(json.dumps({**cfg.model_dump(), "world": WORLD_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    made_by = {**cfg.model_dump(), "world": WORLD_VERSION, "build": BUILD_VERSION}
+    key = hashlib.sha256(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / f"tinyworld-{key}"
 
 
-def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
+def pretrain(cfg, out: Path | None = None) -> Path:
     """Builds and pretrains the base model unless a finished one is cached; returns its directory."""
     out = Path(out) if out is not None else cache_dir(cfg)
     if (out / "r1lab.json").exists():
@@ -106,15 +110,12 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
     docs = corpus(cfg, task)
     tokenizer = train_tokenizer(docs, cfg.vocab_size)
     model = build_model(cfg, len(tokenizer))
-    blocks, labels = pack(tokenizer(docs)["input_ids"], tokenizer.convert_tokens_to_ids("<think>"), cfg.max_len)
+    blocks, labels = pack(tokenizer(docs)["input_ids"], tokenizer.convert_tokens_to_ids(THINK), cfg.max_len)
     n_blocks = len(blocks)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
     steps = cfg.steps
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, steps // 20), steps, min_lr_ratio=0.1))
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     with progress_bar(f"pretraining tiny model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", steps) as bar:
@@ -128,20 +129,11 @@ def pretrain(cfg, out: Path | None = None, progress=None) -> Path:
             sched.step()
             bar(loss=f"{loss.item():.3f}")
     model.eval()
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    meta = {"built_by": "r1lab pretrain", "world_version": WORLD_VERSION, "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
+    meta = {"built_by": "r1lab pretrain", "world_version": WORLD_VERSION, "build_version": BUILD_VERSION,
+            "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
             "final_loss": round(loss.item(), 4), "template": "r1-zero", "system": SYSTEM}
-    (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)  # a finished model appears at once, never half-written
-    return out
+    return save_model(model, tokenizer, out, meta)  # atomic: `out` (with its r1lab.json) is whole or absent
 
 
 def pack(docs: list[list[int]], think_id: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from pathlib import Path
+from contextlib import closing
 
-import torch
 from rich.console import Console
 from rich.text import Text
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from r1lab.data.format import apply_template, response_prefix
-
-from r1lab.models import load_model
-
-THINK, END_THINK = "<think>", "</think>"
+from r1lab.config import SamplingConfig
+from r1lab.data.format import END_ANSWER, END_THINK, THINK, apply_template, response_prefix, split_response
+from r1lab.engines import make_engine
+from r1lab.models import load_model, trained_system
 
 
-def split_response(text: str) -> tuple[str, str | None]:
-    """(thinking, answer) of a response; answer is None while the thinking is still open.
+def thinking_and_answer(text: str) -> tuple[str, str | None]:
+    """(thinking, answer) as chat shows a response, both stripped; answer is None while the thinking is open.
 
     "<think> a </think> b" -> ("a", "b");  "<think> a" (never closed) -> ("a", None): all thinking;
-    "a </think> b" (opening tag pre-filled by the template) -> ("a", "b");  no tags -> ("", text).
+    "a </think> b" (opening tag pre-filled by the template) -> ("a", "b");  no tags -> ("", text): a model
+    that answers without thinking.
     """
-    head, closed, tail = text.partition(END_THINK)
-    opened = THINK in head
-    thinking = head.replace(THINK, "", 1).strip()
-    if closed:
-        return thinking, tail.strip()
-    return (thinking, None) if opened else ("", text.strip())
+    if THINK not in text and END_THINK not in text:
+        return "", text.strip()
+    thinking, rest = split_response(text)
+    return thinking.strip(), None if rest is None else rest.strip()
 
 
 def _hold_back(text: str) -> str:
-    """text without a trailing partial tag ('</thi'), which the next token may complete."""
+    """text without a trailing partial tag ('</thi'), which the next chunk may complete."""
     for tag in (END_THINK, THINK):
         for i in range(len(tag) - 1, 0, -1):
             if text.endswith(tag[:i]):
@@ -46,8 +40,8 @@ def _label(console: Console, name: str) -> None:
     console.rule(Text(name, style="dim" if name == "thinking" else "bold green"), style="dim", align="left")
 
 
-def _stream(chunks, console: Console, prefix: str, junk: tuple[str, ...] = ()) -> tuple[str, str | None]:
-    """Prints a response as its text arrives and returns its final (thinking, answer).
+def _show_response(chunks, console: Console, prefix: str) -> str:
+    """Prints a response as its text arrives, thinking and answer apart; returns the text the model wrote.
 
     Each chunk re-splits the whole text and prints only what is new, so tags split across chunks are fine.
     """
@@ -73,10 +67,8 @@ def _stream(chunks, console: Console, prefix: str, junk: tuple[str, ...] = ()) -
         shown["think"] = ""
     for chunk in chunks:
         text += chunk
-        for j in junk:
-            text = text.replace(j, "")
-        update(*split_response(_hold_back(text)))
-    final = split_response(text)
+        update(*thinking_and_answer(_hold_back(text)))
+    final = thinking_and_answer(text)
     update(*final)
     console.print()
     if final != (shown["think"] or "", shown["answer"]):
@@ -88,52 +80,32 @@ def _stream(chunks, console: Console, prefix: str, junk: tuple[str, ...] = ()) -
                 console.print(Text(part, style="dim italic" if name == "thinking" else ""))
     if final[1] is None:
         console.print(Text("(no answer: the model never closed </think>)", style="yellow"))
-    return final
-
-
-class _StopFlag(StoppingCriteria):
-    """Ends generation at the next token once the event is set (Ctrl-C in the main thread)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-def _trained_system(model_dir: str, template: str) -> str | None:
-    """The system text an r1lab model was trained with (its r1lab.json), so it sees the prompt it knows."""
-    try:
-        meta = json.loads((Path(model_dir).expanduser() / "r1lab.json").read_text())
-    except (OSError, ValueError):  # a hub name, or an empty marker file
-        return None
-    if isinstance(meta, dict) and meta.get("template", template) == template and isinstance(meta.get("system"), str):
-        return meta["system"]
-    return None
+    return text[len(prefix):]
 
 
 def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None, temperature: float = 0.6,
          top_p: float = 0.95, max_new_tokens: int = 512, device: str = "auto", input_fn=input,
-         console: Console | None = None) -> None:
+         console: Console | None = None, engine=None) -> None:
     """Interactive loop: read a question, sample a response, show its thinking dimmed and its answer plain.
 
     Each turn is independent: R1-Zero models are trained single-turn (one prompt, one response), so
     earlier turns are not fed back. temperature=0 means greedy decoding. Ends on EOF (Ctrl-D), 'exit',
     'quit' or Ctrl-C at the prompt; Ctrl-C while the model writes stops that response only.
+    The system text defaults to the one model_dir's model was trained with (its r1lab.json), if any.
+
+    engine: what writes the responses, an object with `.tokenizer` and `.stream(prompt, sampling)`: an
+    iterator over the response's text that stops generating when closed. None: model_dir's model,
+    loaded on `device`.
     """
-    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
-        raise ValueError(f"chat: need temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 1 "
-                         f"(got {temperature}, {top_p}, {max_new_tokens})")
+    sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+                              # the r1-zero format ends there; a base model would otherwise ramble on as "User: ..."
+                              stop=[END_ANSWER] if template == "r1-zero" else [])
     console = console or Console()
-    console.print(Text(f"loading {model_dir} ...", style="dim"))
-    model, tok = load_model(model_dir, device=device)
-    system = _trained_system(model_dir, template) if system is None else system
-    # Explicit sampling: generate() would otherwise add the model's defaults (top_k=50, ...) unasked.
-    sampling = (dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0
-                else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
-    if template == "r1-zero":  # the format ends there; a base model would otherwise ramble on as "User: ..."
-        sampling.update(stop_strings=["</answer>"], tokenizer=tok)
-    junk = tuple({t for t in (tok.eos_token, tok.pad_token) if t})  # decoded with the text, never part of it
+    if engine is None:
+        console.print(Text(f"loading {model_dir} ...", style="dim"))
+        model, tokenizer = load_model(model_dir, device=device)
+        engine = make_engine("torch", model, tokenizer)
+    system = trained_system(model_dir, template) if system is None else system
     mode = f"temperature {temperature}, top_p {top_p}" if temperature > 0 else "greedy"
     console.print(Text(f"{model_dir} · template {template} · {mode} · up to {max_new_tokens} new tokens\n"
                        "each question is answered on its own (no memory of earlier turns); exit, quit or Ctrl-D to leave",
@@ -147,35 +119,14 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
             break
         if not question:
             continue
-        prompt = apply_template(question, template, tok, system)
-        # a chat template already wrote its special tokens into the text
-        inputs = tok(prompt, return_tensors="pt", add_special_tokens=template != "chat").to(model.device)
-        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=False)
-        stop, result = threading.Event(), {}
-
-        def generate():
-            try:
-                result["ids"] = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                               streamer=streamer, max_new_tokens=max_new_tokens,
-                                               pad_token_id=tok.pad_token_id,
-                                               stopping_criteria=StoppingCriteriaList([_StopFlag(stop)]), **sampling)
-            except BaseException as e:  # re-raised below; end the stream so the main thread doesn't wait forever
-                result["error"] = e
-                streamer.end()
-
-        thread = threading.Thread(target=generate, daemon=True)
+        prompt = apply_template(question, template, engine.tokenizer, system)
         t0 = time.time()
-        thread.start()
         try:
-            _stream(streamer, console, response_prefix(prompt), junk)
+            with closing(engine.stream(prompt, sampling)) as chunks:  # closing it stops the generation
+                text = _show_response(chunks, console, response_prefix(prompt))
         except KeyboardInterrupt:
-            stop.set()
-            thread.join()
             console.print(Text("\n(interrupted)", style="yellow"))
             continue
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        n = result["ids"].shape[1] - inputs["input_ids"].shape[1]
+        n = len(engine.tokenizer(text, add_special_tokens=False)["input_ids"])  # the text re-tokenized: near enough
         console.print(Text(f"{n} tokens · {n / max(time.time() - t0, 1e-9):.1f} tokens/s", style="dim"))
     console.print(Text("bye", style="dim"))
