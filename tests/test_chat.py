@@ -5,7 +5,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from r1lab.ui.chat import _hold_back, _stream, _trained_system, chat, split_response
+from r1lab.config import SamplingConfig
+from r1lab.ui.chat import CHAT_SAMPLING, _hold_back, _stream, _trained_system, chat, split_response
 
 TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 EOS = "<|endoftext|>"
@@ -61,8 +62,8 @@ def test_chat_end_to_end(tiny_model_dir, temperature):
     console = _console()
     input_fn, prompts = _feeder(["what is 2 + 3?", "", "and 7 + 1?"])
     # system="": the paper's long system text would overflow this model's 256 positions
-    chat(str(tiny_model_dir), system="", temperature=temperature, max_new_tokens=24, device="cpu",
-         input_fn=input_fn, console=console)
+    chat(str(tiny_model_dir), system="", sampling=SamplingConfig(temperature=temperature, top_p=0.95, max_new_tokens=24),
+         device="cpu", input_fn=input_fn, console=console)
     out = console.export_text()
     assert len(prompts) == 4  # two questions, one blank line (skipped), then EOF
     assert out.count("thinking") >= 2  # r1-zero pre-fills <think>: every turn opens with thinking
@@ -97,14 +98,15 @@ def test_ctrl_c_while_generating_stops_that_answer_only(tiny_model_dir, monkeypa
     monkeypatch.setattr(r1lab.ui.chat, "_stream", interrupted)
     console = _console()
     input_fn, prompts = _feeder(["first", "second"])
-    chat(str(tiny_model_dir), system="", max_new_tokens=200, device="cpu", input_fn=input_fn, console=console)
+    chat(str(tiny_model_dir), system="", sampling=CHAT_SAMPLING.model_copy(update={"max_new_tokens": 200}), device="cpu",
+         input_fn=input_fn, console=console)
     out = console.export_text()
     assert out.count("(interrupted)") == 2 and len(prompts) == 3 and "bye" in out
 
 
 def test_chat_bad_args(tiny_model_dir):
     with pytest.raises(ValueError, match="temperature"):
-        chat(str(tiny_model_dir), temperature=-1, input_fn=lambda p="": "x")
+        SamplingConfig(temperature=-1)
     with pytest.raises(FileNotFoundError, match="no/such/model"):
         chat("./no/such/model", input_fn=lambda p="": "x", console=_console())
 

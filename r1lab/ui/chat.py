@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.text import Text
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from r1lab.config import EVAL_SAMPLING, SamplingConfig
 from r1lab.data.format import apply_template, response_prefix
-
 from r1lab.models import load_model
 
 THINK, END_THINK = "<think>", "</think>"
+# Sampled as models are evaluated (the paper's protocol), with room for a longer answer than a test's.
+CHAT_SAMPLING = SamplingConfig(**EVAL_SAMPLING, max_new_tokens=512)
 
 
 def split_response(text: str) -> tuple[str, str | None]:
@@ -112,29 +114,28 @@ def _trained_system(model_dir: str, template: str) -> str | None:
     return None
 
 
-def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None, temperature: float = 0.6,
-         top_p: float = 0.95, max_new_tokens: int = 512, device: str = "auto", input_fn=input,
-         console: Console | None = None) -> None:
+def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None, sampling: SamplingConfig = CHAT_SAMPLING,
+         device: str = "auto", input_fn=input, console: Console | None = None) -> None:
     """Interactive loop: read a question, sample a response, show its thinking dimmed and its answer plain.
 
     Each turn is independent: R1-Zero models are trained single-turn (one prompt, one response), so
-    earlier turns are not fed back. temperature=0 means greedy decoding. Ends on EOF (Ctrl-D), 'exit',
+    earlier turns are not fed back. Temperature 0 means greedy decoding. Ends on EOF (Ctrl-D), 'exit',
     'quit' or Ctrl-C at the prompt; Ctrl-C while the model writes stops that response only.
     """
-    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
-        raise ValueError(f"chat: need temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 1 "
-                         f"(got {temperature}, {top_p}, {max_new_tokens})")
+    temperature, max_new_tokens = sampling.temperature, sampling.max_new_tokens
     console = console or Console()
     console.print(Text(f"loading {model_dir} ...", style="dim"))
     model, tok = load_model(model_dir, device=device)
     system = _trained_system(model_dir, template) if system is None else system
     # Explicit sampling: generate() would otherwise add the model's defaults (top_k=50, ...) unasked.
-    sampling = (dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0
-                else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
-    if template == "r1-zero":  # the format ends there; a base model would otherwise ramble on as "User: ..."
-        sampling.update(stop_strings=["</answer>"], tokenizer=tok)
+    options = (dict(do_sample=True, temperature=temperature, top_p=sampling.top_p, top_k=sampling.top_k) if temperature > 0
+               else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
+    # r1-zero's format ends at </answer>; a base model would otherwise ramble on as "User: ..."
+    stop = [*sampling.stop, *(["</answer>"] if template == "r1-zero" else [])]
+    if stop:
+        options.update(stop_strings=stop, tokenizer=tok)
     junk = tuple({t for t in (tok.eos_token, tok.pad_token) if t})  # decoded with the text, never part of it
-    mode = f"temperature {temperature}, top_p {top_p}" if temperature > 0 else "greedy"
+    mode = f"temperature {temperature}, top_p {sampling.top_p}" if temperature > 0 else "greedy"
     console.print(Text(f"{model_dir} · template {template} · {mode} · up to {max_new_tokens} new tokens\n"
                        "each question is answered on its own (no memory of earlier turns); exit, quit or Ctrl-D to leave",
                        style="dim"))
@@ -151,14 +152,14 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
         # a chat template already wrote its special tokens into the text
         inputs = tok(prompt, return_tensors="pt", add_special_tokens=template != "chat").to(model.device)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=False)
-        stop, result = threading.Event(), {}
+        interrupt, result = threading.Event(), {}
 
         def generate():
             try:
                 result["ids"] = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                                streamer=streamer, max_new_tokens=max_new_tokens,
                                                pad_token_id=tok.pad_token_id,
-                                               stopping_criteria=StoppingCriteriaList([_StopFlag(stop)]), **sampling)
+                                               stopping_criteria=StoppingCriteriaList([_StopFlag(interrupt)]), **options)
             except BaseException as e:  # re-raised below; end the stream so the main thread doesn't wait forever
                 result["error"] = e
                 streamer.end()
@@ -169,7 +170,7 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
         try:
             _stream(streamer, console, response_prefix(prompt), junk)
         except KeyboardInterrupt:
-            stop.set()
+            interrupt.set()
             thread.join()
             console.print(Text("\n(interrupted)", style="yellow"))
             continue
