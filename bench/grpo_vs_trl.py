@@ -82,7 +82,7 @@ def _evaluator(args, task, tokenizer):
     from r1lab.evaluation.evaluate import evaluate
     from r1lab.engines import make_engine
 
-    cfg = EvalConfig(k=4, n=args.tta_eval_n, temperature=0.6, top_p=0.95, max_new_tokens=args.max_new, batch_size=256)
+    cfg = EvalConfig(k=4, n=args.tta_eval_n, sampling={"max_new_tokens": args.max_new}, batch_size=256)  # T=0.6, top-p 0.95
 
     def run(model) -> float:
         t0 = time.perf_counter()

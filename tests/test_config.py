@@ -3,7 +3,7 @@ import json
 import pytest
 
 from r1lab.ui.cli import main
-from r1lab.config import ConfigError, load_config, parse_overrides
+from r1lab.config import ConfigError, EvalConfig, load_config, parse_overrides
 
 
 def test_recipe_loads_and_overrides_apply():
@@ -15,7 +15,7 @@ def test_recipe_loads_and_overrides_apply():
 
 
 def test_numeric_looking_names_stay_text():
-    assert parse_overrides(["model=123", "rl.lr=3e-4"]) == {"model": "123", "rl": {"lr": 3e-4}}
+    assert parse_overrides(["model=123", "rl.lr=3e-4"]) == {"model": "123", "rl.lr": 3e-4}
 
 
 @pytest.mark.parametrize("override, names", [
@@ -68,3 +68,91 @@ def test_cli_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for command in ("run", "pretrain", "eval", "generate", "sft", "chat", "report"):
         assert command in out
+
+
+# ---------------------------------------------------------------- typed, strict, predictable
+
+
+def _error(recipe, overrides) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe, overrides)
+    return str(err.value)
+
+
+def test_stage_settings_are_checked_at_load():
+    err = _error("r1", ["stages.reasoning-rl.rl.stepz=50"])
+    assert "stages.reasoning-rl.rl.stepz: unknown field (did you mean 'steps'?)" in err
+    err = _error("r1", ["stages.cold-start-data.filters.max_per_promt=1"])
+    assert "stages.cold-start-data.filters.max_per_promt: unknown field (did you mean 'max_per_prompt'?)" in err
+    assert "stages.cold-start.sft: micro_batch_size (5) must divide" in _error("r1", ["stages.cold-start.sft.micro_batch_size=5"])
+    assert "stages.cold-start.rl: a sft stage has no rl settings" in _error("r1", ["stages.cold-start.rl.steps=3"])
+    cfg = load_config("r1", ["stages.reasoning-rl.rl.steps=50"])
+    assert cfg.stage_rl(next(s for s in cfg.stages if s.name == "reasoning-rl")).steps == 50
+
+
+@pytest.mark.parametrize("override, where", [
+    ("rl.rewards={acuracy: 1}", "rl.rewards"),
+    ("rl.general_rewards.helpfulnes=1", "rl.general_rewards"),
+    ("stages.reasoning-rl.rl.rewards={acuracy: 1}", "stages.reasoning-rl.rl.rewards"),
+])
+def test_unknown_reward_names_fail_at_load(override, where):
+    err = _error("r1", [override])
+    assert f"{where}: unknown reward" in err and "(did you mean '" in err
+
+
+def test_a_mapping_replaces_a_dict_field_and_a_dotted_path_merges():
+    assert load_config("r1-zero", ["rl.rewards={accuracy: 1}"]).rl.rewards == {"accuracy": 1.0}
+    assert load_config("r1-zero", ["rl.rewards.format=0.5"]).rl.rewards == {"accuracy": 1.0, "format": 0.5}
+    cfg = load_config("r1-zero", ["rl={lr: 0.001}"])  # a section still merges key by key
+    assert cfg.rl.lr == 0.001 and cfg.rl.steps == 200
+    cfg = load_config("r1", ["stages.reasoning-rl.rl.rewards.format=0.5"])
+    stage = next(s for s in cfg.stages if s.name == "reasoning-rl")
+    assert cfg.stage_rl(stage).rewards == {"accuracy": 1.0, "format": 0.5, "language": 1.0}
+
+
+def test_r1_general_rewards_override_reaches_stage_4_alone():
+    cfg = load_config("r1", ["rl.general_rewards={reward_model: 1}", "rl.reward_model=path/to/rm"])
+    stage4 = next(s for s in cfg.stages if s.name == "all-scenario-rl")
+    assert cfg.stage_rl(stage4).general_rewards == {"reward_model": 1.0}
+    assert cfg.stage_rl(stage4).sampling.temperature == 0.7  # the stage's own change of sampling stays
+    assert "rl.reward_model=PATH" in _error("r1", ["rl.general_rewards={reward_model: 1}"])
+
+
+def test_the_run_seed_and_template_reach_sft(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import r1lab.sft.train
+    from r1lab.recipes.pipeline import run_sft
+
+    seen = {}
+    monkeypatch.setattr(r1lab.sft.train, "train_sft", lambda *a, **kw: seen.update(kw) or {"steps": 0})
+    cfg = load_config("r1", ["seed=7", "template=none"])
+    (tmp_path / "cold-start-data").mkdir()
+    (tmp_path / "cold-start-data" / "samples.jsonl").write_text(json.dumps({"prompt": "1+1", "completion": "2", "kept": True}))
+    run = SimpleNamespace(cfg=cfg, dir=tmp_path, system=None, load=lambda name: (None, None))
+    run_sft(run, next(s for s in cfg.stages if s.name == "cold-start"), tmp_path / "out")
+    assert seen["seed"] == 7 and seen["template"] == "none"
+
+    monkeypatch.setattr(r1lab.sft.train, "sft_from_config", lambda *a, **kw: seen.update(kw) or {})
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "1+1", "completion": "2"}) + "\n")
+    assert main(["sft", str(tmp_path / "model"), "--data", str(data), "--out", str(tmp_path / "sft"), "seed=3",
+                 "template=chat", "epochs=1"]) == 0
+    assert seen["seed"] == 3 and seen["template"] == "chat"
+
+
+def test_sampling_is_inherited_unless_changed():
+    cfg = load_config("r1-zero", ["sampling.max_new_tokens=64"])
+    assert cfg.rl.sampling.max_new_tokens == cfg.eval.sampling.max_new_tokens == 64
+    assert (cfg.rl.sampling.temperature, cfg.eval.sampling.temperature, cfg.eval.sampling.top_p) == (1.0, 0.6, 0.95)
+    cfg = load_config("r1-zero", ["sampling.max_new_tokens=64", "sampling.temperature=0.8", "eval.sampling.max_new_tokens=32"])
+    assert (cfg.rl.sampling.max_new_tokens, cfg.eval.sampling.max_new_tokens) == (64, 32)
+    assert (cfg.rl.sampling.temperature, cfg.eval.sampling.temperature) == (0.8, 0.6)  # eval keeps the paper's protocol
+    generate = next(s for s in load_config("r1", ["sampling.max_new_tokens=64"]).stages if s.kind == "generate")
+    assert load_config("r1", ["sampling.max_new_tokens=64"]).stage_sampling(generate).max_new_tokens == 64
+    assert EvalConfig(sampling={"max_new_tokens": 8}).sampling.temperature == 0.6
+
+
+@pytest.mark.parametrize("override", ["rl.lr=.inf", "rl.lr=nan", "sampling.temperature=.inf", "rl.rewards.format=.nan"])
+def test_non_finite_numbers_are_refused(override):
+    assert "finite number" in _error("r1-zero", [override])

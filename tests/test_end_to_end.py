@@ -9,7 +9,7 @@ from r1lab.ui.cli import main
 MICRO = ["model=tinyworld", "pretrain.steps=6", "pretrain.corpus_docs=300", "pretrain.vocab_size=320",
          "pretrain.hidden_size=32", "pretrain.intermediate_size=64", "pretrain.layers=2", "pretrain.heads=4",
          "data.test_size=4", "rl.steps=3", "rl.prompts_per_step=2", "rl.group_size=3", "rl.checkpoint_every=2",
-         "rl.sampling.max_new_tokens=12", "eval.k=2", "eval.max_new_tokens=12"]
+         "sampling.max_new_tokens=12", "eval.k=2"]
 
 
 @pytest.mark.slow
@@ -57,9 +57,10 @@ def test_multi_stage_recipe_chains_rl_generate_sft_and_skips_finished_stages(tin
 recipe: chain
 model: {tiny_model_dir}
 data: {{test_size: 3}}
-rl: {{steps: 2, prompts_per_step: 2, group_size: 2, sampling: {{max_new_tokens: 8}}}}
+sampling: {{max_new_tokens: 8}}
+rl: {{steps: 2, prompts_per_step: 2, group_size: 2}}
 sft: {{epochs: 1, batch_size: 4, micro_batch_size: 2, warmup_steps: 0}}
-eval: {{k: 2, max_new_tokens: 8}}
+eval: {{k: 2}}
 stages:
   - {{name: zero, kind: rl}}
   - name: traces

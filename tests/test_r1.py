@@ -69,7 +69,7 @@ def test_evaluate_pass1_cons_and_pass_k_by_hand():
     # a: 1 of 4 right, but the wrong ones disagree -> the vote picks the first seen, which is wrong
     # b: 2 of 4 right and they agree -> the vote is right
     engine = CannedEngine({a.prompt: ["0", a.answer, "1", "2"], b.prompt: [b.answer, "9", b.answer, None]})
-    result = evaluate(engine, GENERAL, EvalConfig(k=4, max_new_tokens=8), template="r1-zero", system="",
+    result = evaluate(engine, GENERAL, EvalConfig(k=4, sampling={"max_new_tokens": 8}), template="r1-zero", system="",
                       examples=[a, b])
     assert result["pass@1"] == pytest.approx((1 / 4 + 2 / 4) / 2)
     assert result["cons@k"] == result["cons@4"] == pytest.approx(0.5)

@@ -20,9 +20,14 @@ CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{%
 
 def _cfg(**kw):
     base = dict(epochs=1, lr=1e-2, warmup_steps=0, batch_size=4, micro_batch_size=2, max_len=128, eval_fraction=0.0,
-                eval_every=0, checkpoint_every=0, template="r1-zero", system="")
+                eval_every=0, checkpoint_every=0)
     base.update(kw)
     return SFTConfig(**base)
+
+
+def _load(rows, tok=None, template="r1-zero", system=""):
+    """load_sft_examples with the run's template and system ("": the tiny model's short prompt)."""
+    return sft.load_sft_examples(rows, _cfg(), tok, template=template, system=system)
 
 
 def _rows(path):
@@ -73,7 +78,7 @@ def test_labels_mask_prompt_and_padding_and_keep_eos(tok):
 def test_r1_zero_prompt_keeps_one_think_tag(tmp_path, tok):
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps({"prompt": q, "completion": c}) + "\n" for q, c in PAIRS))
-    examples = sft.load_sft_examples(path, _cfg())
+    examples = _load(path)
     assert examples[0]["prompt"] == "User: 3+4. Assistant: <think>"
     assert examples[0]["completion"] == " 3+4=7 </think> <answer> 7 </answer>"
     ids = sft.tokenize_example(tok, examples[0], 64)["input_ids"]
@@ -81,15 +86,15 @@ def test_r1_zero_prompt_keeps_one_think_tag(tmp_path, tok):
     import datasets
 
     datasets.Dataset.from_list([{"prompt": q, "completion": c} for q, c in PAIRS]).save_to_disk(str(tmp_path / "saved"))
-    assert sft.load_sft_examples(tmp_path / "saved", _cfg()) == examples
-    plain = sft.load_sft_examples([{"prompt": "3+4", "completion": PAIRS[0][1]}], _cfg(template="none"))
+    assert _load(tmp_path / "saved") == examples
+    plain = _load([{"prompt": "3+4", "completion": PAIRS[0][1]}], template="none")
     assert plain[0] == {"prompt": "3+4", "completion": PAIRS[0][1]}  # no <think> in the prompt: keep the completion's
 
 
 def test_chat_rows_use_the_chat_template(tok):
     tok.chat_template = CHAT_TEMPLATE
     rows = [{"messages": [{"role": "user", "content": "3+4"}, {"role": "assistant", "content": "7"}]}]
-    ex = sft.load_sft_examples(rows, _cfg(template="chat", system="be brief"), tok)
+    ex = _load(rows, tok, template="chat", system="be brief")
     assert ex == [{"prompt": "<system>be brief\n<user>3+4\n<assistant>", "completion": "7"}]
 
 
@@ -104,23 +109,22 @@ def test_chat_rows_use_the_chat_template(tok):
 def test_bad_rows_name_the_field_and_row(tok, rows, cfg, match):
     tok.chat_template = CHAT_TEMPLATE
     with pytest.raises(ValueError, match=match):
-        sft.load_sft_examples(rows, _cfg(**cfg), tok)
+        _load(rows, tok, **cfg)
 
 
 def test_bad_paths_and_configs(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
-        sft.load_sft_examples(tmp_path / "nope.jsonl", _cfg())
+        _load(tmp_path / "nope.jsonl")
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(ValueError, match="unsupported file type '.txt'"):
-        sft.load_sft_examples(tmp_path / "d.txt", _cfg())
+        _load(tmp_path / "d.txt")
     with pytest.raises(ValueError, match=r"micro_batch_size \(3\) must divide batch_size \(4\)"):
         _cfg(micro_batch_size=3)
 
 
 def test_gradient_accumulation_is_exact(tiny, tok):
     model, _ = tiny
-    examples = sft.load_sft_examples([{"prompt": q, "completion": c * (i + 1)} for i, (q, c) in enumerate(PAIRS + PAIRS[:1])],
-                                     _cfg())
+    examples = _load([{"prompt": q, "completion": c * (i + 1)} for i, (q, c) in enumerate(PAIRS + PAIRS[:1])])
     rows, _, _ = sft.tokenize_examples(tok, examples, 128)
     assert len({len(r["input_ids"]) for r in rows}) > 1  # micro-batches pad differently
 
@@ -143,7 +147,7 @@ def test_sft_learns_completions_and_to_stop(tiny, tmp_path):
     rows = [{"prompt": q, "completion": c} for q, c in PAIRS[:2]] * 16
     # An untrained model first predicts the token it reads (tied embeddings): it needs ~80 steps to memorise.
     cfg = _cfg(epochs=20, lr=3e-2, warmup_steps=2, batch_size=8, micro_batch_size=4, eval_fraction=0.0, eval_every=20)
-    examples = sft.load_sft_examples(rows, cfg)
+    examples = _load(rows)
     result = sft.train_sft(model, tok, examples, cfg, tmp_path)
     assert result["steps"] == 20 * 4 and result["examples"] == 32 and result["truncated"] == 0
     metrics = _rows(tmp_path)
@@ -165,7 +169,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     rows = [{"prompt": q, "completion": c} for q, c in PAIRS] * 4
     cfg = _cfg(epochs=2, lr=3e-3, warmup_steps=1, eval_fraction=0.2, eval_every=2, checkpoint_every=2)
 
-    straight = sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "straight", device="cpu", dtype="fp32")
+    straight = sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "straight", system="", device="cpu", dtype="fp32")
     assert straight["steps"] == 4 and straight["eval_loss"] is not None
 
     model, tok = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
@@ -179,9 +183,9 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
 
     model.register_forward_pre_hook(killed_in_step_3)
     with pytest.raises(KeyboardInterrupt):
-        sft.train_sft(model, tok, sft.load_sft_examples(rows, cfg), cfg, tmp_path / "resumed")
+        sft.train_sft(model, tok, sft.load_sft_examples(rows, cfg, system=""), cfg, tmp_path / "resumed", system="")
     assert not (tmp_path / "resumed" / "final").exists()
-    resumed = sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "resumed", device="cpu", dtype="fp32")
+    resumed = sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "resumed", system="", device="cpu", dtype="fp32")
 
     a, b = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
@@ -194,7 +198,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5, msg=name)
 
     with pytest.raises(ValueError, match="other data or batch settings"):
-        sft.sft_from_config(str(tiny_model_dir), rows[:-1], cfg, tmp_path / "resumed", device="cpu", dtype="fp32")
+        sft.sft_from_config(str(tiny_model_dir), rows[:-1], cfg, tmp_path / "resumed", system="", device="cpu", dtype="fp32")
 
 
 def test_eval_split_holds_out_whole_prompts(tiny):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from math import comb
 
-from r1lab.config import EvalConfig, SamplingConfig
+from r1lab.config import REFLECTION_PHRASES, EvalConfig
 from r1lab.rewards.language import language_consistency_reward
 from r1lab.data.format import apply_template, response_prefix
 from r1lab.progress import progress_bar
@@ -42,17 +42,16 @@ def reflects(text: str, phrases: list[str]) -> bool:
 
 
 def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str | None,
-             reflection_phrases: list[str] = ("wait", "recheck", "等等", "再算"), examples: list[Example] | None = None,
+             reflection_phrases: list[str] = REFLECTION_PHRASES, examples: list[Example] | None = None,
              label: str = "eval") -> dict:
     examples = list(examples if examples is not None else task.examples("test"))[: cfg.n]
-    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     per_chunk = max(1, cfg.batch_size // cfg.k)
     correct, formatted, lengths, reflective, consistency, cons, samples = [], [], [], [], [], [], []
     with progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) as bar:
         for start in range(0, len(examples), per_chunk):
             chunk = examples[start : start + per_chunk]
             prompts = [apply_template(e.prompt, template, engine.tokenizer, system) for e in chunk]
-            rollout = engine.generate(prompts, sampling, n=cfg.k)
+            rollout = engine.generate(prompts, cfg.sampling, n=cfg.k)
             for i, ex in enumerate(chunk):
                 rows = range(i * cfg.k, (i + 1) * cfg.k)
                 responses = [response_prefix(prompts[i]) + rollout.texts[r] for r in rows]
@@ -81,7 +80,7 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
         "mean_length": sum(lengths) / len(lengths),
         "reflection_rate": sum(reflective) / len(reflective),
         "language_consistency": sum(consistency) / len(consistency),
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
+        "temperature": cfg.sampling.temperature,
+        "top_p": cfg.sampling.top_p,
         "samples": samples[:8],
     }

@@ -27,7 +27,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from r1lab.config import ConfigError, Strict
+from r1lab.config import ConfigError, Strict, format_errors
 from r1lab.progress import console
 from r1lab.evaluation.report import CSS, format_duration, format_number, is_number, read_jsonl, smooth
 
@@ -66,8 +66,7 @@ def load_spec(name: str, extra: list[str] = ()) -> CompareSpec:
     try:
         return CompareSpec.model_validate(data)
     except ValidationError as err:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"invalid comparison '{path}':\n" + "\n".join(lines)) from None
+        raise ConfigError(format_errors(err, f"comparison '{path}'", CompareSpec)) from None
 
 
 def run_compare(spec: CompareSpec, out: str | Path) -> dict:
@@ -94,14 +93,12 @@ def _variant_config(spec: CompareSpec, settings: list[str]):
         from r1lab.config import load_config
 
         return load_config(spec.recipe, overrides)
-    from r1lab.config import parse_overrides
-    from r1lab.config import ControlConfig
+    from r1lab.config import ControlConfig, parse_overrides
 
     try:
         return ControlConfig.model_validate(parse_overrides(overrides))
     except ValidationError as err:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"invalid control settings {overrides}:\n" + "\n".join(lines)) from None
+        raise ConfigError(format_errors(err, f"control settings {overrides}", ControlConfig)) from None
 
 
 # What each kind plots: (file, title, y key, x key, x label). Recipe runs log per-step time, not a clock.

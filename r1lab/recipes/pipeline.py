@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from r1lab.config import ConfigError, RLConfig, RunConfig, SFTConfig, SamplingConfig, StageConfig, merge
+from r1lab.config import ConfigError, RunConfig, StageConfig
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.progress import console
 
@@ -139,7 +139,7 @@ class Run:
 def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.rl.loop import train_rl
 
-    rl = RLConfig.model_validate(merge(run.cfg.rl.model_dump(), stage.rl))
+    rl = run.cfg.stage_rl(stage)
     policy, tokenizer = run.load(stage.init)
     engine = run.engine(policy, tokenizer)
     try:
@@ -157,13 +157,13 @@ def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
 
     model, tokenizer = run.load(stage.init)
     out.mkdir(parents=True, exist_ok=True)
-    sampling = SamplingConfig(temperature=stage.temperature, max_new_tokens=run.cfg.rl.sampling.max_new_tokens)
     task = run.task_of(stage)
     t0 = time.time()
     engine = run.engine(model, tokenizer)
     try:
-        stats = generate(engine, task, task.examples("train")[: stage.prompts], k=stage.k, sampling=sampling,
-                         template=run.cfg.template, system=run.system, filters=stage.filters,
+        stats = generate(engine, task, task.examples("train")[: stage.prompts], k=stage.k,
+                         sampling=run.cfg.stage_sampling(stage), template=run.cfg.template, system=run.system,
+                         filters=run.cfg.stage_filters(stage),
                          out_path=out / "samples.jsonl", label=stage.name)
     finally:
         engine.close()
@@ -183,12 +183,13 @@ def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.sft.generate import read_kept
     from r1lab.sft.train import load_sft_examples, train_sft
 
-    cfg = SFTConfig.model_validate(merge(run.cfg.sft.model_dump(), {"template": run.cfg.template, "system": run.system, **stage.sft}))
+    cfg, prompt = run.cfg.stage_sft(stage), {"template": run.cfg.template, "system": run.system}
     model, tokenizer = run.load(stage.init)
     rows = [row for name in stage.data for row in read_kept(run.dir / name / "samples.jsonl")]
     if not rows:
         raise ValueError(f"stage {stage.name}: its data stages ({', '.join(stage.data)}) kept no samples to train on")
-    return train_sft(model, tokenizer, load_sft_examples(rows, cfg, tokenizer), cfg, out, stage=stage.name)
+    examples = load_sft_examples(rows, cfg, tokenizer, **prompt)
+    return train_sft(model, tokenizer, examples, cfg, out, seed=run.cfg.seed, stage=stage.name, **prompt)
 
 
 RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft": run_sft}
@@ -253,7 +254,7 @@ def finish(run: Run) -> dict:
     }
     write_json_atomic(run.dir / "summary.json", summary)
     write_report(run.dir)
-    print_table(summary["table"], f"{cfg.recipe}: every model on {cfg.task} (k={cfg.eval.k}, T={cfg.eval.temperature})")
+    print_table(summary["table"], f"{cfg.recipe}: every model on {cfg.task} (k={cfg.eval.k}, T={cfg.eval.sampling.temperature})")
     first = "base" if "base" in state["evals"] else last.init  # distillation: student -> distilled
     start, final = state["evals"][first]["pass@1"], state["evals"][last.name]["pass@1"]
     console.print(f"[bold]pass@1 {start:.3f} ({first}) -> {final:.3f} ({last.name})[/] ({final - start:+.3f}); "

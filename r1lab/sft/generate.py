@@ -12,31 +12,13 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
-
-from r1lab.config import SamplingConfig, Strict
+from r1lab.config import FilterConfig, SamplingConfig
 from r1lab.data.example import Example, Task
 from r1lab.data.format import apply_template, extract_answer, response_prefix, split_response
 from r1lab.progress import progress_bar
 from r1lab.rewards.language import language_share
 from r1lab.rewards.rules import RewardFn, format_reward, make_accuracy_reward, repetition_penalty
-
-
-class FilterConfig(Strict):
-    """Which samples are kept. A None threshold turns its filter off."""
-
-    require_correct: bool = Field(True, description="drop samples the verifier scores below 1")
-    require_format: bool = Field(True, description="drop samples not exactly <think>…</think> <answer>…</answer>")
-    require_summary: bool = Field(True, description="drop samples without a non-empty <answer> after </think>")
-    max_repetition: float | None = Field(0.3, ge=0, le=1, description="drop above this share of repeated word 3-grams")
-    min_language_share: float | None = Field(0.95, ge=0, le=1, description="drop below this share of thinking in `language`")
-    language: Literal["en", "zh"] = Field("en", description="target language of the thinking")
-    drop_truncated: bool = Field(True, description="drop samples that hit the generation limit")
-    max_tokens: int | None = Field(None, gt=0, description="drop samples longer than this many tokens")
-    max_per_prompt: int | None = Field(None, gt=0, description="keep at most this many samples per prompt (None: all)")
-    dedupe: bool = Field(True, description="drop a response seen earlier for the prompt (up to whitespace)")
 
 
 def _tidy(text: str) -> str:

@@ -37,16 +37,17 @@ IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cros
 # ---------------------------------------------------------------- data
 
 
-def load_sft_examples(path_or_rows, cfg: SFTConfig, tokenizer=None) -> list[dict]:
+def load_sft_examples(path_or_rows, cfg: SFTConfig, tokenizer=None, *, template: str = "r1-zero",
+                      system: str | None = None) -> list[dict]:
     """Rows -> [{"prompt": templated prompt text, "completion": text to learn}].
 
     path_or_rows: a .jsonl/.json/.parquet/.csv file, a datasets `save_to_disk` directory, or an iterable
     of dicts. A row is either cfg.prompt_field + cfg.completion_field, or cfg.messages_field (a chat:
     the last assistant message is the completion, the messages before it the prompt; template 'chat' only).
-    `tokenizer` is needed for template 'chat'.
+    `template` and `system` are the run's (None: the template's default); `tokenizer` is needed for 'chat'.
     """
     rows, source = _read_rows(path_or_rows)
-    examples = [_example(row, i, source, cfg, tokenizer) for i, row in enumerate(rows)]
+    examples = [_example(row, i, source, cfg, tokenizer, template, system) for i, row in enumerate(rows)]
     if not examples:
         raise ValueError(f"{source}: no rows to train on")
     return examples
@@ -59,11 +60,11 @@ def _read_rows(path_or_rows):
     return read_table(str(path_or_rows))["train"], str(path_or_rows)
 
 
-def _example(row, i: int, source: str, cfg: SFTConfig, tokenizer) -> dict:
+def _example(row, i: int, source: str, cfg: SFTConfig, tokenizer, template: str, system: str | None) -> dict:
     if not isinstance(row, dict):
         raise ValueError(f"{source}: row {i} is a {type(row).__name__}, expected a dict of fields")
     if row.get(cfg.messages_field) is not None:
-        prompt, completion = _chat_example(row[cfg.messages_field], i, source, cfg, tokenizer)
+        prompt, completion = _chat_example(row[cfg.messages_field], i, source, cfg, tokenizer, template, system)
     else:
         for field in (cfg.prompt_field, cfg.completion_field):
             if row.get(field) is None:
@@ -71,7 +72,7 @@ def _example(row, i: int, source: str, cfg: SFTConfig, tokenizer) -> dict:
                                  f"fields present: {sorted(k for k, v in row.items() if v is not None)}")
             if not isinstance(row[field], str) or not row[field].strip():
                 raise ValueError(f"{source}: row {i} has an empty or non-text {field!r} field")
-        prompt = apply_template(row[cfg.prompt_field].strip(), cfg.template, tokenizer, cfg.system)
+        prompt = apply_template(row[cfg.prompt_field].strip(), template, tokenizer, system)
         completion = row[cfg.completion_field]
     # r1-zero prompts end in "<think>" and completions usually start with it: keep one, not two.
     prefix = response_prefix(prompt)
@@ -80,10 +81,11 @@ def _example(row, i: int, source: str, cfg: SFTConfig, tokenizer) -> dict:
     return {"prompt": prompt, "completion": completion}
 
 
-def _chat_example(messages, i: int, source: str, cfg: SFTConfig, tokenizer) -> tuple[str, str]:
+def _chat_example(messages, i: int, source: str, cfg: SFTConfig, tokenizer, template: str,
+                  system: str | None) -> tuple[str, str]:
     where = f"{source}: row {i} {cfg.messages_field!r}"
-    if cfg.template != "chat":
-        raise ValueError(f"{where} is a chat; chat rows need template='chat' (got {cfg.template!r}), "
+    if template != "chat":
+        raise ValueError(f"{where} is a chat; chat rows need template='chat' (got {template!r}), "
                          f"or give {cfg.prompt_field!r}/{cfg.completion_field!r} rows")
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{where}: template 'chat' needs a tokenizer with a chat_template")
@@ -101,8 +103,8 @@ def _chat_example(messages, i: int, source: str, cfg: SFTConfig, tokenizer) -> t
     if not messages[last]["content"].strip():
         raise ValueError(f"{where} has an empty last assistant message")
     context = messages[:last]
-    if cfg.system and context[0]["role"] != "system":
-        context = [{"role": "system", "content": cfg.system}] + context
+    if system and context[0]["role"] != "system":
+        context = [{"role": "system", "content": system}] + context
     prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
     return prompt, messages[last]["content"]
 
@@ -232,8 +234,11 @@ def _epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     return tuple(order)
 
 
-def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, stage: str = "sft") -> dict:
+def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *, seed: int = 0, template: str = "r1-zero",
+              system: str | None = None, stage: str = "sft") -> dict:
     """SFT on `examples` (from load_sft_examples: templated prompts). Resumes from OUT/checkpoints if present.
+    `seed` (the run's) fixes the eval split and the batch order; template and system, those the examples
+    were templated with, are recorded in OUT/final/r1lab.json.
 
     Returns {"steps", "epochs", "train_loss", "eval_loss", "wall_seconds", "examples", "eval_examples",
     "truncated", "dropped"}; the trained model is in OUT/final.
@@ -242,14 +247,14 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
     out_dir.mkdir(parents=True, exist_ok=True)
     if not examples:
         raise ValueError("no SFT examples to train on")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_len = _max_len(model, cfg)
     rows, truncated, dropped = tokenize_examples(tokenizer, examples, max_len)
-    train, held_out = split_eval(rows, cfg.eval_fraction, cfg.seed)
+    train, held_out = split_eval(rows, cfg.eval_fraction, seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)  # the last batch of an epoch may be smaller
     total = cfg.epochs * steps_per_epoch
-    data_id = _fingerprint(examples, cfg, max_len)
+    data_id = _fingerprint(examples, cfg, max_len, seed)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total, cfg.min_lr_ratio))
@@ -274,7 +279,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
         for step in range(start + 1, total + 1):
             t0 = time.time()
             epoch, index = divmod(step - 1, steps_per_epoch)
-            order = _epoch_order(len(train), cfg.seed, epoch)
+            order = _epoch_order(len(train), seed, epoch)
             batch = [train[j] for j in order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
             lr = opt.param_groups[0]["lr"]
             opt.zero_grad(set_to_none=True)
@@ -297,21 +302,21 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, s
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
                     "train_loss": train_loss, "eval_loss": eval_loss})
     model.eval()
-    save_model(model, tokenizer, out_dir / "final", {"built_by": f"r1lab sft ({stage})", "template": cfg.template,
-                                                      "system": cfg.system})
+    save_model(model, tokenizer, out_dir / "final", {"built_by": f"r1lab sft ({stage})", "template": template,
+                                                      "system": system})
     return {"steps": total, "epochs": cfg.epochs, "train_loss": train_loss, "eval_loss": eval_loss,
             "wall_seconds": round(elapsed, 1), "examples": len(train), "eval_examples": len(held_out),
             "truncated": truncated, "dropped": dropped}
 
 
-def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, device: str = "auto", dtype: str = "auto",
-                    stage: str = "sft") -> dict:
+def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, template: str = "r1-zero", system: str | None = None,
+                    seed: int = 0, device: str = "auto", dtype: str = "auto", stage: str = "sft") -> dict:
     """Loads a model + tokenizer, reads `data` (a file, a save_to_disk dir or rows) and runs train_sft."""
     model, tokenizer = load_model(model_path, device=device, dtype=dtype)
-    if cfg.system is None and (system := trained_system(model_path, cfg.template)) is not None:
-        cfg = cfg.model_copy(update={"system": system})  # the prompt the model was built for (tiny world: none)
-    examples = load_sft_examples(data, cfg, tokenizer)
-    return train_sft(model, tokenizer, examples, cfg, out_dir, stage=stage)
+    if system is None:
+        system = trained_system(model_path, template)  # the prompt the model was built for (tiny world: none)
+    examples = load_sft_examples(data, cfg, tokenizer, template=template, system=system)
+    return train_sft(model, tokenizer, examples, cfg, out_dir, seed=seed, template=template, system=system, stage=stage)
 
 
 # ---------------------------------------------------------------- helpers
@@ -325,9 +330,9 @@ def _max_len(model, cfg: SFTConfig) -> int:
     return cfg.max_len
 
 
-def _fingerprint(examples: list[dict], cfg: SFTConfig, max_len: int) -> str:
+def _fingerprint(examples: list[dict], cfg: SFTConfig, max_len: int, seed: int) -> str:
     """What fixes the batches of every step: a checkpoint made under another one cannot be resumed."""
-    h = hashlib.sha256(json.dumps([cfg.batch_size, cfg.seed, cfg.eval_fraction, max_len]).encode())
+    h = hashlib.sha256(json.dumps([cfg.batch_size, seed, cfg.eval_fraction, max_len]).encode())
     for ex in examples:
         h.update(ex["prompt"].encode() + b"\0" + ex["completion"].encode() + b"\1")
     return h.hexdigest()[:16]

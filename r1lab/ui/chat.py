@@ -8,10 +8,13 @@ from contextlib import closing
 from rich.console import Console
 from rich.text import Text
 
-from r1lab.config import SamplingConfig
+from r1lab.config import EVAL_SAMPLING, SamplingConfig
 from r1lab.data.format import END_ANSWER, END_THINK, THINK, apply_template, response_prefix, split_response
 from r1lab.engines import make_engine
 from r1lab.models import load_model, trained_system
+
+# Sampled as models are evaluated (the paper's protocol), with room for a longer answer than a test's.
+CHAT_SAMPLING = SamplingConfig(**EVAL_SAMPLING, max_new_tokens=512)
 
 
 def thinking_and_answer(text: str) -> tuple[str, str | None]:
@@ -83,13 +86,12 @@ def _show_response(chunks, console: Console, prefix: str) -> str:
     return text[len(prefix):]
 
 
-def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None, temperature: float = 0.6,
-         top_p: float = 0.95, max_new_tokens: int = 512, device: str = "auto", input_fn=input,
-         console: Console | None = None, engine=None) -> None:
+def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None, sampling: SamplingConfig = CHAT_SAMPLING,
+         device: str = "auto", input_fn=input, console: Console | None = None, engine=None) -> None:
     """Interactive loop: read a question, sample a response, show its thinking dimmed and its answer plain.
 
     Each turn is independent: R1-Zero models are trained single-turn (one prompt, one response), so
-    earlier turns are not fed back. temperature=0 means greedy decoding. Ends on EOF (Ctrl-D), 'exit',
+    earlier turns are not fed back. Temperature 0 means greedy decoding. Ends on EOF (Ctrl-D), 'exit',
     'quit' or Ctrl-C at the prompt; Ctrl-C while the model writes stops that response only.
     The system text defaults to the one model_dir's model was trained with (its r1lab.json), if any.
 
@@ -97,16 +99,16 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
     iterator over the response's text that stops generating when closed. None: model_dir's model,
     loaded on `device`.
     """
-    sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                              # the r1-zero format ends there; a base model would otherwise ramble on as "User: ..."
-                              stop=[END_ANSWER] if template == "r1-zero" else [])
+    if template == "r1-zero":  # the format ends there; a base model would otherwise ramble on as "User: ..."
+        sampling = sampling.model_copy(update={"stop": [*sampling.stop, END_ANSWER]})
     console = console or Console()
     if engine is None:
         console.print(Text(f"loading {model_dir} ...", style="dim"))
         model, tokenizer = load_model(model_dir, device=device)
         engine = make_engine("torch", model, tokenizer)
     system = trained_system(model_dir, template) if system is None else system
-    mode = f"temperature {temperature}, top_p {top_p}" if temperature > 0 else "greedy"
+    temperature, max_new_tokens = sampling.temperature, sampling.max_new_tokens
+    mode = f"temperature {temperature}, top_p {sampling.top_p}" if temperature > 0 else "greedy"
     console.print(Text(f"{model_dir} · template {template} · {mode} · up to {max_new_tokens} new tokens\n"
                        "each question is answered on its own (no memory of earlier turns); exit, quit or Ctrl-D to leave",
                        style="dim"))

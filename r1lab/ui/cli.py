@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=4)
     ev.add_argument("--n", type=int, default=None, help="number of test problems (default: all)")
     ev.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
-    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's sampling (128)")
     ev.add_argument("--json", help="write the result here")
     ev.add_argument("overrides", nargs="*", help="more fields, e.g. data.answer_field=solution")
 
@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--split", default="train", choices=["train", "test"])
     gen.add_argument("--n", type=int, default=None, help="number of prompts (default: all)")
     gen.add_argument("--k", type=int, default=4)
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=None, help="default: the run's sampling (1.0)")
+    gen.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's sampling (128)")
     gen.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
     gen.add_argument("--out", required=True, help="JSONL file to write")
     gen.add_argument("overrides", nargs="*", help="more fields, e.g. data.answer_field=solution")
@@ -81,13 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     sf.add_argument("model", help="model directory or hub name ('tinyworld' for the tiny base)")
     sf.add_argument("--data", required=True, help="JSONL/JSON/CSV/parquet file or save_to_disk directory (e.g. r1lab generate's output)")
     sf.add_argument("--out", required=True, help="output directory: metrics.jsonl, checkpoints/, final/")
-    sf.add_argument("overrides", nargs="*", help="sft fields, e.g. epochs=3 lr=1e-5 template=chat")
+    sf.add_argument("overrides", nargs="*", help="sft fields and the run's template, system, seed, e.g. epochs=3 lr=1e-5 template=chat")
 
     ch = sub.add_parser("chat", help="talk to a model; thinking is shown apart from the answer")
     ch.add_argument("model")
     ch.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
-    ch.add_argument("--temperature", type=float, default=0.6)
-    ch.add_argument("--max-new-tokens", type=int, default=512)
+    ch.add_argument("--temperature", type=float, default=None, help="default: evaluation's (0.6)")
+    ch.add_argument("--max-new-tokens", type=int, default=None, help="default: 512")
 
     rep = sub.add_parser("report", help="(re)write a run directory's plots and report.html")
     rep.add_argument("run_dir")
@@ -126,7 +126,7 @@ def _quiet_hf() -> None:
 
 
 def _dispatch(args) -> int:
-    from r1lab.config import load_config, merge, parse_overrides, validate
+    from r1lab.config import ConfigError, format_errors, load_config, parse_overrides, validate
 
     if args.command == "run":
         from r1lab.recipes.pipeline import run_recipe
@@ -139,7 +139,6 @@ def _dispatch(args) -> int:
     elif args.command == "control":
         from pydantic import ValidationError
 
-        from r1lab.config import ConfigError
         from r1lab.config import ControlConfig
         from r1lab.experiments.control import run_control
 
@@ -147,8 +146,7 @@ def _dispatch(args) -> int:
         try:
             cfg = ControlConfig.model_validate(settings)
         except ValidationError as err:
-            raise ConfigError("invalid control settings:\n" + "\n".join(
-                f"  {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
+            raise ConfigError(format_errors(err, "control settings", ControlConfig)) from None
         summary = run_control(cfg, args.out)
         print(json.dumps({k: summary[k] for k in ("algo", "env", "final_mean_return", "env_steps", "wall_seconds")}, indent=2))
     elif args.command == "compare":
@@ -159,7 +157,7 @@ def _dispatch(args) -> int:
         from r1lab.progress import console
         from r1lab.tinyworld.build import pretrain
 
-        cfg = validate({"pretrain": parse_overrides(args.overrides)}, source="pretrain settings").pretrain
+        cfg = validate({}, "pretrain settings", [f"pretrain.{o}" for o in args.overrides]).pretrain
         console.print(f"tiny base model: {pretrain(cfg, args.out)}")
     elif args.command == "eval":
         from r1lab.evaluation.evaluate import evaluate
@@ -167,9 +165,10 @@ def _dispatch(args) -> int:
         from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
         from r1lab.engines import make_engine
 
-        settings = {"model": args.model, "task": args.task, "template": args.template,
-                    "eval": {"k": args.k, "n": args.n, "max_new_tokens": args.max_new_tokens}}
-        cfg = validate(merge(settings, parse_overrides(args.overrides)), source="eval settings")
+        settings = {"model": args.model, "task": args.task, "template": args.template, "eval": {"k": args.k, "n": args.n}}
+        if args.max_new_tokens is not None:
+            settings["eval"]["sampling"] = {"max_new_tokens": args.max_new_tokens}
+        cfg = validate(settings, "eval settings", args.overrides)
         task = load_task_for(cfg)
         path = resolve_model(cfg)
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
@@ -180,38 +179,45 @@ def _dispatch(args) -> int:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
     elif args.command == "generate":
-        from r1lab.config import SamplingConfig
         from r1lab.sft.generate import generate
         from r1lab.models import load_model
         from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
         from r1lab.progress import console
         from r1lab.engines import make_engine
 
-        cfg = validate(merge({"model": args.model, "task": args.task, "template": args.template},
-                             parse_overrides(args.overrides)), source="generate settings")
+        sampling = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
+        cfg = validate({"model": args.model, "task": args.task, "template": args.template,
+                        "sampling": {k: v for k, v in sampling.items() if v is not None}}, "generate settings", args.overrides)
         task = load_task_for(cfg)
         path = resolve_model(cfg)
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
         stats = generate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed), task, task.examples(args.split)[: args.n], k=args.k,
-                         sampling=SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
+                         sampling=cfg.sampling,
                          template=cfg.template, system=resolve_system(cfg, path), filters=None, out_path=args.out)
         console.print(stats)
     elif args.command == "sft":
         from r1lab.recipes.pipeline import resolve_model
         from r1lab.sft.train import sft_from_config
 
-        cfg = validate({"model": args.model, "sft": parse_overrides(args.overrides)}, source="sft settings")
+        # template, system and seed are the run's (every stage's); the other fields are sft's
+        overrides = [o if o.split("=")[0].split(".")[0] in ("template", "system", "seed", "sft") else f"sft.{o}"
+                     for o in args.overrides]
+        cfg = validate({"model": args.model}, "sft settings", overrides)
         data = args.data
         if data.endswith(".jsonl") and _looks_like_generate_output(data):
             from r1lab.sft.generate import read_kept
 
             data = read_kept(data)  # r1lab generate's rows: train on the kept samples only
-        result = sft_from_config(resolve_model(cfg), data, cfg.sft, args.out, device=cfg.device, dtype=cfg.dtype)
+        result = sft_from_config(resolve_model(cfg), data, cfg.sft, args.out, template=cfg.template, system=cfg.system,
+                                 seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
         print(json.dumps(result, indent=2))
     elif args.command == "chat":
-        from r1lab.ui.chat import chat
+        from r1lab.config import SamplingConfig, changed
+        from r1lab.ui.chat import CHAT_SAMPLING, chat
 
-        chat(args.model, template=args.template, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+        given = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
+        sampling = changed(SamplingConfig, CHAT_SAMPLING, {k: v for k, v in given.items() if v is not None}, "chat")
+        chat(args.model, template=args.template, sampling=sampling)
     elif args.command == "report":
         from r1lab.evaluation.report import write_report
 

@@ -1,22 +1,12 @@
-"""Every setting of a run, validated in one place: YAML recipes + `a.b=value` command-line overrides."""
+"""The settings of a run: one pydantic class per part, RunConfig over them all (rules in r1lab.config)."""
 
 from __future__ import annotations
 
-import difflib
-from importlib import resources
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A recipe or override is wrong; the message names the field."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from r1lab.config.base import ConfigError, Strict, changed, did_you_mean
 
 
 class PretrainConfig(Strict):
@@ -52,11 +42,27 @@ class DataConfig(Strict):
 
 
 class SamplingConfig(Strict):
+    """How completions are sampled. The run's `sampling` is everyone's; rl.sampling, eval.sampling and a
+    generate stage's `sampling` change it for their own use. The defaults are RL's (the paper's T=1)."""
+
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="0 = off")
     max_new_tokens: int = Field(128, gt=0)
     stop: list[str] = Field(default_factory=list, description="stop strings, besides EOS")
+
+
+EVAL_SAMPLING = {"temperature": 0.6, "top_p": 0.95}  # the paper measures (and talks to) models this way, never greedy
+REFLECTION_PHRASES = ("wait", "recheck", "check", "等等", "再算", "验算")  # a response "reflects" if it has one
+
+
+def check_reward(name: str) -> None:
+    """The one place a reward name is checked: a name in r1lab.rewards.registry.REWARD_FUNCTIONS."""
+    from r1lab.rewards.registry import REWARD_FUNCTIONS
+
+    if name not in REWARD_FUNCTIONS:
+        raise ValueError(f"unknown reward {name!r}{did_you_mean(name, REWARD_FUNCTIONS)}; "
+                         f"known rewards are {', '.join(REWARD_FUNCTIONS)}")
 
 
 class RLConfig(Strict):
@@ -92,13 +98,14 @@ class RLConfig(Strict):
     vf_coef: float = Field(0.1, ge=0, description="ppo: weight of the value loss in the loss")
     value_clip: float = Field(0.2, gt=0, description="ppo: a value prediction moves at most this far from the rollout's")
     value_lr: float | None = Field(None, gt=0, description="ppo: value model learning rate (None = lr)")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="changes to the run's `sampling` for rollouts")
     rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0},
                                       description="reward weights for reasoning prompts (rules a program checks)")
     general_rewards: dict[str, float] = Field(default_factory=lambda: {"helpfulness": 1.0},
                                               description="reward weights for general prompts (examples with meta general)")
     reward_model: str | None = Field(None, description="HF sequence-classification model used by the 'reward_model' reward")
-    reflection_phrases: list[str] = Field(default_factory=lambda: ["wait", "recheck", "check", "等等", "再算", "验算"])
+    reflection_phrases: list[str] = Field(default_factory=lambda: list(REFLECTION_PHRASES),
+                                          description="phrases counted as reflection (training and eval metrics)")
     checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
     log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
 
@@ -108,8 +115,21 @@ class RLConfig(Strict):
         from r1lab.rl.algorithms import ALGORITHMS
 
         if v not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {v!r}: known algorithms are {', '.join(ALGORITHMS)}")
+            raise ValueError(f"unknown algorithm {v!r}{did_you_mean(v, ALGORITHMS)}: known algorithms are {', '.join(ALGORITHMS)}")
         return v
+
+    @field_validator("rewards", "general_rewards")
+    @classmethod
+    def _known_rewards(cls, weights: dict[str, float]) -> dict[str, float]:
+        for name in weights:
+            check_reward(name)
+        return weights
+
+    @model_validator(mode="after")
+    def _reward_model_named(self):
+        if "reward_model" in {**self.rewards, **self.general_rewards} and not self.reward_model:
+            raise ValueError("the 'reward_model' reward needs rl.reward_model=PATH (an HF sequence-classification model)")
+        return self
 
 
 class RolloutConfig(Strict):
@@ -128,15 +148,19 @@ class RolloutConfig(Strict):
 
 
 class EvalConfig(Strict):
-    """The paper's protocol: pass@1 = mean correctness over k samples at T=0.6, top-p 0.95."""
+    """The paper's protocol: pass@1 = mean correctness over k samples at T=0.6, top-p 0.95 (EVAL_SAMPLING)."""
 
     k: int = Field(4, gt=0)
     n: int | None = Field(None, gt=0, description="test problems to use (None = the whole test split)")
-    temperature: float = Field(0.6, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(128, gt=0)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(**EVAL_SAMPLING),
+                                     description="EVAL_SAMPLING, then the run's `sampling` for the rest, changed by these")
     batch_size: int = Field(256, gt=0, description="sequences sampled at once")
     extra_tasks: list[str] = Field(default_factory=list, description="more tasks every model is measured on (e.g. tinyworld/general)")
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _protocol(cls, v):
+        return {**EVAL_SAMPLING, **v} if isinstance(v, dict) else v
 
 
 class SFTConfig(Strict):
@@ -154,9 +178,7 @@ class SFTConfig(Strict):
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of examples held out for the eval loss (0 = none)")
     eval_every: int = Field(50, ge=0, description="optimizer steps between eval losses (0 = only at the end)")
     checkpoint_every: int = Field(100, ge=0, description="optimizer steps between checkpoints (0 = only at the end)")
-    seed: int = 0
-    template: Literal["r1-zero", "chat", "none"] = "r1-zero"
-    system: str | None = Field(None, description="system text for the template (None = the paper's for r1-zero, none for chat)")
+    # seed, template and system are the run's (one of each for every stage), given to train_sft beside this
     prompt_field: str = "prompt"
     completion_field: str = "completion"
     messages_field: str = Field("messages", description="chat rows: a list of {role, content}; the last assistant message is the completion")
@@ -168,6 +190,21 @@ class SFTConfig(Strict):
         return self
 
 
+class FilterConfig(Strict):
+    """Which samples a generate stage keeps. A None threshold turns its filter off."""
+
+    require_correct: bool = Field(True, description="drop samples the verifier scores below 1")
+    require_format: bool = Field(True, description="drop samples not exactly <think>…</think> <answer>…</answer>")
+    require_summary: bool = Field(True, description="drop samples without a non-empty <answer> after </think>")
+    max_repetition: float | None = Field(0.3, ge=0, le=1, description="drop above this share of repeated word 3-grams")
+    min_language_share: float | None = Field(0.95, ge=0, le=1, description="drop below this share of thinking in `language`")
+    language: Literal["en", "zh"] = Field("en", description="target language of the thinking")
+    drop_truncated: bool = Field(True, description="drop samples that hit the generation limit")
+    max_tokens: int | None = Field(None, gt=0, description="drop samples longer than this many tokens")
+    max_per_prompt: int | None = Field(None, gt=0, description="keep at most this many samples per prompt (None: all)")
+    dedupe: bool = Field(True, description="drop a response seen earlier for the prompt (up to whitespace)")
+
+
 MODEL_NAMES = ("base", "student", "teacher")  # models a stage may start from besides earlier stages
 
 
@@ -177,7 +214,14 @@ class StageConfig(Strict):
 
     kinds: rl (GRPO or another rl.algorithm), sft (on earlier generate/answers stages' kept samples), generate (sample, score,
     filter), answers (the task's reference answers without a chain of thought: non-reasoning SFT data).
+    rl, sft, sampling and filters are changes to the run's settings (to FilterConfig's defaults for
+    filters), checked when the config is loaded; RunConfig.stage_rl(stage) & co. resolve them.
     """
+
+    changes_to: ClassVar[dict[str, type[Strict]]] = {"rl": RLConfig, "sft": SFTConfig, "sampling": SamplingConfig,
+                                                     "filters": FilterConfig}
+    uses: ClassVar[dict[str, tuple[str, ...]]] = {"rl": ("rl",), "sft": ("sft",), "generate": ("sampling", "filters"),
+                                                  "answers": ()}
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also the stage's folder in the run directory")
     kind: Literal["rl", "generate", "sft", "answers"]
@@ -188,8 +232,8 @@ class StageConfig(Strict):
     data: list[str] = Field(default_factory=list, description="sft: generate/answers stages whose kept samples it trains on")
     k: int = Field(4, gt=0, description="generate: samples per prompt")
     prompts: int | None = Field(None, gt=0, description="generate, answers: train prompts to use (None = all)")
-    temperature: float = Field(1.0, ge=0, description="generate: sampling temperature")
-    filters: dict = Field(default_factory=dict, description="generate: FilterConfig fields (r1lab/generate.py)")
+    sampling: dict = Field(default_factory=dict, description="generate: changes to the run's sampling")
+    filters: dict = Field(default_factory=dict, description="generate: changes to FilterConfig's defaults")
 
     @property
     def makes_model(self) -> bool:
@@ -198,6 +242,8 @@ class StageConfig(Strict):
 
 class StudentConfig(Strict):
     """The smaller model of distillation: 'tinyworld' builds one like the base, changed by `pretrain`."""
+
+    changes_to: ClassVar[dict[str, type[Strict]]] = {"pretrain": PretrainConfig}
 
     model: str = Field("tinyworld", description="HF model path or hub name; 'tinyworld' pretrains a small tiny-world model")
     pretrain: dict = Field(default_factory=lambda: {"hidden_size": 64, "intermediate_size": 192},
@@ -208,15 +254,17 @@ class RunConfig(Strict):
     recipe: str = "r1-zero"
     model: str = Field("tinyworld", description="HF model path or hub name; 'tinyworld' builds/uses the cached tiny base")
     task: str = Field("tinyworld", description="tinyworld[/arithmetic|/countdown], reasoning-gym:NAME, or a data file")
-    template: Literal["r1-zero", "chat", "none"] = "r1-zero"
+    template: Literal["r1-zero", "chat", "none"] = Field("r1-zero", description="the prompt format of every stage")
     system: str | None = Field(None, description="system text for the template (None = the paper's)")
     device: str = "auto"
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, description="seeds every stage: data splits, sampling, RL and SFT")
     teacher: str | None = Field(None, description="model directory for stages with init 'teacher' (distillation)")
     student: StudentConfig = Field(default_factory=StudentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig,
+                                     description="every use's sampling (rl, eval, generate stages) unless it changes it")
     rl: RLConfig = Field(default_factory=RLConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -224,8 +272,40 @@ class RunConfig(Strict):
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="r1-zero", kind="rl")], min_length=1)
     final_stage: str | None = Field(None, description="the stage whose model RUN/final links to (None = the last rl/sft stage)")
 
+    def stage_rl(self, stage: StageConfig) -> RLConfig:
+        return changed(RLConfig, self.rl, stage.rl, f"stages.{stage.name}.rl")
+
+    def stage_sft(self, stage: StageConfig) -> SFTConfig:
+        return changed(SFTConfig, self.sft, stage.sft, f"stages.{stage.name}.sft")
+
+    def stage_sampling(self, stage: StageConfig) -> SamplingConfig:
+        return changed(SamplingConfig, self.sampling, stage.sampling, f"stages.{stage.name}.sampling")
+
+    def stage_filters(self, stage: StageConfig) -> FilterConfig:
+        return changed(FilterConfig, FilterConfig(), stage.filters, f"stages.{stage.name}.filters")
+
     def student_pretrain(self) -> PretrainConfig:
-        return PretrainConfig.model_validate(merge(self.pretrain.model_dump(), self.student.pretrain))
+        return changed(PretrainConfig, self.pretrain, self.student.pretrain, "student.pretrain")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_sampling(cls, data):
+        """rl.sampling and eval.sampling are changes to the run's `sampling` (eval's protocol, EVAL_SAMPLING,
+        between the two): filled in here, so after load both are whole SamplingConfigs."""
+        if not isinstance(data, dict):
+            return data
+        top = data.get("sampling", {})
+        top = top.model_dump() if isinstance(top, BaseModel) else top
+        try:
+            SamplingConfig.model_validate(top)
+        except ValidationError:
+            return data  # reported once, under `sampling`, not again under rl and eval
+        data = dict(data)
+        for use, own in (("rl", {}), ("eval", EVAL_SAMPLING)):
+            section = data.get(use, {})
+            if isinstance(section, dict) and isinstance(section.get("sampling", {}), dict):
+                data[use] = {**section, "sampling": {**top, **own, **section.get("sampling", {})}}
+        return data
 
     @model_validator(mode="after")
     def _stages_refer_backwards(self):
@@ -249,170 +329,28 @@ class RunConfig(Strict):
             raise ValueError(f"final_stage '{self.final_stage}' is not an rl or sft stage of this recipe")
         if not any(st.makes_model for st in self.stages):
             raise ValueError("a recipe needs at least one rl or sft stage (one that makes a model)")
+        return self
+
+    @model_validator(mode="after")
+    def _stage_settings_valid(self):
+        """Each stage's settings resolved now, so a typo fails at load, not when its stage starts an hour later."""
+        resolve = {"rl": self.stage_rl, "sft": self.stage_sft, "sampling": self.stage_sampling, "filters": self.stage_filters}
+        problems = []
+        for st in self.stages:
+            for block, settings in resolve.items():
+                if block not in StageConfig.uses[st.kind]:
+                    if getattr(st, block):
+                        problems.append(f"stages.{st.name}.{block}: a {st.kind} stage has no {block} settings")
+                    continue
+                try:
+                    settings(st)
+                except ConfigError as err:
+                    problems.append(str(err))
         if any(st.init == "student" for st in self.stages):
             try:
                 self.student_pretrain()
-            except ValidationError as err:
-                raise ValueError(f"student.pretrain: {err.errors()[0]['msg']}") from None
+            except ConfigError as err:
+                problems.append(str(err))
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
-
-
-SUPPORTED_ENVS = ("CartPole-v1", "Acrobot-v1")  # discrete actions: one categorical policy serves both
-
-
-class ControlConfig(Strict):
-    """Defaults reach CartPole-v1's 475 (mean of 100 episodes, sampled actions) with either algorithm
-    in 5-25 s of one CPU core, and Acrobot-v1's -100 in under a minute."""
-
-    algo: Literal["grpo", "ppo"] = Field("ppo", description="ppo: value network + GAE; grpo: group-relative episode returns")
-    env: str = Field("CartPole-v1", description=f"gymnasium env id, one of {', '.join(SUPPORTED_ENVS)}")
-    seed: int = Field(0, description="seeds torch, the training envs and the evaluation episodes")
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1,
-                                      description="MLP hidden sizes (policy and value)")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (constant)")
-    max_grad_norm: float = Field(0.5, gt=0)
-    epochs: int = Field(4, gt=0, description="passes over each batch of rollouts (GRPO's mu)")
-    minibatches: int = Field(4, gt=0, description="optimizer steps per epoch")
-    clip_eps: float = Field(0.2, gt=0, description="policy ratio clipped to [1-eps, 1+eps]")
-    ent_coef: float = Field(0.0, ge=0, description="entropy bonus coefficient")
-    # PPO
-    num_envs: int = Field(8, gt=0, description="ppo: parallel envs")
-    rollout_steps: int = Field(128, gt=0, description="ppo: steps per env per iteration")
-    gamma: float = Field(0.99, gt=0, le=1, description="ppo: discount")
-    gae_lambda: float = Field(0.95, ge=0, le=1, description="ppo: GAE lambda")
-    vf_coef: float = Field(0.5, gt=0, description="ppo: value loss coefficient")
-    value_clip: float | None = Field(10.0, gt=0, description="ppo: the value moves at most this far from its rollout "
-                                     "estimate per iteration (return units; None = no clipping)")
-    # GRPO
-    group_size: int = Field(8, gt=1, description="grpo: episodes per start state (G)")
-    groups: int = Field(8, gt=0, description="grpo: start states (groups) per iteration")
-    # budget, evaluation, stopping
-    max_env_steps: int = Field(1_000_000, gt=0, description="training env steps before stopping")
-    max_seconds: float = Field(300.0, gt=0, description="wall-clock budget, checked between iterations")
-    eval_every: int = Field(10_000, gt=0, description="training env steps between evaluations")
-    eval_episodes: int = Field(100, gt=0, description="fresh episodes per evaluation, the final one included "
-                               "(gym's 'solved' averages 100)")
-    eval_mode: Literal["sample", "greedy"] = Field("sample", description="evaluation actions: sampled from the policy "
-                                                    "(as in training) or argmax (easier on CartPole)")
-    target_return: float | None = Field(None, description="early-stop return; None = the env's reward_threshold "
-                                        "(CartPole-v1 475, Acrobot-v1 -100)")
-    stop_after: int = Field(2, ge=0, description="stop once this many evaluations in a row reach target_return "
-                            "(0 = never stop early); more than one keeps a lucky evaluation from ending the run")
-    threads: int | None = Field(1, gt=0, description="torch CPU threads during the run (None = leave as is); "
-                                "small MLPs are fastest on one")
-
-    @field_validator("env")
-    @classmethod
-    def _supported(cls, v: str) -> str:
-        check_env(v)
-        return v
-
-
-def check_env(env_id: str) -> None:
-    if env_id not in SUPPORTED_ENVS:
-        raise ValueError(f"unsupported env {env_id!r}: supported are {', '.join(SUPPORTED_ENVS)} "
-                         "(the policy is categorical, so continuous action spaces are not supported)")
-
-
-def recipe_path(name: str) -> Path:
-    """A recipe by name (shipped in r1lab/recipes) or by path to a YAML file."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.exists():
-            raise ConfigError(f"recipe file '{name}' does not exist")
-        return path
-    shipped = resources.files("r1lab") / "recipes" / f"{name}.yaml"
-    if not shipped.is_file():
-        names = sorted(p.name[:-5] for p in (resources.files("r1lab") / "recipes").iterdir() if p.name.endswith(".yaml"))
-        raise ConfigError(f"unknown recipe '{name}': choose one of {', '.join(names)} or give a .yaml path")
-    return Path(str(shipped))
-
-
-def parse_overrides(overrides: list[str]) -> dict:
-    """['rl.lr=1e-6', 'task=x.jsonl'] -> {'rl': {'lr': 1e-6}, 'task': 'x.jsonl'}; values parsed as YAML."""
-    tree: dict = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override '{item}' must look like field=value, e.g. rl.lr=1e-6")
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}' conflicts with another override of '{part}'")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as text
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        # Keys such as model= and task= are paths or names: keep them as the literal text.
-        node[leaf] = raw if isinstance(value, (int, float)) and leaf in ("model", "task", "system", "teacher") else value
-    return tree
-
-
-def merge(base: dict, update: dict) -> dict:
-    """`update` over `base`, recursively. A list of stages is changed by stage name or index:
-    {"stages": {"reasoning-rl": {"rl": {"steps": 5}}}} (from the override stages.reasoning-rl.rl.steps=5)."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        elif isinstance(value, dict) and isinstance(out.get(key), list):
-            out[key] = _merge_list(key, out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _merge_list(field: str, items: list, update: dict) -> list:
-    items = list(items)
-    names = [item.get("name") if isinstance(item, dict) else None for item in items]
-    for ref, value in update.items():
-        i = names.index(ref) if ref in names else int(ref) if str(ref).isdigit() and int(ref) < len(items) else None
-        if i is None:
-            raise ConfigError(f"{field}.{ref}: no such entry (names: {', '.join(str(n) for n in names)})")
-        items[i] = merge(items[i], value) if isinstance(value, dict) and isinstance(items[i], dict) else value
-    return items
-
-
-def _field_names(model: type[BaseModel], prefix: str = "") -> list[str]:
-    names = []
-    for name, field in model.model_fields.items():
-        names.append(prefix + name)
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            names += _field_names(field.annotation, prefix + name + ".")
-    return names
-
-
-def validate(data: dict, source: str = "config") -> RunConfig:
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as err:
-        known = _field_names(RunConfig)
-        lines = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(where, known, n=1)
-                lines.append(f"  {where}: unknown field" + (f" (did you mean '{close[0]}'?)" if close else ""))
-            elif not e["loc"] or isinstance(e.get("input"), dict):  # a check across fields: the message names them
-                lines.append(f"  {where or 'config'}: {e['msg'].removeprefix('Value error, ')}")
-            else:
-                lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
-        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
-
-
-def load_config(recipe: str, overrides: list[str] = ()) -> RunConfig:
-    path = recipe_path(recipe)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe '{path}' is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe '{path}' must be a mapping of fields")
-    return validate(merge(data, parse_overrides(list(overrides))), source=f"recipe '{recipe}' with overrides")
