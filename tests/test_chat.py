@@ -83,7 +83,7 @@ def test_chat_samples_as_asked_with_the_trained_system_text(tokenizer, tmp_path)
     (tmp_path / "r1lab.json").write_text('{"template": "r1-zero", "system": "Be brief."}')
     engine = ScriptedEngine(tokenizer, ["a </think> <answer> 1 </answer>"], ["2"])
     input_fn, _ = _feeder(["q1"])
-    chat(str(tmp_path), temperature=0, max_new_tokens=9, input_fn=input_fn, console=_console(), engine=engine)
+    chat(str(tmp_path), sampling=CHAT_SAMPLING.model_copy(update={"temperature": 0, "max_new_tokens": 9}), input_fn=input_fn, console=_console(), engine=engine)
     assert engine.prompts == [apply_template("q1", "r1-zero", system="Be brief.")]
     assert engine.samplings == [SamplingConfig(temperature=0, top_p=0.95, top_k=0, max_new_tokens=9, stop=["</answer>"])]
     input_fn, _ = _feeder(["q2"])
