@@ -79,8 +79,8 @@ def _prompt_order(task, seed: int, count: int):
 def _evaluator(args, task, tokenizer):
     """pass@1 on held-out problems with r1lab's evaluator: same seed, same problems for both frameworks."""
     from r1lab.config import EvalConfig
-    from r1lab.evaluation.evaluate import evaluate
     from r1lab.engines import make_engine
+    from r1lab.evaluation.evaluate import evaluate
 
     cfg = EvalConfig(k=4, n=args.tta_eval_n, sampling={"max_new_tokens": args.max_new}, batch_size=256)  # T=0.6, top-p 0.95
 
@@ -94,9 +94,9 @@ def _evaluator(args, task, tokenizer):
 
 
 def child_r1lab(args) -> dict:
-    import torch
-
     from dataclasses import replace
+
+    import torch
 
     import r1lab.checkpoint
     from r1lab.config import RLConfig, SamplingConfig
@@ -162,7 +162,6 @@ def child_trl(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from r1lab.data.format import apply_template
-
     from r1lab.models import load_tokenizer
     from r1lab.rewards.registry import Rewards
 

@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import _common  # noqa: F401  (puts the repo on sys.path)
+import torch
 from _common import make_model_dir, n_params
 
 
@@ -36,11 +35,11 @@ def main():
 
         sys.path.insert(0, args.root)
 
+    import r1lab
     from r1lab.config import RLConfig, SamplingConfig
     from r1lab.data.format import apply_template
-    from r1lab.models import load_model
-    import r1lab
     from r1lab.engines import make_engine
+    from r1lab.models import load_model
     from r1lab.rewards.registry import Rewards
     from r1lab.rl.algorithms import ALGORITHMS
     from r1lab.rl.batch import Batch

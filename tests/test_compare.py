@@ -3,11 +3,10 @@
 import json
 
 import pytest
-
-from r1lab.ui.cli import main
-from r1lab.experiments.compare import CompareSpec, load_spec, time_to_threshold
-
 from helpers import MICRO
+
+from r1lab.experiments.compare import CompareSpec, load_spec, time_to_threshold
+from r1lab.ui.cli import main
 
 
 def test_time_to_threshold_uses_the_smoothed_curve():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from r1lab.ui.cli import main
 from r1lab.config import ConfigError, EvalConfig, load_config, parse_overrides
+from r1lab.ui.cli import main
 
 
 def test_recipe_loads_and_overrides_apply():

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-
 from helpers import MICRO
-from r1lab.ui.cli import main
 
+from r1lab.ui.cli import main
 
 
 @pytest.mark.slow

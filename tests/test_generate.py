@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from r1lab.config import SamplingConfig
-from r1lab.sft.generate import FilterConfig, generate, read_kept, reformat_for_readability, score_sample, select
 from r1lab.engines.torch_engine import TorchEngine
+from r1lab.sft.generate import FilterConfig, generate, read_kept, reformat_for_readability, score_sample, select
 from r1lab.tinyworld.problems import TinyWorldTask
 
 TASK = TinyWorldTask("tinyworld", train_size=50, test_size=10)

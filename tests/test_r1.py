@@ -7,15 +7,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from r1lab.config import ConfigError, load_config
-from r1lab.evaluation.evaluate import evaluate, majority_answer, pass_at_k
-from r1lab.config import EvalConfig
-from r1lab.sft.generate import read_kept, write_reference_answers
-from r1lab.rewards.language import language_share
-from r1lab.rewards.reward_model import RewardModel
-from r1lab.rewards.registry import Rewards
-from r1lab.rewards.rules import make_helpfulness_reward
+from r1lab.config import ConfigError, EvalConfig, load_config
 from r1lab.data.example import Example
+from r1lab.evaluation.evaluate import evaluate, majority_answer, pass_at_k
+from r1lab.rewards.language import language_share
+from r1lab.rewards.registry import Rewards
+from r1lab.rewards.reward_model import RewardModel
+from r1lab.rewards.rules import make_helpfulness_reward
+from r1lab.sft.generate import read_kept, write_reference_answers
 from r1lab.tinyworld.problems import CHINESE, MIXED_SHARE, TinyWorldTask, sample_problem, score, worked_solution
 
 GENERAL = TinyWorldTask("tinyworld/general", train_size=300, test_size=30)

@@ -4,12 +4,10 @@ import time
 
 import pytest
 
-from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
-
-from r1lab.data.format import extract_answer
-
-from r1lab.rewards.rules import format_reward, length_penalty, make_accuracy_reward, repetition_penalty, tag_count_reward
 from r1lab.data.example import Example, Task
+from r1lab.data.format import extract_answer
+from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
+from r1lab.rewards.rules import format_reward, length_penalty, make_accuracy_reward, repetition_penalty, tag_count_reward
 
 
 class ExactTask(Task):

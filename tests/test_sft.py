@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from r1lab.sft import train as sft
 from r1lab.config import SamplingConfig, SFTConfig
 from r1lab.data.format import apply_template
-from r1lab.models import load_model, load_tokenizer
 from r1lab.engines.torch_engine import TorchEngine
+from r1lab.models import load_model, load_tokenizer
+from r1lab.sft import train as sft
 
 PAIRS = [  # (question, completion as our data writes it: starting with <think>)
     ("3+4", "<think> 3+4=7 </think> <answer> 7 </answer>"),

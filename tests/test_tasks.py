@@ -4,11 +4,8 @@ import threading
 import pytest
 
 from r1lab.data.example import Example, Task
-
-from r1lab.data.reasoning_gym import ReasoningGymTask
-
 from r1lab.data.files import gold_answer, math_equal
-
+from r1lab.data.reasoning_gym import ReasoningGymTask
 from r1lab.data.tasks import load_task
 
 

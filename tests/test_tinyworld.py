@@ -8,8 +8,17 @@ from r1lab.config import PretrainConfig
 from r1lab.data.format import extract_answer
 from r1lab.rewards.rules import format_reward
 from r1lab.tinyworld.build import corpus, pack, train_tokenizer
-from r1lab.tinyworld.problems import (ARITH_STYLES, COUNTDOWN_STYLES, RESERVED_TEST, TinyWorldTask, arithmetic_problem,
-                                      arithmetic_solution, sample_problem, score, worked_solution)
+from r1lab.tinyworld.problems import (
+    ARITH_STYLES,
+    COUNTDOWN_STYLES,
+    RESERVED_TEST,
+    TinyWorldTask,
+    arithmetic_problem,
+    arithmetic_solution,
+    sample_problem,
+    score,
+    worked_solution,
+)
 
 
 def _countdown(numbers, target):

@@ -1,7 +1,7 @@
 import pytest
 import torch
+from helpers import digits, metrics_rows, rl_config, train
 
-from helpers import EchoTask, digits, metrics_rows, rl_config, train
 from r1lab.engines import make_engine
 from r1lab.models import load_model
 from r1lab.rewards.registry import REWARD_FUNCTIONS

@@ -23,9 +23,23 @@ and cfg.eval.sampling are whole SamplingConfigs. One `seed`, `template` and `sys
 from r1lab.config.base import ConfigError, Strict, apply_changes, changed, error_lines, format_errors
 from r1lab.config.control import SUPPORTED_ENVS, ControlConfig, check_env
 from r1lab.config.load import load_config, parse_overrides, recipe_path, validate
-from r1lab.config.settings import (EVAL_SAMPLING, MODEL_NAMES, REFLECTION_PHRASES, DataConfig, EvalConfig, FilterConfig,
-                                   PretrainConfig, RLConfig, RolloutConfig, RunConfig, SamplingConfig, SFTConfig,
-                                   StageConfig, StudentConfig, check_reward)
+from r1lab.config.settings import (
+                                   EVAL_SAMPLING,
+                                   MODEL_NAMES,
+                                   REFLECTION_PHRASES,
+                                   DataConfig,
+                                   EvalConfig,
+                                   FilterConfig,
+                                   PretrainConfig,
+                                   RLConfig,
+                                   RolloutConfig,
+                                   RunConfig,
+                                   SamplingConfig,
+                                   SFTConfig,
+                                   StageConfig,
+                                   StudentConfig,
+                                   check_reward,
+)
 
 __all__ = ["ConfigError", "Strict", "apply_changes", "changed", "error_lines", "format_errors", "SUPPORTED_ENVS",
            "ControlConfig", "check_env", "load_config", "parse_overrides", "recipe_path", "validate", "EVAL_SAMPLING",

@@ -81,3 +81,9 @@ def extract_answer(response: str) -> str | None:
         return None
     start = open_ + len("<answer>")
     return response[start : response.find("</answer>", start)].strip()
+
+
+def reflects(text: str, phrases: list[str]) -> bool:
+    """Whether a response re-examines its work: one of `phrases` ("wait", "recheck", ...) in it, any case."""
+    low = text.lower()
+    return any(p.lower() in low for p in phrases)

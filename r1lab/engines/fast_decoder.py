@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 class KVCache:
     """Keys and values of every layer, one block per batch slot: k, v (slots, kv_heads, P + width, head_dim).
     Columns 0 .. P-1 hold the slot's prompt (left-padded; the prefill runs each prompt once and copies it to

@@ -10,12 +10,11 @@ from collections import Counter
 from math import comb
 
 from r1lab.config import REFLECTION_PHRASES, EvalConfig
-from r1lab.rewards.language import language_consistency_reward
-from r1lab.data.format import apply_template, response_prefix
-from r1lab.progress import progress_bar
-from r1lab.data.format import extract_answer
-from r1lab.rewards.rules import format_reward
 from r1lab.data.example import Example, Task
+from r1lab.data.format import apply_template, extract_answer, reflects, response_prefix
+from r1lab.progress import progress_bar
+from r1lab.rewards.language import language_consistency_reward
+from r1lab.rewards.rules import format_reward
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -34,11 +33,6 @@ def majority_answer(answers: list[str | None], key=lambda a: " ".join(a.split())
         return None
     winner = counts.most_common(1)[0][0]
     return next(a for a in given if key(a) == winner)
-
-
-def reflects(text: str, phrases: list[str]) -> bool:
-    low = text.lower()
-    return any(p.lower() in low for p in phrases)
 
 
 def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str | None,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import yaml
 
 from r1lab.config import ConfigError, RunConfig, StageConfig
 from r1lab.evaluation.evaluate import evaluate
+from r1lab.models import save_model, trained_system
 from r1lab.progress import console
 
 
@@ -39,13 +41,8 @@ def resolve_model(cfg: RunConfig, which: str = "base") -> str:
 
 
 def resolve_system(cfg: RunConfig, model_path: str) -> str | None:
-    """An explicit `system` wins; else the one a model was built with (r1lab.json); else the paper's."""
-    if cfg.system is not None:
-        return cfg.system
-    meta = Path(model_path) / "r1lab.json"
-    if meta.exists() and meta.stat().st_size:
-        return json.loads(meta.read_text()).get("system")
-    return None
+    """An explicit `system` wins; else the one a model was built with (r1lab.json); else None: the paper's."""
+    return cfg.system if cfg.system is not None else trained_system(model_path)
 
 
 def load_task_for(cfg: RunConfig, name: str | None = None):
@@ -94,8 +91,13 @@ class Run:
         self.models: dict[str, str] = {}
         if cfg.teacher:
             self.model_path("teacher")  # a missing teacher fails now, not mid-run
-        first = next(st.init for st in cfg.stages if st.kind != "answers")
-        self.system = resolve_system(cfg, self.model_path(first))
+
+    @functools.cached_property
+    def system(self) -> str | None:
+        """The system text of every prompt: the first model's (resolving it may build the tiny base, so it
+        waits until a stage needs it)."""
+        first = next(st.init for st in self.cfg.stages if st.kind != "answers")
+        return resolve_system(self.cfg, self.model_path(first))
 
     def task_of(self, stage: StageConfig):
         return self.tasks[stage.task or self.cfg.task]
@@ -147,7 +149,7 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
                           system=run.system, seed=run.cfg.seed, stage=stage.name)
     finally:
         engine.close()
-    save_final(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
+    save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
                                                   "system": run.system})
     return result
 
@@ -193,16 +195,6 @@ def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
 
 
 RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft": run_sft}
-
-
-def save_final(model, tokenizer, final: Path, meta: dict) -> None:
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
 
 
 def run_recipe(cfg: RunConfig, run_dir: str | Path) -> dict:

@@ -14,8 +14,15 @@ from typing import Callable
 from r1lab.data.example import Example, Task
 from r1lab.rewards.language import language_consistency_reward
 from r1lab.rewards.reward_model import RewardModel
-from r1lab.rewards.rules import (RewardFn, format_reward, length_penalty, make_accuracy_reward, make_helpfulness_reward,
-                                 repetition_penalty, tag_count_reward)
+from r1lab.rewards.rules import (
+    RewardFn,
+    format_reward,
+    length_penalty,
+    make_accuracy_reward,
+    make_helpfulness_reward,
+    repetition_penalty,
+    tag_count_reward,
+)
 
 log = logging.getLogger("r1lab.rewards")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from r1lab.config import RLConfig
-from r1lab.evaluation.evaluate import reflects
+from r1lab.data.format import reflects
 from r1lab.rewards.language import language_consistency_reward
 from r1lab.rl.algorithms import masked_mean
 from r1lab.rl.rollouts import Scored

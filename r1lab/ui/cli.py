@@ -160,10 +160,10 @@ def _dispatch(args) -> int:
         cfg = validate({}, "pretrain settings", [f"pretrain.{o}" for o in args.overrides]).pretrain
         console.print(f"tiny base model: {pretrain(cfg, args.out)}")
     elif args.command == "eval":
+        from r1lab.engines import make_engine
         from r1lab.evaluation.evaluate import evaluate
         from r1lab.models import load_model
         from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
-        from r1lab.engines import make_engine
 
         settings = {"model": args.model, "task": args.task, "template": args.template, "eval": {"k": args.k, "n": args.n}}
         if args.max_new_tokens is not None:
@@ -179,11 +179,11 @@ def _dispatch(args) -> int:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
     elif args.command == "generate":
-        from r1lab.sft.generate import generate
-        from r1lab.models import load_model
-        from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
-        from r1lab.progress import console
         from r1lab.engines import make_engine
+        from r1lab.models import load_model
+        from r1lab.progress import console
+        from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
+        from r1lab.sft.generate import generate
 
         sampling = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
         cfg = validate({"model": args.model, "task": args.task, "template": args.template,
