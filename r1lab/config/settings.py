@@ -67,7 +67,7 @@ def check_reward(name: str) -> None:
 
 class RLConfig(Strict):
     """RL on rule rewards: GRPO, a variant of it or PPO (`algorithm`). Defaults suit the tiny world;
-    the paper's values are in R1_RECIPE.md section 2, the algorithms in r1lab/algorithms.py."""
+    the paper's values are in docs/R1_RECIPE.md section 2, the algorithms in r1lab/rl/algorithms.py."""
 
     steps: int = Field(100, gt=0)
     prompts_per_step: int = Field(16, gt=0)

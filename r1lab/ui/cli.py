@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("--algo", required=True, choices=["grpo", "ppo"])
     ctl.add_argument("--env", default="CartPole-v1")
     ctl.add_argument("--out", required=True, help="directory: metrics.jsonl, summary.json, policy.pt")
-    ctl.add_argument("overrides", nargs="*", help="ControlConfig fields (r1lab/config.py), e.g. seed=1 lr=3e-4 group_size=16")
+    ctl.add_argument("overrides", nargs="*", help="ControlConfig fields (r1lab/config/control.py), e.g. seed=1 lr=3e-4 group_size=16")
 
     cmp = sub.add_parser("compare", help="run variants (algorithms, settings) on the same task, seed and budget; one overlaid report")
     cmp.add_argument("spec", help="comparison name (ppo-vs-grpo, grpo-family, cartpole) or path to a YAML spec")
