@@ -25,6 +25,8 @@ def test_numeric_looking_names_stay_text():
     ("eval.top_p=1.5", ["eval.top_p"]),
     ("template=jinja", ["template"]),
     ("pretrain.hidden_size=102", ["hidden_size", "heads"]),
+    ("rollout.engine=vlm", ["rollout.engine", "unknown engine 'vlm'", "torch"]),
+    ("rl.algorithm=grpoo", ["rl.algorithm", "grpo", "dapo", "ppo"]),
     ("nonsense", ["field=value"]),
 ])
 def test_bad_overrides_name_the_field(override, names):

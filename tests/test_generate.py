@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from r1lab.config import SamplingConfig
-from r1lab.engines.torch_engine import TorchEngine
+from r1lab.engines import make_engine
 from r1lab.sft.generate import FilterConfig, generate, read_kept, reformat_for_readability, score_sample, select
 from r1lab.tinyworld.problems import TinyWorldTask
 
@@ -177,7 +177,7 @@ def test_generate_end_to_end_with_the_tiny_model(tiny, tmp_path):
     model, tokenizer = tiny
     examples = TASK.examples("test")[:3]
     out = tmp_path / "gen.jsonl"
-    stats = generate(TorchEngine(model, tokenizer, seed=0), TASK, examples, k=4,
+    stats = generate(make_engine("torch", model, tokenizer, seed=0), TASK, examples, k=4,
                      sampling=SamplingConfig(temperature=1.0, max_new_tokens=12), template="r1-zero", system="",
                      filters=FilterConfig(), out_path=out, batch_size=8)
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -5,7 +5,7 @@ import torch
 
 from r1lab.config import SamplingConfig, SFTConfig
 from r1lab.data.format import apply_template
-from r1lab.engines.torch_engine import TorchEngine
+from r1lab.engines import make_engine
 from r1lab.models import load_model, load_tokenizer
 from r1lab.sft import train as sft
 
@@ -157,7 +157,7 @@ def test_sft_learns_completions_and_to_stop(tiny, tmp_path):
     assert all(r["tokens"] > 0 and r["stage"] == "sft" and "step_time" in r for r in metrics)
 
     trained, trained_tok = load_model(str(tmp_path / "final"), device="cpu", dtype="fp32")
-    engine = TorchEngine(trained, trained_tok)
+    engine = make_engine("torch", trained, trained_tok)
     prompts = [apply_template(q, "r1-zero", system="") for q, _ in PAIRS[:2]]
     out = engine.generate(prompts, SamplingConfig(temperature=0, max_new_tokens=30))
     assert out.texts == [c.removeprefix("<think>") for _, c in PAIRS[:2]]
