@@ -106,6 +106,12 @@ class RLConfig(Strict):
     reward_model: str | None = Field(None, description="HF sequence-classification model used by the 'reward_model' reward")
     reflection_phrases: list[str] = Field(default_factory=lambda: list(REFLECTION_PHRASES),
                                           description="phrases counted as reflection (training and eval metrics)")
+    rollout_is: Literal["auto", "truncate", "mask", "off"] = Field(
+        "auto", description="rollout/train mismatch correction: the engine's log-probs differ from the trainer's (kernels, "
+        "precision), so the trainer computes its own old log-probs and weights each token's loss by min(ratio, cap) "
+        "(truncate) or drops tokens with ratio > cap (mask), ratio = p_trainer / p_sampler. auto: truncate with an engine "
+        "whose log-probs are not the trainer's (vllm), off with the torch engine (they are exactly the trainer's)")
+    rollout_is_cap: float = Field(2.0, gt=1, description="the cap C of the importance weights (verl and TRL use 2-3)")
     checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
     log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
 
@@ -135,7 +141,15 @@ class RLConfig(Strict):
 class RolloutConfig(Strict):
     """Which engine samples completions (engines/__init__.py: ENGINES)."""
 
-    engine: str = Field("torch", description="torch: r1lab's KV-cached sampler in this process (CPU or GPU)")
+    engine: str = Field("torch", description="torch: r1lab's KV-cached sampler in this process (CPU or GPU); vllm: vLLM's "
+                        "offline LLM colocated in this process, weights synced after every optimizer step (pip install 'r1lab[vllm]')")
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm: share of the accelerator's memory vLLM may "
+                                          "take (weights + KV cache); the trainer needs the rest")
+    sleep: bool = Field(False, description="vllm on CUDA: free vLLM's weights and KV cache while the trainer runs (sleep mode)")
+
+    def options(self) -> dict:
+        """What make_engine passes to the engine (each engine takes the ones it uses)."""
+        return self.model_dump(exclude={"engine"})
 
     @field_validator("engine")
     @classmethod

@@ -27,6 +27,8 @@ from r1lab.engines.streaming import stream_text
 class TorchEngine:
     """The sampler for any HF causal LM in this process (CPU or GPU); the fast path where it applies."""
 
+    exact_logprobs = True  # the trainer's own weights and arithmetic: its log-probs are the old log-probs
+
     def __init__(self, model, tokenizer, seed: int = 0, fast: bool = True):
         """fast=False always uses the plain path (the reference the fast one is tested against)."""
         self.model, self.tokenizer, self.fast = model, tokenizer, fast

@@ -118,7 +118,7 @@ class Run:
     def engine(self, model, tokenizer):
         from r1lab.engines import make_engine
 
-        return make_engine(self.cfg.rollout.engine, model, tokenizer, seed=self.cfg.seed)
+        return make_engine(self.cfg.rollout.engine, model, tokenizer, seed=self.cfg.seed, **self.cfg.rollout.options())
 
     def evaluate(self, name: str) -> dict:
         if name not in self.state["evals"]:

@@ -98,14 +98,18 @@ def _kl_term(logprobs, ref_logprobs, beta):
     return kl_k3(logprobs, ref_logprobs)
 
 
-def _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs):
-    """Per-token clipped objective (+ beta * k3 KL) (N, T), and the stats every token-ratio loss logs."""
+def _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs, is_weights=None):
+    """Per-token clipped objective (+ beta * k3 KL) (N, T), times the rollout importance weights when the
+    sampler's log-probs are not the trainer's (is_weights (N, T), rl/step.py), and the stats every
+    token-ratio loss logs."""
     mask = completion_mask.to(logprobs.dtype)
     adv = advantages[:, None] if advantages.dim() == 1 else advantages  # one advantage per sequence, or PPO's per token
     per_token, clipped = _clipped_objective(torch.exp(logprobs - old_logprobs), adv, eps, eps_high)
     kl = _kl_term(logprobs, ref_logprobs, beta)
     if kl is not None:
         per_token = per_token + beta * kl
+    if is_weights is not None:
+        per_token = per_token * is_weights
     with torch.no_grad():
         stats = {"clip_frac": float(masked_mean(clipped.to(mask.dtype), mask)),
                  "kl": float(masked_mean(kl, mask)) if kl is not None else 0.0}
@@ -123,6 +127,7 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,  # (N, T), needed when beta > 0
     *,
     num_sequences: int | None = None,  # completions in the minibatch (default: N)
+    is_weights: torch.Tensor | None = None,  # (N, T) rollout importance weights (rl/step.py), None: all 1
     **_,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """-J from docs/R1_RECIPE.md section 1: mean over completions of the mean over their tokens of
@@ -131,7 +136,8 @@ def grpo_loss(
     The 1/|o_i| makes a token of a short completion weigh more than one of a long completion: a wrong
     long answer is penalised less per token, the length bias Dr. GRPO and DAPO remove. Also RLOO's loss.
     """
-    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs)
+    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs,
+                                     is_weights)
     tokens = completion_mask.sum(1).clamp(min=1)  # (N,)
     per_sequence = per_token.sum(1) / tokens
     loss = per_sequence.mean() if num_sequences is None else per_sequence.sum() / num_sequences
@@ -139,24 +145,26 @@ def grpo_loss(
 
 
 def dr_grpo_loss(logprobs, old_logprobs, advantages, completion_mask, eps=0.2, eps_high=None, beta=0.0,
-                 ref_logprobs=None, *, num_sequences: int | None = None, max_tokens: int | None = None, **_):
+                 ref_logprobs=None, *, num_sequences: int | None = None, max_tokens: int | None = None, is_weights=None, **_):
     """Dr. GRPO: sum of token losses / (max_tokens * num_sequences). The constant replaces 1/|o_i|, so
     every token weighs the same whatever its completion's length. max_tokens default: T."""
-    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs)
+    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs,
+                                     is_weights)
     n = per_token.size(0) if num_sequences is None else num_sequences
     return per_token.sum() / ((max_tokens or per_token.size(1)) * n), stats
 
 
 def token_level_loss(logprobs, old_logprobs, advantages, completion_mask, eps=0.2, eps_high=None, beta=0.0,
-                     ref_logprobs=None, *, num_tokens: float | torch.Tensor | None = None, **_):
+                     ref_logprobs=None, *, num_tokens: float | torch.Tensor | None = None, is_weights=None, **_):
     """DAPO's token-level loss: sum of token losses / all completion tokens of the minibatch, so long
     completions count by their tokens (their errors are not diluted). Also REINFORCE++'s and PPO's."""
-    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs)
+    per_token, stats = _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_high, beta, ref_logprobs,
+                                     is_weights)
     return per_token.sum() / (completion_mask.sum().clamp(min=1) if num_tokens is None else num_tokens), stats
 
 
 def gspo_loss(logprobs, old_logprobs, advantages, completion_mask, eps=3e-4, eps_high=4e-4, beta=0.0,
-              ref_logprobs=None, *, num_sequences: int | None = None, **_):
+              ref_logprobs=None, *, num_sequences: int | None = None, is_weights=None, **_):
     """GSPO: one importance ratio per sequence, s_i = exp(mean_t (logp - old_logp)), clipped at the
     sequence level: the reward is given to a sequence, so the correction is too, and one noisy token
     ratio cannot clip or blow up its sequence. advantages: (N,). Mean over sequences."""
@@ -169,6 +177,8 @@ def gspo_loss(logprobs, old_logprobs, advantages, completion_mask, eps=3e-4, eps
     kl = _kl_term(logprobs, ref_logprobs, beta)
     if kl is not None:
         per_sequence = per_sequence + beta * (kl * mask).sum(1) / tokens
+    if is_weights is not None:  # a sequence's share of its tokens' rollout importance weights
+        per_sequence = per_sequence * (is_weights * mask).sum(1) / tokens
     n = per_sequence.size(0) if num_sequences is None else num_sequences
     with torch.no_grad():
         stats = {"clip_frac": float(clipped.float().mean()),  # share of sequences, not tokens

@@ -28,6 +28,7 @@ class Batch:
     ref_logprobs: torch.Tensor | None = _per_row()  # (N, T) under the reference model, when beta > 0
     old_values: torch.Tensor | None = _per_row()  # (N, T) ppo: the value model's at scoring time
     returns: torch.Tensor | None = _per_row()  # (N, T) ppo: GAE targets
+    is_weights: torch.Tensor | None = _per_row()  # (N, T) rollout importance weights, when the sampler is not the trainer
 
     @classmethod
     def from_rollout(cls, rollout, rewards: torch.Tensor, pad_id: int) -> "Batch":

@@ -40,6 +40,8 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    if cfg.rollout_is == "auto":  # correct only for a sampler whose log-probs are not exactly the trainer's
+        cfg = cfg.model_copy(update={"rollout_is": "off" if getattr(engine, "exact_logprobs", True) else "truncate"})
     algorithm = ALGORITHMS[cfg.algorithm]
     rewards_fn = Rewards(cfg.rewards, task, cfg.general_rewards, reward_model=cfg.reward_model)
     stream = PromptStream(task.examples("train"), seed)
@@ -78,7 +80,9 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             if train is not None:  # None: dapo found no group with reward spread, nothing to learn from
                 batch = Batch.from_rollout(train.rollout, train.rewards, engine.pad_id)
                 stats |= rl_step(policy, opt, batch, cfg, ref=ref, value_model=value_model)
+                t_sync = time.time()
                 engine.load_weights(policy)
+                stats["sync_time"] = round(time.time() - t_sync, 4)
             sched.step()
             if cfg.ref_reset_every and step % cfg.ref_reset_every == 0 and ref is not None:
                 ref.load_state_dict(policy.state_dict())

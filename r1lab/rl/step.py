@@ -25,20 +25,25 @@ def rl_step(policy, optimizer, batch: Batch, cfg: RLConfig, *, ref=None, value_m
     """Scores `batch` and updates the policy (and PPO's value model, a parameter group of `optimizer`).
     Returns the step's stats (loss, clip_frac, kl, grad_norm, advantage_abs, ...)."""
     algorithm = ALGORITHMS[cfg.algorithm]
-    batch, stats = score(batch, algorithm, cfg, ref=ref, value_model=value_model)
+    batch, stats = score(batch, algorithm, cfg, policy=policy, ref=ref, value_model=value_model)
     return update(policy, optimizer, batch, algorithm, cfg, value_model) | stats  # ppo: the rollout's KL, not the loss's 0
 
 
-def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, ref=None, value_model=None) -> tuple[Batch, dict]:
+def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, policy=None, ref=None, value_model=None
+          ) -> tuple[Batch, dict]:
     """The batch with what the loss needs: reference log-probs (N, T) when there is a reference, and the
     advantages, (N,) from the algorithm's estimator or PPO's (N, T). The sampling log-probs are the old
-    log-probs: the engine sampled with exactly these weights."""
+    log-probs when the engine computes them as the trainer does (the torch engine); otherwise
+    (cfg.rollout_is truncate or mask) the trainer computes its own and corrects for the mismatch."""
     temperature = cfg.sampling.temperature
+    stats = {}
+    if cfg.rollout_is in ("truncate", "mask"):
+        batch, stats = rollout_importance_weights(batch, policy, cfg)
     if ref is not None:
         batch = replace(batch, ref_logprobs=logprobs_no_grad(ref, batch, temperature, cfg.micro_batch_size))
     if not algorithm.needs_value_model:
         batch = replace(batch, advantages=algorithm.advantages(batch.rewards, cfg.group_size))  # (N,)
-        return batch, {"advantage_abs": batch.advantages.abs().mean().item()}
+        return batch, stats | {"advantage_abs": batch.advantages.abs().mean().item()}
     # PPO: per-token rewards (the sequence reward at the last token, - beta * k1 KL), GAE on the value
     # model's predictions, whitened over the batch.
     mask = batch.completion_mask
@@ -48,9 +53,28 @@ def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, ref=None, value_
     kl = batch.old_logprobs - batch.ref_logprobs if batch.ref_logprobs is not None else None  # k1 of the sampled tokens
     advantages, returns = token_gae(token_rewards(batch.rewards, mask, kl, cfg.beta), values, mask, cfg.gamma, cfg.lam)
     batch = replace(batch, advantages=whiten(advantages, mask), returns=returns, old_values=values)
-    stats = {"advantage_abs": float(masked_mean(advantages.abs(), mask)), "value_mean": float(masked_mean(values, mask)),
-             "explained_variance": explained_variance(values, returns, mask)}
+    stats |= {"advantage_abs": float(masked_mean(advantages.abs(), mask)), "value_mean": float(masked_mean(values, mask)),
+              "explained_variance": explained_variance(values, returns, mask)}
     return batch, stats | ({"kl": float(masked_mean(kl, mask))} if kl is not None else {})
+
+
+def rollout_importance_weights(batch: Batch, policy, cfg: RLConfig) -> tuple[Batch, dict]:
+    """Truncated importance sampling for a sampler whose log-probs are not the trainer's (vLLM: other
+    kernels, other precision). The trainer's own log-probs become the old log-probs of the clipped
+    objective, and each token's loss is weighted by w = min(p_trainer / p_sampler, cap) (truncate), or
+    by 1 where that ratio is within the cap and 0 elsewhere (mask), so tokens the sampler drew far more
+    often than the trainer would are not over-trained. Logs the mismatch."""
+    mask = batch.completion_mask.bool()
+    trainer = logprobs_no_grad(policy, batch, cfg.sampling.temperature, cfg.micro_batch_size)  # (N, T)
+    log_ratio = (trainer - batch.old_logprobs).masked_fill(~mask, 0.0)
+    ratio = log_ratio.clamp(max=20).exp()
+    capped = ratio > cfg.rollout_is_cap
+    weights = ratio.clamp(max=cfg.rollout_is_cap) if cfg.rollout_is == "truncate" else (~capped).float()
+    diff = log_ratio.abs()[mask]
+    stats = {"rollout_logp_diff_mean": float(diff.mean()) if diff.numel() else 0.0,
+             "rollout_logp_diff_max": float(diff.max()) if diff.numel() else 0.0,
+             "rollout_is_capped_frac": float(capped[mask].float().mean()) if diff.numel() else 0.0}
+    return replace(batch, old_logprobs=trainer, is_weights=weights * mask), stats
 
 
 def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig, value_model=None) -> dict:
@@ -88,7 +112,8 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
                 rows = micro.to(dev)
                 logprobs = forward_logprobs(policy, micro, cfg.sampling.temperature)
                 loss, stats = algorithm.loss(logprobs, rows.old_logprobs, rows.advantages, rows.completion_mask, eps=eps,
-                                             eps_high=eps_high, beta=beta, ref_logprobs=rows.ref_logprobs, **norms)
+                                             eps_high=eps_high, beta=beta, ref_logprobs=rows.ref_logprobs,
+                                             is_weights=rows.is_weights, **norms)
                 per_step["loss"] += loss.item()  # the policy's; ppo's value loss is logged apart
                 if value_model is not None:
                     v_loss, v_stats = value_loss(value_model(micro), rows.old_values, rows.returns, cfg.value_clip,

