@@ -3,23 +3,23 @@ trainer's process, colocated with the policy as TRL's colocate mode and verl's h
 
 - Weights: the policy is saved once to a temporary directory for vLLM to start from; after every
   optimizer step `load_weights` copies the policy's tensors into vLLM's model in place through vLLM's
-  own `model.load_weights` (no round trip through disk). On CUDA, `sleep=True` frees vLLM's weights and
-  KV cache while the trainer runs and wakes them for sampling (vLLM's sleep mode).
+  in-place `reload_weights` (no round trip through disk). On CUDA, `sleep=True` frees vLLM's memory
+  after each generate call, while the trainer runs, and wakes it for the next sync (vLLM's sleep mode).
 - Sampling: the same settings as the torch engine (temperature, top_p, top_k, max_new_tokens, stop);
   each prompt gets a seed drawn from the engine's generator, so a run is reproducible and a resumed run
   samples what it would have. Log-probs are vLLM's "processed" ones: under the temperature-scaled
   policy, like the torch engine's (they differ from the trainer's by kernels and precision, which the
   trainer corrects with truncated importance sampling, rl.rollout_is).
 vLLM's engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so the weight copy is a
-plain function call on the model; create the engine under `if __name__ == "__main__":` all the same.
+function call on the model, not a transfer to another process.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
-import time
 
 import torch
 
@@ -38,8 +38,9 @@ class VLLMEngine:
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.generator = torch.Generator().manual_seed(seed)
-        self.sleep = sleep and torch.cuda.is_available()
-        self.sync_seconds = 0.0
+        if sleep and not torch.cuda.is_available():
+            raise ValueError("rollout.sleep=true frees accelerator memory between generations: it needs CUDA")
+        self.sleep = sleep
         self._dir = tempfile.mkdtemp(prefix="r1lab-vllm-")
         model.save_pretrained(self._dir)
         tokenizer.save_pretrained(self._dir)
@@ -71,21 +72,24 @@ class VLLMEngine:
             mask[i, :L] = 1
             logprobs[i, :L] = torch.tensor([step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)])
         texts = self.tokenizer.batch_decode([list(c.token_ids) for c in rows], skip_special_tokens=True)
+        if self.sleep:  # the trainer runs next: give it the memory (level 1 keeps the weights in CPU memory)
+            self.llm.sleep(level=1)
+            self._asleep = True
         return Rollout(prompt_ids=prompt_ids, completion_ids=ids, completion_mask=mask, logprobs=logprobs, texts=texts,
                        truncated=[c.finish_reason == "length" for c in rows], n=n)
 
     def load_weights(self, model) -> None:
         """Copies the policy's current weights into vLLM's model, in place."""
-        t0 = time.perf_counter()
         self._wake()
         weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
         # vLLM's in-place reload: it maps HF names onto its fused layers and redoes what it did after the
         # first load (on a CPU, packing the weights for its GEMM kernels), so a plain copy would not do.
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-        self.sync_seconds = time.perf_counter() - t0
-        if self.sleep:
-            self.llm.sleep(level=1)
-            self._asleep = True
+
+    def stream(self, prompt: str, sampling, stop_event=None):
+        """One completion of `prompt` as text. The offline LLM has no incremental API, so the whole
+        completion comes as one chunk (a server wanting token-by-token streaming runs vLLM's own)."""
+        yield self.generate([prompt], sampling).texts[0]
 
     def _wake(self):
         if self._asleep:
@@ -99,5 +103,6 @@ class VLLMEngine:
         self.generator.set_state(state)
 
     def close(self) -> None:
-        del self.llm
+        self.llm = None  # vLLM frees its engine and KV cache when the LLM is collected
+        gc.collect()
         shutil.rmtree(self._dir, ignore_errors=True)
