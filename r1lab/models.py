@@ -1,5 +1,6 @@
-"""HF models in and out: load any causal LM + tokenizer on a device and dtype, load saved weights into a
-model, save a model atomically, and read the system text an r1lab model was trained with."""
+"""HF models in and out: check a device and dtype, load any causal LM + tokenizer on them, load saved weights
+into a model, save a model atomically (a LoRA model: merged, with its adapter beside), turn on gradient
+checkpointing, and read the system text an r1lab model was trained with."""
 
 from __future__ import annotations
 
@@ -18,10 +19,40 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 in hardware. A CUDA GPU before Ampere (V100, T4) only emulates it,
+    many times slower: torch's is_bf16_supported() says yes there unless emulation is excluded."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return True  # CPU (torch's bf16 kernels) and MPS (macOS 14+) run it
+
+
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if device.type == "cuda" and native_bf16(device) else torch.float32
     return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def check_device(device: str = "auto", dtype: str = "auto") -> None:
+    """A ConfigError naming `device` or `dtype` when this machine cannot honour them: before any model work,
+    not as a CUDA error once a model is loaded."""
+    from r1lab.config import ConfigError
+
+    try:
+        dev = pick_device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device: {device!r} is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} needs CUDA, which this machine does not have (torch {torch.__version__}, "
+                              f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); use device=cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device: {device!r} needs Apple's MPS, which this machine does not have; use device=cpu or auto")
+    if dtype in ("bf16", "bfloat16") and not native_bf16(dev):
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+        raise ConfigError(f"dtype: bf16 is not native on {name} (it would be emulated, many times slower); use dtype=fp32 or auto")
 
 
 def _check_exists(name_or_path: str, what: str) -> None:
@@ -55,6 +86,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto"):
 
     name_or_path = str(name_or_path)
     _check_exists(name_or_path, "model")
+    check_device(device, dtype)
     dev = pick_device(device)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev))
     model.to(dev).eval()
@@ -74,23 +106,67 @@ def load_weights(model_dir, model) -> dict:
     return state
 
 
+def restore_weights(model, model_dir) -> None:
+    """Loads what save_pretrained wrote to `model_dir` (a checkpoint) into `model`: a LoRA model's adapter,
+    any other model's every weight."""
+    from r1lab.lora import is_lora, load_adapter
+
+    if is_lora(model):
+        load_adapter(model, model_dir)
+    else:
+        model.load_state_dict(load_weights(model_dir, model))
+
+
 def save_model(model, tokenizer, out, meta: dict | None = None) -> Path:
     """Saves model + tokenizer (+ r1lab.json with `meta`) to `out` atomically: written to a temporary
-    directory, then renamed, so `out` is complete or absent, never half-written."""
+    directory, then renamed, so `out` is complete or absent, never half-written. A LoRA model is saved
+    merged (any transformers or vLLM loads it as a plain model), its adapter alone in `out`/adapter."""
     import json
     import os
     import shutil
 
+    from r1lab.lora import ADAPTER_DIR, is_lora, merged_model
+
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    if is_lora(model):
+        merged_model(model).save_pretrained(tmp)
+        model.save_pretrained(tmp / ADAPTER_DIR)
+    else:
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if meta is not None:  # also makes load_tokenizer keep our tokenizer class
         (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """HF's gradient checkpointing on every layer, non-reentrant: a layer keeps only its input and is
+    recomputed in the backward pass. (Non-reentrant checkpoints need no input that requires grad, so the
+    input hook HF adds for that is removed: a hooked model would lose the engine's fast decoder.)"""
+    from r1lab.config import ConfigError
+
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a LoRA wrapper
+    if not getattr(hf, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"gradient_checkpointing: {type(hf).__name__} does not support gradient checkpointing; "
+                          "set gradient_checkpointing=false")
+    enable = getattr(hf, "activation_checkpointing_enable", None)  # transformers >= 5.x; the old name warns there
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        hf.disable_input_require_grads()
+    except AttributeError:  # transformers versions that added no such hook
+        pass
+
+
+def gradient_checkpointing_on(model) -> bool:
+    """Whether any layer of `model` is set to checkpoint (HF's flag; it acts only in training mode with grad)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
 
 
 def trained_system(model_dir, template: str | None = None) -> str | None:

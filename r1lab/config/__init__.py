@@ -18,11 +18,14 @@ Sampling, one place: the run's `sampling` (SamplingConfig's defaults, RL's: T=1,
 is what rl.sampling, a generate stage's `sampling` and eval.sampling change; eval puts the paper's
 protocol (EVAL_SAMPLING: T=0.6, top_p 0.95) between the run's and its own. After load cfg.rl.sampling
 and cfg.eval.sampling are whole SamplingConfigs. One `seed`, `template` and `system` serve every stage.
+The run's `gradient_checkpointing` is likewise rl's and sft's unless they set their own; `lora` (LoRAConfig)
+serves every rl and sft stage.
 """
 
 from r1lab.config.base import ConfigError, Strict, apply_changes, changed, error_lines, format_errors
 from r1lab.config.control import SUPPORTED_ENVS, ControlConfig, check_env
 from r1lab.config.load import load_config, parse_overrides, recipe_path, validate
+from r1lab.config.lora import LoRAConfig
 from r1lab.config.settings import (
                                    EVAL_SAMPLING,
                                    MODEL_NAMES,
@@ -43,5 +46,5 @@ from r1lab.config.settings import (
 
 __all__ = ["ConfigError", "Strict", "apply_changes", "changed", "error_lines", "format_errors", "SUPPORTED_ENVS",
            "ControlConfig", "check_env", "load_config", "parse_overrides", "recipe_path", "validate", "EVAL_SAMPLING",
-           "MODEL_NAMES", "REFLECTION_PHRASES", "DataConfig", "EvalConfig", "FilterConfig", "PretrainConfig", "RLConfig",
+           "MODEL_NAMES", "REFLECTION_PHRASES", "DataConfig", "EvalConfig", "FilterConfig", "LoRAConfig", "PretrainConfig", "RLConfig",
            "RolloutConfig", "RunConfig", "SamplingConfig", "SFTConfig", "StageConfig", "StudentConfig", "check_reward"]

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from r1lab.config.base import ConfigError, Strict, changed, did_you_mean
+from r1lab.config.lora import LoRAConfig
 
 
 class PretrainConfig(Strict):
@@ -90,6 +91,10 @@ class RLConfig(Strict):
     mu: int = Field(1, gt=0, description="inner iterations over each batch of rollouts")
     minibatch_size: int = Field(128, gt=0, description="completions per optimizer step")
     micro_batch_size: int = Field(64, gt=0, description="completions per forward/backward (gradient accumulation)")
+    micro_batch_tokens: int | None = Field(None, gt=0, description="also at most this many tokens per forward/backward, "
+                                           "counted padded: rows x (prompt width + longest completion); None = rows only")
+    gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward pass "
+                                         "(unset: the run's gradient_checkpointing)")
     ref_reset_every: int = Field(0, ge=0, description="reset the reference to the policy every N steps (0 = never)")
     max_resample_rounds: int = Field(4, ge=0, description="dapo: extra rounds of prompts_per_step prompts a step may sample "
                                      "to replace groups whose rewards are all equal; past it, train on the groups found")
@@ -189,6 +194,8 @@ class SFTConfig(Strict):
     max_len: int = Field(4096, gt=1, description="tokens per sequence; longer examples lose the end of their completion")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward pass "
+                                         "(unset: the run's gradient_checkpointing)")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of examples held out for the eval loss (0 = none)")
     eval_every: int = Field(50, ge=0, description="optimizer steps between eval losses (0 = only at the end)")
     checkpoint_every: int = Field(100, ge=0, description="optimizer steps between checkpoints (0 = only at the end)")
@@ -270,8 +277,11 @@ class RunConfig(Strict):
     task: str = Field("tinyworld", description="tinyworld[/arithmetic|/countdown], reasoning-gym:NAME, or a data file")
     template: Literal["r1-zero", "chat", "none"] = Field("r1-zero", description="the prompt format of every stage")
     system: str | None = Field(None, description="system text for the template (None = the paper's)")
-    device: str = "auto"
-    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu) or a torch device: cpu, cuda, cuda:1, mps")
+    dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp32")
+    gradient_checkpointing: bool = Field(False, description="rl and sft stages recompute activations in the backward pass "
+                                         "(rl.gradient_checkpointing / sft.gradient_checkpointing change it per use)")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
     seed: int = Field(0, description="seeds every stage: data splits, sampling, RL and SFT")
     teacher: str | None = Field(None, description="model directory for stages with init 'teacher' (distillation)")
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -300,6 +310,31 @@ class RunConfig(Strict):
 
     def student_pretrain(self) -> PretrainConfig:
         return changed(PretrainConfig, self.pretrain, self.student.pretrain, "student.pretrain")
+
+    @field_validator("device")
+    @classmethod
+    def _device_format(cls, v: str) -> str:
+        import torch
+
+        if v != "auto":
+            try:
+                torch.device(v)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"{v!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_checkpointing(cls, data):
+        """rl and sft take the run's gradient_checkpointing where they do not set their own."""
+        if not isinstance(data, dict) or not isinstance(data.get("gradient_checkpointing"), bool):
+            return data
+        data = dict(data)
+        for use in ("rl", "sft"):
+            section = data.get(use, {})
+            if isinstance(section, dict) and "gradient_checkpointing" not in section:
+                data[use] = {**section, "gradient_checkpointing": data["gradient_checkpointing"]}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -365,6 +400,26 @@ class RunConfig(Strict):
                 self.student_pretrain()
             except ConfigError as err:
                 problems.append(str(err))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _lora_fits_rl(self):
+        """LoRA's reference model is the base with the adapter disabled: nothing else holds a second copy."""
+        if not self.lora.enabled:
+            return self
+        from r1lab.rl.algorithms import ALGORITHMS
+
+        problems = []
+        for st in (st for st in self.stages if st.kind == "rl"):
+            rl = self.stage_rl(st)
+            if ALGORITHMS[rl.algorithm].needs_value_model:
+                problems.append(f"stages.{st.name}.rl.algorithm: {rl.algorithm} trains a value model, a copy of the whole "
+                                "transformer, which LoRA (lora.r > 0) does not support; use a GRPO-family algorithm or lora.r=0")
+            if rl.ref_reset_every:
+                problems.append(f"stages.{st.name}.rl.ref_reset_every: with LoRA (lora.r > 0) the reference is the frozen "
+                                "base model and cannot be reset to the policy; use 0 or lora.r=0")
         if problems:
             raise ValueError("\n".join(problems))
         return self

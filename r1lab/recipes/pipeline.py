@@ -2,7 +2,8 @@
 
     RUN/config.yaml     the resolved config (a run directory holds one experiment)
     RUN/state.json      finished stages and evaluations: re-running the same command resumes, never redoes
-    RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft) or samples.jsonl (generate, answers)
+    RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft; with LoRA the merged model and
+                        final/adapter) or samples.jsonl (generate, answers)
     RUN/metrics.jsonl   every stage's step metrics, RUN/samples.jsonl their sample completions
     RUN/summary.json    one entry per model stage with eval_before (its init) and eval_after, and the
                         paper-style table: every model of the run measured the same way
@@ -23,6 +24,7 @@ import yaml
 from r1lab.config import ConfigError, RunConfig, StageConfig
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
+from r1lab.recipes.preflight import check_run
 from r1lab.progress import console
 
 
@@ -82,15 +84,16 @@ class Run:
         self.tasks = {cfg.task: self.task}
         for name in {st.task for st in cfg.stages if st.task} | set(cfg.eval.extra_tasks):
             self.tasks[name] = load_task_for(cfg, name)
+        self.models: dict[str, str] = {}
+        if cfg.teacher:
+            self.model_path("teacher")  # a missing teacher fails now, not mid-run
+        check_run(cfg)  # device, dtype, checkpointing, LoRA targets: before the run directory is written
         check_run_dir(self.dir, cfg)
         self.state_path = self.dir / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         for key in ("stages", "evals"):
             self.state.setdefault(key, {})
         self.state.setdefault("wall_seconds", 0.0)
-        self.models: dict[str, str] = {}
-        if cfg.teacher:
-            self.model_path("teacher")  # a missing teacher fails now, not mid-run
 
     @functools.cached_property
     def system(self) -> str | None:
@@ -138,11 +141,21 @@ class Run:
         return result
 
 
+def trainable(cfg: RunConfig, model):
+    """The model an rl or sft stage trains: with lora.r > 0, LoRA adapters on it (its own weights frozen)."""
+    if not cfg.lora.enabled:
+        return model
+    from r1lab.lora import add_lora
+
+    return add_lora(model, cfg.lora, cfg.seed)
+
+
 def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.rl.loop import train_rl
 
     rl = run.cfg.stage_rl(stage)
     policy, tokenizer = run.load(stage.init)
+    policy = trainable(run.cfg, policy)
     engine = run.engine(policy, tokenizer)
     try:
         result = train_rl(policy, tokenizer, run.task_of(stage), rl, out, engine=engine, template=run.cfg.template,
@@ -187,6 +200,7 @@ def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
 
     cfg, prompt = run.cfg.stage_sft(stage), {"template": run.cfg.template, "system": run.system}
     model, tokenizer = run.load(stage.init)
+    model = trainable(run.cfg, model)
     rows = [row for name in stage.data for row in read_kept(run.dir / name / "samples.jsonl")]
     if not rows:
         raise ValueError(f"stage {stage.name}: its data stages ({', '.join(stage.data)}) kept no samples to train on")

@@ -75,3 +75,22 @@ class Batch:
     @property
     def position_ids(self) -> torch.Tensor:
         return (self.attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+def micro_batches(batch: Batch, rows: torch.Tensor, size: int, tokens: int | None = None) -> list[torch.Tensor]:
+    """`rows` (indices into `batch`) cut into micro-batches of at most `size` rows, in their order. With
+    `tokens`, also at most `tokens` tokens each, counted as the training pass pads them: rows x (prompt
+    width + longest completion); a row longer than that goes alone. The rows then go longest completion
+    first, so each micro-batch pads little. Gradients add up over micro-batches: how they are cut
+    changes the update only by float rounding."""
+    if tokens is None:
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+    lengths = batch.completion_mask[rows].sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    rows, lengths = rows[order], lengths[order].tolist()
+    out, start = [], 0
+    while start < len(rows):
+        n = max(1, min(size, tokens // (batch.prompt_len + lengths[start])))  # its first row is its longest
+        out.append(rows[start : start + n])
+        start += n
+    return out

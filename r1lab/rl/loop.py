@@ -21,7 +21,8 @@ from r1lab.config import RLConfig
 from r1lab.data.example import Task
 from r1lab.data.format import apply_template
 from r1lab.logs import append_jsonl, truncate_jsonl
-from r1lab.models import load_weights
+from r1lab.lora import AdapterDisabled, is_lora
+from r1lab.models import enable_gradient_checkpointing, restore_weights
 from r1lab.optim import lr_lambda
 from r1lab.progress import console, progress_bar
 from r1lab.rewards.registry import Rewards
@@ -45,15 +46,20 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     algorithm = ALGORITHMS[cfg.algorithm]
     rewards_fn = Rewards(cfg.rewards, task, cfg.general_rewards, reward_model=cfg.reward_model)
     stream = PromptStream(task.examples("train"), seed)
+    if is_lora(policy) and (algorithm.needs_value_model or cfg.ref_reset_every):  # the config refuses these too
+        raise ValueError(f"LoRA: {cfg.algorithm}'s value model and rl.ref_reset_every need a copy of the whole model")
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
     value_model = ValueModel(policy) if algorithm.needs_value_model else None
     opt = _optimizer(policy, value_model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.schedule))
-    ref = _frozen_copy(policy) if cfg.beta > 0 else None
+    ref = _reference(policy) if cfg.beta > 0 else None
+    ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
     start, elapsed = 0, 0.0
     if (ckpt := checkpoint.latest(run_dir)) is not None:
         state = checkpoint.load_state(ckpt)
-        policy.load_state_dict(load_weights(ckpt, policy))
-        for module, key in ((value_model, "value_model"), (ref, "ref")):
+        restore_weights(policy, ckpt)
+        for module, key in ((value_model, "value_model"), (ref_copy, "ref")):
             if module is not None:
                 module.load_state_dict(state[key])
         opt.load_state_dict(state["optimizer"])
@@ -84,8 +90,8 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
                 engine.load_weights(policy)
                 stats["sync_time"] = round(time.time() - t_sync, 4)
             sched.step()
-            if cfg.ref_reset_every and step % cfg.ref_reset_every == 0 and ref is not None:
-                ref.load_state_dict(policy.state_dict())
+            if cfg.ref_reset_every and step % cfg.ref_reset_every == 0 and ref_copy is not None:
+                ref_copy.load_state_dict(policy.state_dict())
 
             metrics = step_metrics(stage, step, seen, stats, cfg, t_gen, time.time() - t0, sched.get_last_lr()[0])
             append_jsonl(run_dir / "metrics.jsonl", [metrics])
@@ -96,19 +102,26 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
                 checkpoint.save(run_dir, step, policy, tokenizer, {
                     "step": step, "elapsed": elapsed, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "data": stream.state(), "rng": checkpoint.rng_state(), "sampler_rng": engine.rng_state(),
-                    "ref": ref.state_dict() if ref is not None else None,
+                    "ref": ref_copy.state_dict() if ref_copy is not None else None,
                     "value_model": value_model.state_dict() if value_model is not None else None})
     policy.eval()
     return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3)}
 
 
 def _optimizer(policy, value_model, cfg: RLConfig):
-    """One AdamW; PPO's value model is a second parameter group with its own lr. One optimizer (and one
-    state dict) keeps the schedule and resume the same for every algorithm."""
-    groups = [{"params": list(policy.parameters())}]
+    """One AdamW over the parameters that train (with LoRA, the adapters only: the frozen base has no
+    optimizer state); PPO's value model is a second parameter group with its own lr. One optimizer (and
+    one state dict) keeps the schedule and resume the same for every algorithm."""
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad]}]
     if value_model is not None:
         groups.append({"params": list(value_model.parameters()), "lr": cfg.value_lr or cfg.lr})
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+
+
+def _reference(policy):
+    """KL's reference: the policy as it starts. With LoRA, the base model under it with the adapter
+    disabled (its weights are frozen: no second copy); otherwise a frozen copy."""
+    return AdapterDisabled(policy) if is_lora(policy) else _frozen_copy(policy)
 
 
 def _frozen_copy(model):

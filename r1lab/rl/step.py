@@ -4,7 +4,7 @@ minibatches, micro-batches accumulating gradients, one optimizer step per miniba
     stats = rl_step(policy, optimizer, batch, cfg, ref=ref, value_model=value_model)
 
 Every loss is normalised by its minibatch (sequences, tokens), so the micro-batch losses add up to the
-minibatch's and the gradient does not depend on micro_batch_size.
+minibatch's and the gradient does not depend on micro_batch_size or micro_batch_tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from r1lab.config import RLConfig
 from r1lab.rl.algorithms import ALGORITHMS, Algorithm, masked_mean
-from r1lab.rl.batch import Batch
+from r1lab.rl.batch import Batch, micro_batches
 from r1lab.rl.logprobs import forward_logprobs, logprobs_no_grad
 from r1lab.rl.ppo import explained_variance, token_gae, token_rewards, value_loss, whiten
 
@@ -40,7 +40,8 @@ def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, policy=None, ref
     if cfg.rollout_is in ("truncate", "mask"):
         batch, stats = rollout_importance_weights(batch, policy, cfg)
     if ref is not None:
-        batch = replace(batch, ref_logprobs=logprobs_no_grad(ref, batch, temperature, cfg.micro_batch_size))
+        batch = replace(batch, ref_logprobs=logprobs_no_grad(ref, batch, temperature, cfg.micro_batch_size,
+                                                             cfg.micro_batch_tokens))
     if not algorithm.needs_value_model:
         batch = replace(batch, advantages=algorithm.advantages(batch.rewards, cfg.group_size))  # (N,)
         return batch, stats | {"advantage_abs": batch.advantages.abs().mean().item()}
@@ -107,8 +108,8 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
                 for p in params:
                     if p.requires_grad:
                         p.grad = torch.zeros_like(p)
-            for mi in range(0, len(trained), cfg.micro_batch_size):
-                micro = batch.take(trained[mi : mi + cfg.micro_batch_size])
+            for part in micro_batches(batch, trained, cfg.micro_batch_size, cfg.micro_batch_tokens):
+                micro = batch.take(part)
                 rows = micro.to(dev)
                 logprobs = forward_logprobs(policy, micro, cfg.sampling.temperature)
                 loss, stats = algorithm.loss(logprobs, rows.old_logprobs, rows.advantages, rows.completion_mask, eps=eps,

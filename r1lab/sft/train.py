@@ -5,7 +5,8 @@ prompt + completion + EOS and learns only the completion and the EOS (prompt tok
 so it learns where to stop. Sequences are padded only to the longest one in each micro-batch, and the
 loss is the mean over every completion token of the optimizer batch, so gradient accumulation is exact.
 
-Layout of OUT: metrics.jsonl, checkpoints/ (resume), final/ (the trained model + tokenizer).
+Layout of OUT: metrics.jsonl, checkpoints/ (resume), final/ (the trained model + tokenizer; with LoRA, merged,
+and the adapter in final/adapter).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from r1lab.config import SFTConfig
 from r1lab.data.files import read_table
 from r1lab.data.format import apply_template, response_prefix
 from r1lab.logs import append_jsonl, truncate_jsonl
-from r1lab.models import load_model, load_weights, save_model, trained_system
+from r1lab.models import enable_gradient_checkpointing, load_model, restore_weights, save_model, trained_system
 from r1lab.optim import lr_lambda
 from r1lab.progress import console, progress_bar
 
@@ -256,7 +257,10 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
     total = cfg.epochs * steps_per_epoch
     data_id = _fingerprint(examples, cfg, max_len, seed)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    params = [p for p in model.parameters() if p.requires_grad]  # with LoRA, the adapters: the base stays frozen
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, total, cfg.min_lr_ratio))
     start, elapsed, train_loss, eval_loss = 0, 0.0, None, None
     if (ckpt := checkpoint.latest(out_dir)) is not None:
@@ -264,7 +268,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
         if state.get("data_id") != data_id:
             raise ValueError(f"{ckpt} was written by a run on other data or batch settings; use a new output directory "
                              f"or the same examples, batch_size, seed, eval_fraction and max_len to resume")
-        model.load_state_dict(load_weights(ckpt, model))
+        restore_weights(model, ckpt)
         opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
         start, elapsed, train_loss, eval_loss = state["step"], state["elapsed"], state["train_loss"], state["eval_loss"]
@@ -284,7 +288,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
             lr = opt.param_groups[0]["lr"]
             opt.zero_grad(set_to_none=True)
             train_loss, tokens = accumulate_gradients(model, batch, cfg.micro_batch_size, pad_id)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             opt.step()
             sched.step()
             row = {"stage": stage, "step": step, "epoch": round(epoch + (index + 1) / steps_per_epoch, 4),
@@ -310,9 +314,14 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
 
 
 def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, template: str = "r1-zero", system: str | None = None,
-                    seed: int = 0, device: str = "auto", dtype: str = "auto", stage: str = "sft") -> dict:
-    """Loads a model + tokenizer, reads `data` (a file, a save_to_disk dir or rows) and runs train_sft."""
+                    seed: int = 0, device: str = "auto", dtype: str = "auto", stage: str = "sft", lora=None) -> dict:
+    """Loads a model + tokenizer, reads `data` (a file, a save_to_disk dir or rows) and runs train_sft; with
+    `lora` (config.LoRAConfig, r > 0) it trains LoRA adapters."""
     model, tokenizer = load_model(model_path, device=device, dtype=dtype)
+    if lora is not None and lora.enabled:
+        from r1lab.lora import add_lora
+
+        model = add_lora(model, lora, seed)
     if system is None:
         system = trained_system(model_path, template)  # the prompt the model was built for (tiny world: none)
     examples = load_sft_examples(data, cfg, tokenizer, template=template, system=system)

@@ -71,10 +71,11 @@ def train_tokenizer(docs: list[str], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, clean_up_tokenization_spaces=False)
 
 
-def build_model(cfg, vocab_size: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def model_config(cfg, vocab_size: int):
+    """The tiny world's Llama architecture for PretrainConfig `cfg`."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -87,6 +88,12 @@ def build_model(cfg, vocab_size: int):
         eos_token_id=0,
         pad_token_id=0,
     )
+
+
+def build_model(cfg, vocab_size: int):
+    from transformers import LlamaForCausalLM
+
+    config = model_config(cfg, vocab_size)
     torch.manual_seed(cfg.seed)
     return LlamaForCausalLM(config)
 

@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     sf.add_argument("model", help="model directory or hub name ('tinyworld' for the tiny base)")
     sf.add_argument("--data", required=True, help="JSONL/JSON/CSV/parquet file or save_to_disk directory (e.g. r1lab generate's output)")
     sf.add_argument("--out", required=True, help="output directory: metrics.jsonl, checkpoints/, final/")
-    sf.add_argument("overrides", nargs="*", help="sft fields and the run's template, system, seed, e.g. epochs=3 lr=1e-5 template=chat")
+    sf.add_argument("overrides", nargs="*", help="sft fields and the run's template, system, seed, device, dtype, lora, "
+                    "e.g. epochs=3 lr=1e-5 template=chat lora.r=16")
 
     ch = sub.add_parser("chat", help="talk to a model; thinking is shown apart from the answer")
     ch.add_argument("model")
@@ -199,9 +200,9 @@ def _dispatch(args) -> int:
         from r1lab.recipes.pipeline import resolve_model
         from r1lab.sft.train import sft_from_config
 
-        # template, system and seed are the run's (every stage's); the other fields are sft's
-        overrides = [o if o.split("=")[0].split(".")[0] in ("template", "system", "seed", "sft") else f"sft.{o}"
-                     for o in args.overrides]
+        # template, system, seed, device, dtype and lora are the run's (every stage's); the other fields are sft's
+        run_level = ("template", "system", "seed", "device", "dtype", "lora", "sft")
+        overrides = [o if o.split("=")[0].split(".")[0] in run_level else f"sft.{o}" for o in args.overrides]
         cfg = validate({"model": args.model}, "sft settings", overrides)
         data = args.data
         if data.endswith(".jsonl") and _looks_like_generate_output(data):
@@ -209,7 +210,7 @@ def _dispatch(args) -> int:
 
             data = read_kept(data)  # r1lab generate's rows: train on the kept samples only
         result = sft_from_config(resolve_model(cfg), data, cfg.sft, args.out, template=cfg.template, system=cfg.system,
-                                 seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
+                                 seed=cfg.seed, device=cfg.device, dtype=cfg.dtype, lora=cfg.lora)
         print(json.dumps(result, indent=2))
     elif args.command == "chat":
         from r1lab.config import SamplingConfig, changed
