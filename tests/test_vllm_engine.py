@@ -123,3 +123,26 @@ def test_grpo_with_the_vllm_engine_raises_the_reward(vllm_model_dir, tmp_path, m
     assert last > first + 0.2, (first, last)
     # the mismatch is corrected (auto -> truncate) and logged; in fp32 on a CPU it is small
     assert all(r["rollout_logp_diff_mean"] < 1e-3 and r["sync_time"] > 0 for r in rows)
+
+
+def test_a_lora_policy_syncs_its_merged_weights(vllm_model_dir):
+    pytest.importorskip("peft")
+    from r1lab.config import LoRAConfig
+    from r1lab.lora import add_lora, merged_model
+
+    model, tokenizer = load_model(str(vllm_model_dir), device="cpu", dtype="fp32")
+    policy = add_lora(model, LoRAConfig(r=8))
+    vllm_engine = make_engine("vllm", policy, tokenizer, seed=0)
+    try:
+        greedy = SamplingConfig(temperature=0, max_new_tokens=16)
+        before = vllm_engine.generate(PROMPTS, greedy).texts
+        with torch.no_grad():  # an adapter that moved (B starts at 0, so the first sync changes nothing)
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+        vllm_engine.load_weights(policy)
+        after = vllm_engine.generate(PROMPTS, greedy).texts
+        assert after != before
+        assert after == make_engine("torch", merged_model(policy), tokenizer).generate(PROMPTS, greedy).texts
+    finally:
+        vllm_engine.close()

@@ -42,7 +42,9 @@ class VLLMEngine:
             raise ValueError("rollout.sleep=true frees accelerator memory between generations: it needs CUDA")
         self.sleep = sleep
         self._dir = tempfile.mkdtemp(prefix="r1lab-vllm-")
-        model.save_pretrained(self._dir)
+        from r1lab.lora import is_lora, merged_model
+
+        (merged_model(model) if is_lora(model) else model).save_pretrained(self._dir)  # vLLM starts from plain weights
         tokenizer.save_pretrained(self._dir)
         dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[next(model.parameters()).dtype]
         self.llm = LLM(model=self._dir, dtype=dtype, seed=seed, enforce_eager=True, logprobs_mode="processed_logprobs",
@@ -80,8 +82,11 @@ class VLLMEngine:
 
     def load_weights(self, model) -> None:
         """Copies the policy's current weights into vLLM's model, in place."""
+        from r1lab.lora import is_lora, merged_state_dict
+
         self._wake()
-        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+        state = merged_state_dict(model) if is_lora(model) else model.state_dict()  # LoRA: sync W + BA
+        weights = [(name, tensor.detach()) for name, tensor in state.items()]
         # vLLM's in-place reload: it maps HF names onto its fused layers and redoes what it did after the
         # first load (on a CPU, packing the weights for its GEMM kernels), so a plain copy would not do.
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
