@@ -24,13 +24,56 @@ def apply_template(prompt: str, template: str, tokenizer=None, system: str | Non
         system = R1_ZERO_SYSTEM if system is None else system
         return f"{system} User: {prompt}. Assistant: <think>".lstrip()
     if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("template 'chat' needs a tokenizer with a chat_template; use template=r1-zero or template=none")
+        _need_chat_template(tokenizer)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if template == "none":
         return prompt
     raise ValueError(f"unknown template '{template}' (choose one of {', '.join(TEMPLATES)})")
+
+
+def without_reasoning(text: str) -> str:
+    """A response as it is fed back in a later turn: the text after its first </think>; all of it when it
+    has no tags; nothing when its thinking never closed. R1 models are given earlier answers without
+    their reasoning (DeepSeek's advice for multi-turn use)."""
+    _, rest = split_response(text)
+    if rest is None:
+        return "" if THINK in text else text
+    return rest
+
+
+def conversation_prompt(messages: list[dict], template: str, tokenizer=None, system: str | None = None) -> str:
+    """A conversation ({"role", "content"} dicts, ending with the user's turn) as a prompt to continue.
+
+    Earlier assistant turns keep their answer only (`without_reasoning`). A system message in `messages`
+    wins over `system`. r1-zero writes the turns one after another in the paper's plain format,
+    "{system} User: q1. Assistant: a1 User: q2. Assistant: <think>", so a one-question conversation is
+    exactly `apply_template(q, "r1-zero", system=system)`; chat uses the tokenizer's chat template;
+    none joins the texts with blank lines.
+    """
+    turns = [m for m in messages if m["role"] != "system"]
+    system = next((m["content"] for m in messages if m["role"] == "system"), system)
+    if not turns or turns[-1]["role"] != "user":
+        raise ValueError("a conversation to continue must end with a user message")
+    turns = [{"role": m["role"], "content": without_reasoning(m["content"]) if m["role"] == "assistant" else m["content"]}
+             for m in turns]
+    if template == "r1-zero":  # earlier turns go between the system text and the last question
+        history = " ".join(f"User: {m['content']}." if m["role"] == "user" else f"Assistant: {m['content'].strip()}"
+                           for m in turns[:-1])
+        system = R1_ZERO_SYSTEM if system is None else system
+        return apply_template(turns[-1]["content"], "r1-zero", system=" ".join(part for part in (system, history) if part))
+    if template == "chat":
+        _need_chat_template(tokenizer)
+        return tokenizer.apply_chat_template(([{"role": "system", "content": system}] if system else []) + turns,
+                                             tokenize=False, add_generation_prompt=True)
+    if template == "none":
+        return "\n\n".join(m["content"] for m in turns)
+    raise ValueError(f"unknown template '{template}' (choose one of {', '.join(TEMPLATES)})")
+
+
+def _need_chat_template(tokenizer) -> None:
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError("template 'chat' needs a tokenizer with a chat_template; use template=r1-zero or template=none")
 
 
 def response_prefix(prompt_text: str) -> str:

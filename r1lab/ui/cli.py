@@ -20,6 +20,8 @@ EXAMPLES = """examples:
   r1lab control --algo ppo --env CartPole-v1 --out runs/cartpole-ppo
   r1lab compare ppo-vs-grpo --out runs/cmp                # the paper's PPO (lambda 0.95, 1.0) vs GRPO
   r1lab chat runs/r1-zero/final
+  r1lab serve runs/r1-zero/final --port 8000              # OpenAI-compatible API on 127.0.0.1
+  r1lab chat --api http://127.0.0.1:8000/v1 --model runs/r1-zero/final   # or DeepSeek's, vLLM's, ollama's
 """
 
 
@@ -84,11 +86,34 @@ def _parser() -> argparse.ArgumentParser:
     sf.add_argument("overrides", nargs="*", help="sft fields and the run's template, system, seed, device, dtype, lora, "
                     "e.g. epochs=3 lr=1e-5 template=chat lora.r=16")
 
-    ch = sub.add_parser("chat", help="talk to a model; thinking is shown apart from the answer")
-    ch.add_argument("model")
+    ch = sub.add_parser("chat", help="talk to a model, or to any OpenAI-compatible API (--api); thinking is shown apart from the answer")
+    ch.add_argument("model", nargs="?", help="model directory or hub name (without --api)")
+    ch.add_argument("--api", metavar="BASE_URL", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 or https://api.deepseek.com")
+    ch.add_argument("--model", dest="api_model", metavar="NAME", help="with --api: the model name (default: the server's first)")
+    ch.add_argument("--api-key", help="with --api (default: $R1LAB_API_KEY, $OPENAI_API_KEY; $DEEPSEEK_API_KEY for DeepSeek's API)")
     ch.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
     ch.add_argument("--temperature", type=float, default=None, help="default: evaluation's (0.6)")
     ch.add_argument("--max-new-tokens", type=int, default=None, help="default: 512")
+
+    srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (reasoning_content apart from content)")
+    srv.add_argument("model", help="model directory, hub name or 'tinyworld'")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    srv.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
+    srv.add_argument("--api-key", default=os.environ.get("R1LAB_API_KEY"),
+                     help="require 'Authorization: Bearer KEY' (default: $R1LAB_API_KEY if set, else no key)")
+    srv.add_argument("--engine", default="torch", help="rollout engine (torch; vllm where installed)")
+    srv.add_argument("--template", default="auto", choices=["auto", "r1-zero", "chat", "none"],
+                     help="auto: the one the model was trained with (r1lab.json), else its chat template, else r1-zero")
+    srv.add_argument("--name", help="model name clients ask for (default: the MODEL argument)")
+    srv.add_argument("--device", default="auto")
+    srv.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
+    srv.add_argument("--dtype", default="auto")
+    srv.add_argument("--max-tokens", type=int, default=4096, help="the most a request may ask for per completion")
+    srv.add_argument("--max-n", type=int, default=16, help="the most completions per request")
+    srv.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    srv.add_argument("--max-pending", type=int, default=256, help="requests in flight at once; more are answered 429")
+    srv.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to gather requests into one engine call")
+    srv.add_argument("--max-batch", type=int, default=64, help="rows (prompts x n) per engine call")
 
     rep = sub.add_parser("report", help="(re)write a run directory's plots and report.html")
     rep.add_argument("run_dir")
@@ -212,18 +237,45 @@ def _dispatch(args) -> int:
         result = sft_from_config(resolve_model(cfg), data, cfg.sft, args.out, template=cfg.template, system=cfg.system,
                                  seed=cfg.seed, device=cfg.device, dtype=cfg.dtype, lora=cfg.lora)
         print(json.dumps(result, indent=2))
+    elif args.command == "chat" and args.api:
+        _need_serve_extra()
+        from r1lab.ui.api_chat import api_chat, api_key_for
+
+        api_chat(args.api, model=args.api_model or args.model, api_key=args.api_key or api_key_for(args.api),
+                 temperature=args.temperature, max_tokens=args.max_new_tokens)
     elif args.command == "chat":
         from r1lab.config import SamplingConfig, changed
         from r1lab.ui.chat import CHAT_SAMPLING, chat
 
         given = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
         sampling = changed(SamplingConfig, CHAT_SAMPLING, {k: v for k, v in given.items() if v is not None}, "chat")
+        if args.model is None:
+            raise ValueError("r1lab chat needs a model directory or hub name, or --api BASE_URL")
         chat(args.model, template=args.template, sampling=sampling)
+    elif args.command == "serve":
+        _need_serve_extra()
+        from r1lab.ui.serve import serve
+        from r1lab.ui.serve_api import ServeLimits
+
+        limits = ServeLimits(max_tokens=args.max_tokens, max_n=args.max_n, max_body_bytes=args.max_body_bytes,
+                             max_pending=args.max_pending)
+        serve(args.model, host=args.host, port=args.port, api_key=args.api_key, engine=args.engine, template=args.template,
+              name=args.name, device=args.device, dtype=args.dtype, threads=args.threads, limits=limits,
+              batch_window_s=args.batch_window_ms / 1000, max_batch_rows=args.max_batch)
     elif args.command == "report":
         from r1lab.evaluation.report import write_report
 
         print(write_report(args.run_dir))
     return 0
+
+
+def _need_serve_extra() -> None:
+    """r1lab serve and chat --api need the `serve` extra's packages: say so instead of a traceback."""
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not installed: pip install 'r1lab[serve]' (or -e '.[serve]' in a checkout)")
 
 
 def _looks_like_generate_output(path: str) -> bool:

@@ -1,0 +1,83 @@
+"""How a response is shown in the terminal: its <think> part dimmed, the answer plain, as the text arrives.
+
+Shared by `r1lab chat` (a local model) and `r1lab chat --api` (any OpenAI-compatible server), and kept
+free of torch so that the API client starts fast.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+from r1lab.data.format import END_THINK, THINK, split_response
+
+
+def thinking_and_answer(text: str) -> tuple[str, str | None]:
+    """(thinking, answer) as chat shows a response, both stripped; answer is None while the thinking is open.
+
+    "<think> a </think> b" -> ("a", "b");  "<think> a" (never closed) -> ("a", None): all thinking;
+    "a </think> b" (opening tag pre-filled by the template) -> ("a", "b");  no tags -> ("", text): a model
+    that answers without thinking.
+    """
+    if THINK not in text and END_THINK not in text:
+        return "", text.strip()
+    thinking, rest = split_response(text)
+    return thinking.strip(), None if rest is None else rest.strip()
+
+
+def hold_back(text: str) -> str:
+    """text without a trailing partial tag ('</thi'), which the next chunk may complete."""
+    for tag in (END_THINK, THINK):
+        for i in range(len(tag) - 1, 0, -1):
+            if text.endswith(tag[:i]):
+                return text[:-i]
+    return text
+
+
+def label(console: Console, name: str) -> None:
+    """A rule naming the section that follows ('thinking' dimmed, anything else bold)."""
+    console.rule(Text(name, style="dim" if name == "thinking" else "bold green"), style="dim", align="left")
+
+
+def show_response(chunks, console: Console, prefix: str) -> str:
+    """Prints a response as its text arrives, thinking and answer apart; returns the text the model wrote.
+
+    `prefix` is what the prompt already wrote of the response ('<think>' for the r1-zero template).
+    Each chunk re-splits the whole text and prints only what is new, so tags split across chunks are fine.
+    """
+    text, shown = prefix, {"think": None, "answer": None}  # None: section not started
+
+    def update(t: str, a: str | None) -> None:
+        if shown["answer"] is None and t.startswith(shown["think"] or "") and t != (shown["think"] or ""):
+            if shown["think"] is None:
+                label(console, "thinking")
+            # soft_wrap: a chunk starts mid-line, so let the terminal wrap rather than rich
+            console.print(Text(t[len(shown["think"] or ""):], style="dim italic"), end="", soft_wrap=True)
+            shown["think"] = t
+        if a is not None and a.startswith(shown["answer"] or ""):
+            if shown["answer"] is None:
+                if shown["think"] is not None:
+                    console.print()
+                label(console, "answer")
+            console.print(Text(a[len(shown["answer"] or ""):]), end="", soft_wrap=True)
+            shown["answer"] = a
+
+    if THINK in prefix:  # the template opened the thinking: say so before the first token
+        label(console, "thinking")
+        shown["think"] = ""
+    for chunk in chunks:
+        text += chunk
+        update(*thinking_and_answer(hold_back(text)))
+    final = thinking_and_answer(text)
+    update(*final)
+    console.print()
+    if final != (shown["think"] or "", shown["answer"]):
+        # A late '</think>' with no opening tag turned text already shown as answer into thinking.
+        console.print(Text("(re-split after the closing tag)", style="dim"))
+        for name, part in zip(("thinking", "answer"), final):
+            if part is not None:
+                label(console, name)
+                console.print(Text(part, style="dim italic" if name == "thinking" else ""))
+    if final[1] is None:
+        console.print(Text("(no answer: the model never closed </think>)", style="yellow"))
+    return text[len(prefix):]
