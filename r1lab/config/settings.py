@@ -108,6 +108,9 @@ class RLConfig(Strict):
                                           description="phrases counted as reflection (training and eval metrics)")
     checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
     log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
+    seed_per_prompt: bool = Field(False, description="sample each prompt's completions from a random stream of its own "
+                                  "(fixed by the seed and its place in the data order), so samples do not depend on how "
+                                  "prompts are batched or split over processes; always on with several processes")
 
     @field_validator("algorithm")
     @classmethod
@@ -286,6 +289,15 @@ class RunConfig(Strict):
 
     def student_pretrain(self) -> PretrainConfig:
         return changed(PretrainConfig, self.pretrain, self.student.pretrain, "student.pretrain")
+
+    def check_processes(self, n: int) -> None:
+        """n processes split each rl step's prompts evenly (r1lab/dist.py): every rl stage's prompts_per_step
+        must divide by n. Checked before any model work (and before `--nproc` starts processes)."""
+        bad = [f"stages.{st.name}.rl.prompts_per_step={self.stage_rl(st).prompts_per_step}"
+               for st in self.stages if st.kind == "rl" and self.stage_rl(st).prompts_per_step % n]
+        if bad:
+            raise ConfigError(f"{n} processes split each rl step's prompts evenly, but {', '.join(bad)} "
+                              f"does not divide by {n}: set rl.prompts_per_step to a multiple of {n}")
 
     @model_validator(mode="before")
     @classmethod
