@@ -12,7 +12,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True, quiet=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 speaks for all
 if not console.is_terminal and "COLUMNS" not in os.environ:
     console.width = 120  # a log file has no width: rich's 80 would cut tables and progress lines
 

@@ -119,6 +119,9 @@ class RLConfig(Strict):
     rollout_is_cap: float = Field(2.0, gt=1, description="the cap C of the importance weights (verl and TRL use 2-3)")
     checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
     log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
+    seed_per_prompt: bool = Field(False, description="sample each prompt's completions from a random stream of its own "
+                                  "(fixed by the seed and its place in the data order), so samples do not depend on how "
+                                  "prompts are batched or split over processes; always on with several processes")
 
     @field_validator("algorithm")
     @classmethod
@@ -335,6 +338,20 @@ class RunConfig(Strict):
             if isinstance(section, dict) and "gradient_checkpointing" not in section:
                 data[use] = {**section, "gradient_checkpointing": data["gradient_checkpointing"]}
         return data
+
+    def check_processes(self, n: int) -> None:
+        """n processes split each rl step's prompts evenly (r1lab/dist.py): every rl stage's prompts_per_step
+        must divide by n. Checked before any model work (and before `--nproc` starts processes)."""
+        if n > 1 and self.rollout.engine != "torch":
+            raise ConfigError(f"rollout.engine={self.rollout.engine} with {n} processes is not supported yet: "
+                              "use rollout.engine=torch with several processes, or one process with vllm")
+        if n > 1 and self.lora.r > 0:
+            raise ConfigError(f"lora.r > 0 with {n} processes is not supported yet: train LoRA in one process")
+        bad = [f"stages.{st.name}.rl.prompts_per_step={self.stage_rl(st).prompts_per_step}"
+               for st in self.stages if st.kind == "rl" and self.stage_rl(st).prompts_per_step % n]
+        if bad:
+            raise ConfigError(f"{n} processes split each rl step's prompts evenly, but {', '.join(bad)} "
+                              f"does not divide by {n}: set rl.prompts_per_step to a multiple of {n}")
 
     @model_validator(mode="before")
     @classmethod

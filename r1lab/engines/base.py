@@ -66,8 +66,13 @@ class Engine(Protocol):
     pad_id: int
     exact_logprobs: bool  # its log-probs are the trainer's (same weights, same kernels): no mismatch to correct
 
-    def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout:
-        """n completions per prompt with these sampling settings (temperature, top_p, top_k, max_new_tokens, stop)."""
+    def generate(self, prompts: list[str], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
+        """n completions per prompt with these sampling settings (temperature, top_p, top_k, max_new_tokens, stop).
+
+        seeds (one int per prompt, optional): prompt i's n completions are drawn from a random stream of its
+        own, seeded by seeds[i], so they do not depend on the other prompts of the call (how prompts are
+        batched, or split over processes: rl/rollouts.py passes them). None: the engine's own stream
+        (`rng_state`), as before; callers pass `seeds` only when they use it."""
 
     def load_weights(self, model) -> None:
         """Sample from `model`'s current weights from now on (after an optimizer step)."""
@@ -98,11 +103,13 @@ def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> t
     return logits
 
 
-def sample_next(logits: torch.Tensor, sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_next(logits: torch.Tensor, sampling, generator: torch.Generator,
+                uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One token per row from (B, V) logits -> (tokens (B,), their log-probs (B,), entropies (B,)), all
     under the temperature-scaled policy. Shared by both paths, so they draw the same tokens from the same
-    generator state. The entropy is logged by the trainer: here it costs two cheap ops, in the training
-    pass a softmax over every completion token."""
+    generator state. `uniforms` (B,): the rows' draws, given instead of drawn from `generator` (per-prompt
+    seeds). The entropy is logged by the trainer: here it costs two cheap ops, in the training pass a
+    softmax over every completion token."""
     scaled = logits / max(sampling.temperature, 1e-5)
     logprobs = F.log_softmax(scaled, -1)
     probs = logprobs.exp()
@@ -115,7 +122,10 @@ def sample_next(logits: torch.Tensor, sampling, generator: torch.Generator) -> t
         if sampling.top_p < 1.0 or sampling.top_k > 0:
             probs = filter_logits(scaled, sampling.top_p, sampling.top_k).softmax(-1)
         cdf = probs.cumsum(-1)
-        u = torch.rand((cdf.size(0), 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+        if uniforms is None:
+            u = torch.rand((cdf.size(0), 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+        else:
+            u = uniforms.to(cdf.device, cdf.dtype)[:, None]
         choice = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_(max=cdf.size(1) - 1)
     return choice, logprobs.gather(1, choice[:, None]).squeeze(1), entropy
 

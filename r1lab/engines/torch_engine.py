@@ -12,7 +12,8 @@ values copied to its n samples, then one forward per new token for the whole bat
 
 Both paths sample the same tokens for the same seed (the fast path draws only for unfinished rows, in
 the same order) and agree on the log-probs and entropies up to float rounding; tests/test_rollout.py
-checks that.
+checks that. With per-prompt `seeds`, each row's draws are taken in advance from its prompt's generator
+and read by row and position, so both paths still draw the same tokens.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class TorchEngine:
         return stream_text(self.model, self.tokenizer, prompt, sampling, stop_event)
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], sampling, n: int = 1) -> Rollout:
-        """Samples n completions for each prompt. `sampling` has temperature, top_p, top_k, max_new_tokens, stop."""
+    def generate(self, prompts: list[str], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
+        """Samples n completions for each prompt. `sampling` has temperature, top_p, top_k, max_new_tokens, stop.
+        seeds: one per prompt, its completions' own random stream (engines/base.py: Engine.generate)."""
         model = self.model
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         if any(len(p) == 0 for p in prompt_ids):
@@ -72,7 +74,8 @@ class TorchEngine:
         try:
             decoder = FastDecoder.of(model) if self.fast else None
             run = self._sample_fast if decoder is not None else self._sample_plain
-            tokens, logprobs, entropies, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new)
+            uniforms = None if seeds is None else self._uniforms(seeds, n, max_new)
+            tokens, logprobs, entropies, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new, uniforms)
         finally:
             if was_training:
                 model.train()
@@ -85,6 +88,12 @@ class TorchEngine:
                        logprobs=logprobs[:, :T] * mask, texts=texts, truncated=(~stopped).tolist(), n=n,
                        entropies=entropies[:, :T] * mask)
 
+    @staticmethod
+    def _uniforms(seeds: list[int], n: int, max_new: int) -> torch.Tensor:
+        """(N, max_new): row i's draw for each position, from the generator of its prompt's seed (drawn on
+        the CPU, so a seed means the same draws on any device)."""
+        return torch.cat([torch.rand((n, max_new), generator=torch.Generator().manual_seed(seed)) for seed in seeds])
+
     def _left_padded(self, prompt_ids: list[list[int]], dev) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(map(len, prompt_ids))
         ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
@@ -94,7 +103,7 @@ class TorchEngine:
             attn[i, width - len(p):] = 1
         return ids.to(dev), attn.to(dev)
 
-    def _sample_plain(self, _, prompt_ids, sampling, n: int, max_new: int):
+    def _sample_plain(self, _, prompt_ids, sampling, n: int, max_new: int, uniforms: torch.Tensor | None = None):
         """-> tokens, logprobs, entropies (N, max_new), lengths (N,), stopped (N,), with the model's own forward."""
         model, dev = self.model, self.model.device
         # Prefill each prompt once (left-padded), then repeat its cache for the n samples.
@@ -117,7 +126,8 @@ class TorchEngine:
         eos_ids = self.eos_ids.to(dev)
         stop_strings = list(sampling.stop)
         for t in range(max_new):
-            choice, step_logprobs, step_entropies = sample_next(logits, sampling, self.generator)
+            draws = None if uniforms is None else uniforms[active, t]
+            choice, step_logprobs, step_entropies = sample_next(logits, sampling, self.generator, draws)
             tokens[active, t] = choice.cpu()
             logprobs[active, t] = step_logprobs.cpu()
             entropies[active, t] = step_entropies.cpu()
@@ -141,7 +151,7 @@ class TorchEngine:
             logits = out.logits[:, -1].float()
         return tokens, logprobs, entropies, lengths, stopped
 
-    def _sample_fast(self, dec: "FastDecoder", prompt_ids, sampling, n: int, max_new: int):
+    def _sample_fast(self, dec: "FastDecoder", prompt_ids, sampling, n: int, max_new: int, uniforms: torch.Tensor | None = None):
         """Same contract as _sample_plain, with the FastDecoder and its KVCache.
 
         The batch holds slots: rows still generating plus finished rows not yet dropped. Finished rows are
@@ -163,13 +173,15 @@ class TorchEngine:
         stopped = torch.zeros(N, dtype=torch.bool, device=dev)
         live = torch.ones(N, dtype=torch.bool, device=dev)  # per slot
         n_live = N
+        uniforms = uniforms.to(dev) if uniforms is not None else None
         eos_ids = self.eos_ids.to(dev)
         stop_strings = list(sampling.stop)
         for t in range(max_new):
             all_live = n_live == len(cache.rows)
             live_idx = None if all_live else live.nonzero().squeeze(1)
             rows = cache.rows if all_live else cache.rows[live_idx]
-            choice, step_logprobs, step_entropies = sample_next(logits if all_live else logits[live_idx], sampling, self.generator)
+            draws = None if uniforms is None else uniforms[rows, t]
+            choice, step_logprobs, step_entropies = sample_next(logits if all_live else logits[live_idx], sampling, self.generator, draws)
             tokens[rows, t] = choice
             logprobs[rows, t] = step_logprobs
             entropies[rows, t] = step_entropies

@@ -8,6 +8,9 @@
     RUN/summary.json    one entry per model stage with eval_before (its init) and eval_after, and the
                         paper-style table: every model of the run measured the same way
     RUN/final           the last model stage's final/ (a symlink)
+
+With several processes (torchrun; r1lab/dist.py) every rank trains in rl stages; rank 0 alone evaluates
+models, runs the other stages and writes every file, while the others wait for the next rl stage.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from r1lab import dist
 from r1lab.config import ConfigError, RunConfig, StageConfig
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
@@ -88,7 +92,8 @@ class Run:
         if cfg.teacher:
             self.model_path("teacher")  # a missing teacher fails now, not mid-run
         check_run(cfg)  # device, dtype, checkpointing, LoRA targets: before the run directory is written
-        check_run_dir(self.dir, cfg)
+        if dist.is_main():
+            check_run_dir(self.dir, cfg)
         self.state_path = self.dir / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         for key in ("stages", "evals"):
@@ -111,7 +116,8 @@ class Run:
         return self.models[name]
 
     def save(self) -> None:
-        write_json_atomic(self.state_path, self.state)
+        if dist.is_main():
+            write_json_atomic(self.state_path, self.state)
 
     def load(self, name: str):
         from r1lab.models import load_model
@@ -154,6 +160,7 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.rl.loop import train_rl
 
     rl = run.cfg.stage_rl(stage)
+    dist.barrier()  # every rank starts once rank 0 has made (and measured) the stage's init model
     policy, tokenizer = run.load(stage.init)
     policy = trainable(run.cfg, policy)
     engine = run.engine(policy, tokenizer)
@@ -162,8 +169,9 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
                           system=run.system, seed=run.cfg.seed, stage=stage.name)
     finally:
         engine.close()
-    save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
-                                                  "system": run.system})
+    if dist.is_main():  # every rank holds the whole trained policy
+        save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
+                                                      "system": run.system})
     return result
 
 
@@ -213,17 +221,22 @@ RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft"
 
 def run_recipe(cfg: RunConfig, run_dir: str | Path) -> dict:
     t0 = time.time()
+    cfg.check_processes(dist.world_size())
     run = Run(cfg, Path(run_dir))
+    main = dist.is_main()
     for stage in cfg.stages:
         out = run.dir / stage.name
-        if stage.kind != "answers":
+        if stage.kind != "answers" and main:
             run.evaluate(stage.init)  # cached: each model is measured once
-        if stage.name not in run.state["stages"]:
+        if stage.name not in run.state["stages"] and (main or stage.kind == "rl"):
             run.state["stages"][stage.name] = RUNNERS[stage.kind](run, stage, out)
             run.save()
         if stage.makes_model:
             run.models[stage.name] = str(out / "final")
-            run.evaluate(stage.name)
+            if main:
+                run.evaluate(stage.name)
+    if not main:
+        return {}
     run.state["wall_seconds"] = round(run.state["wall_seconds"] + time.time() - t0, 1)
     run.save()
     return finish(run)

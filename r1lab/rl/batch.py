@@ -33,7 +33,7 @@ class Batch:
     @classmethod
     def from_rollout(cls, rollout, rewards: torch.Tensor, pad_id: int) -> "Batch":
         """Row i of the rollout answers prompt i // rollout.n; rewards (N,)."""
-        P, n_prompts = max(map(len, rollout.prompt_ids)), len(rollout.prompt_ids)
+        P, n_prompts = max(map(len, rollout.prompt_ids), default=0), len(rollout.prompt_ids)  # 0 prompts: a rank with no kept group
         prompt_ids = torch.full((n_prompts, P), pad_id, dtype=torch.long)
         prompt_mask = torch.zeros((n_prompts, P), dtype=torch.long)
         for i, p in enumerate(rollout.prompt_ids):

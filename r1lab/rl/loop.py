@@ -6,6 +6,10 @@
         stats = rl_step(policy, optimizer, batch, cfg)           # rl/step.py
         engine.load_weights(policy)                              # the engine samples the new weights
         log(step_metrics(...)); maybe checkpoint
+
+With several processes (torchrun; r1lab/dist.py, docs/SCALE.md) every rank runs this loop on its share of
+each step's prompts; `trainee` is then an FSDP2-sharded copy of `policy`, whose weights are gathered back
+into `policy` after each update; rank 0 writes the logs and the checkpoints' shared files.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from r1lab import checkpoint
+from r1lab import checkpoint, dist
 from r1lab.config import RLConfig
 from r1lab.data.example import Task
 from r1lab.data.format import apply_template
@@ -30,7 +34,7 @@ from r1lab.rl.algorithms import ALGORITHMS
 from r1lab.rl.batch import Batch
 from r1lab.rl.metrics import step_metrics, step_samples
 from r1lab.rl.ppo import ValueModel
-from r1lab.rl.rollouts import PromptStream, sample_step
+from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
 
 
@@ -48,31 +52,33 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     stream = PromptStream(task.examples("train"), seed)
     if is_lora(policy) and (algorithm.needs_value_model or cfg.ref_reset_every):  # the config refuses these too
         raise ValueError(f"LoRA: {cfg.algorithm}'s value model and rl.ref_reset_every need a copy of the whole model")
+    if is_lora(policy) and dist.world_size() > 1:
+        raise ValueError("LoRA with several processes is not supported yet: train LoRA in one process per model")
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
-    value_model = ValueModel(policy) if algorithm.needs_value_model else None
-    opt = _optimizer(policy, value_model, cfg)
+    trainee = dist.training_copy(policy)  # what the optimizer trains: policy itself in one process
+    value_model = dist.shard(ValueModel(policy)) if algorithm.needs_value_model else None
+    opt = _optimizer(trainee, value_model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.schedule))
-    ref = _reference(policy) if cfg.beta > 0 else None
+    ref = _reference(policy) if cfg.beta > 0 else None  # whole on every rank: no gradients, no optimizer state
     ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
+    training = dist.TrainingState(opt, trainee, value_model=value_model)
     start, elapsed = 0, 0.0
     if (ckpt := checkpoint.latest(run_dir)) is not None:
-        state = checkpoint.load_state(ckpt)
+        state = checkpoint.load_state(ckpt, training)
         restore_weights(policy, ckpt)
-        for module, key in ((value_model, "value_model"), (ref_copy, "ref")):
-            if module is not None:
-                module.load_state_dict(state[key])
-        opt.load_state_dict(state["optimizer"])
+        if ref_copy is not None:
+            ref_copy.load_state_dict(state["ref"])
         sched.load_state_dict(state["scheduler"])
         stream.load(state["data"])
-        checkpoint.set_rng_state(state["rng"])
-        engine.set_rng_state(state["sampler_rng"])
+        checkpoint.set_rng_state(dist.this_rank(state["rng"]))
+        engine.set_rng_state(dist.this_rank(state["sampler_rng"]))
         engine.load_weights(policy)
         start, elapsed = state["step"], state["elapsed"]
-        for log in ("metrics.jsonl", "samples.jsonl"):
+        for log in ("metrics.jsonl", "samples.jsonl") if dist.is_main() else ():
             truncate_jsonl(run_dir / log, lambda row: row.get("step", 0) <= start)
         console.print(f"[green]resuming {stage} from {ckpt.name}")
-    policy.train()
+    trainee.train()
 
     def prompt_of(example) -> str:
         return apply_template(example.prompt, template, tokenizer, system)
@@ -85,7 +91,8 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             t_gen = time.time() - t0
             if train is not None:  # None: dapo found no group with reward spread, nothing to learn from
                 batch = Batch.from_rollout(train.rollout, train.rewards, engine.pad_id)
-                stats |= rl_step(policy, opt, batch, cfg, ref=ref, value_model=value_model)
+                stats |= rl_step(trainee, opt, batch, cfg, ref=ref, value_model=value_model)
+                dist.copy_weights(trainee, policy)
                 t_sync = time.time()
                 engine.load_weights(policy)
                 stats["sync_time"] = round(time.time() - t_sync, 4)
@@ -93,17 +100,18 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             if cfg.ref_reset_every and step % cfg.ref_reset_every == 0 and ref_copy is not None:
                 ref_copy.load_state_dict(policy.state_dict())
 
+            seen = Scored.concat(dist.all_gather_objects(seen), engine.pad_id)  # every rank's groups, for the logs
             metrics = step_metrics(stage, step, seen, stats, cfg, t_gen, time.time() - t0, sched.get_last_lr()[0])
-            append_jsonl(run_dir / "metrics.jsonl", [metrics])
-            append_jsonl(run_dir / "samples.jsonl", step_samples(stage, step, seen, cfg))
+            if dist.is_main():
+                append_jsonl(run_dir / "metrics.jsonl", [metrics])
+                append_jsonl(run_dir / "samples.jsonl", step_samples(stage, step, seen, cfg))
             elapsed += metrics["step_time"]
             bar(**{k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics}, len=f"{metrics['completion_len_mean']:.0f}")
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
                 checkpoint.save(run_dir, step, policy, tokenizer, {
-                    "step": step, "elapsed": elapsed, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "data": stream.state(), "rng": checkpoint.rng_state(), "sampler_rng": engine.rng_state(),
-                    "ref": ref_copy.state_dict() if ref_copy is not None else None,
-                    "value_model": value_model.state_dict() if value_model is not None else None})
+                    "step": step, "elapsed": elapsed, "scheduler": sched.state_dict(), "data": stream.state(),
+                    "rng": dist.by_rank(checkpoint.rng_state()), "sampler_rng": dist.by_rank(engine.rng_state()),
+                    "ref": ref_copy.state_dict() if ref_copy is not None else None}, training)
     policy.eval()
     return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3)}
 

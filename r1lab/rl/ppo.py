@@ -53,10 +53,11 @@ def token_gae(rewards: torch.Tensor, values: torch.Tensor, completion_mask: torc
     return advantages, (advantages + values) * mask
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over the masked entries of the whole batch (PPO's advantage whitening)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, mean_of=masked_mean) -> torch.Tensor:
+    """(x - mean) / std over the masked entries of the whole batch (PPO's advantage whitening). mean_of:
+    the masked mean to use (dist.masked_mean: over every rank's batch)."""
+    mean = mean_of(x, mask)
+    var = mean_of((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + eps) * mask.to(x.dtype)
 
 

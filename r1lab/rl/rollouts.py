@@ -3,6 +3,10 @@
 `PromptStream` hands out train examples in a seeded order; `sample_step` samples G completions per
 prompt with the engine, scores them with the rewards and, for algorithms that resample (DAPO's dynamic
 sampling), replaces groups whose rewards are all equal.
+
+With several processes (r1lab.dist) every rank draws the same prompts from its own copy of the stream and
+samples its share of them (a group's G completions on one rank); DAPO's resampling decisions are taken
+over every rank's groups, so the stream stays the same on all ranks.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from r1lab import dist
 from r1lab.config import RLConfig
 from r1lab.data.example import Example
 from r1lab.data.format import response_prefix
@@ -40,6 +45,13 @@ class PromptStream:
             out.append(self.examples[self.order[self.pos]])
             self.pos += 1
         return out
+
+    def seeds(self, n: int) -> list[int]:
+        """A seed for each of the next n prompts (ask before `next`): fixed by the run's seed and the
+        prompt's place in the stream, so a prompt's samples do not depend on how prompts are batched or
+        split over processes."""
+        start = self.epoch * len(self.examples) + self.pos
+        return [random.Random(f"{self.seed}/{start + i}").getrandbits(63) for i in range(n)]
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
@@ -77,10 +89,14 @@ class Scored:
 
 
 def sample_groups(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConfig) -> Scored:
-    """prompts_per_step prompts from the stream, group_size completions each, scored."""
-    examples = stream.next(cfg.prompts_per_step)
+    """prompts_per_step prompts from the stream (this rank's share of them), group_size completions each, scored.
+    Per-prompt seeds (rl.seed_per_prompt, always with several processes) make the samples independent of the split."""
+    seeds = stream.seeds(cfg.prompts_per_step) if cfg.seed_per_prompt or dist.world_size() > 1 else None
+    mine = dist.share(cfg.prompts_per_step)
+    examples = stream.next(cfg.prompts_per_step)[mine]
     prompts = [prompt_of(e) for e in examples]
-    rollout = engine.generate(prompts, cfg.sampling, n=cfg.group_size)
+    seeded = {"seeds": seeds[mine]} if seeds is not None else {}  # without: the engine's own stream, as always
+    rollout = engine.generate(prompts, cfg.sampling, n=cfg.group_size, **seeded)
     group_examples = [e for e in examples for _ in range(cfg.group_size)]
     responses = [response_prefix(prompts[i // cfg.group_size]) + t for i, t in enumerate(rollout.texts)]
     infos = [{"num_tokens": int(n), "max_tokens": cfg.sampling.max_new_tokens, "truncated": tr}
@@ -103,12 +119,23 @@ def sample_step(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConf
     if not resample_zero_spread:
         return rounds[0], rounds[0], {}
 
-    def has_spread() -> torch.Tensor:  # (groups so far,) bool
-        return torch.cat([r.rewards for r in rounds]).view(-1, cfg.group_size).std(1) > 0
+    def spread_of(scored: Scored) -> torch.Tensor:  # (every rank's groups of the round,) bool, in prompt order
+        return dist.cat_over_ranks(scored.rewards.view(-1, cfg.group_size).std(1) > 0)
 
-    while has_spread().sum() < cfg.prompts_per_step and len(rounds) <= cfg.max_resample_rounds:
+    spread = [spread_of(rounds[0])]
+    while torch.cat(spread).sum() < cfg.prompts_per_step and len(rounds) <= cfg.max_resample_rounds:
         rounds.append(sample_groups(engine, stream, rewards_fn, prompt_of, cfg))
-    seen, spread = Scored.concat(rounds, engine.pad_id), has_spread()
-    keep = spread.nonzero().squeeze(1)[: cfg.prompts_per_step].tolist()
+        spread.append(spread_of(rounds[-1]))
+    seen, spread = Scored.concat(rounds, engine.pad_id), torch.cat(spread)
+    keep = spread.nonzero().squeeze(1)[: cfg.prompts_per_step]
     stats = {"groups_dropped": int((~spread).sum()), "resample_rounds": len(rounds) - 1}
-    return seen, seen.select(keep) if keep else None, stats
+    return seen, seen.select(_own_groups(keep, cfg.prompts_per_step)) if len(keep) else None, stats
+
+
+def _own_groups(groups: torch.Tensor, per_round: int) -> list[int]:
+    """This rank's groups among `groups` (indices into every rank's rounds, round after round, each round
+    in prompt order), as indices into its own rounds. A rank may own none of them."""
+    mine = dist.share(per_round)
+    rounds, at = groups // per_round, groups % per_round
+    own = (at >= mine.start) & (at < mine.stop)
+    return (rounds[own] * (mine.stop - mine.start) + at[own] - mine.start).tolist()

@@ -4,7 +4,10 @@ minibatches, micro-batches accumulating gradients, one optimizer step per miniba
     stats = rl_step(policy, optimizer, batch, cfg, ref=ref, value_model=value_model)
 
 Every loss is normalised by its minibatch (sequences, tokens), so the micro-batch losses add up to the
-minibatch's and the gradient does not depend on micro_batch_size or micro_batch_tokens.
+minibatch's and the gradient does not depend on micro_batch_size or micro_batch_tokens. With several processes (r1lab/dist.py)
+each rank holds a part of the batch: advantages are computed over every rank's rewards, minibatches are
+drawn over every rank's rows with the counts summed over ranks, and gradients are summed, so an update is
+the one-process update of the whole batch.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import replace
 
 import torch
 
+from r1lab import dist
 from r1lab.config import RLConfig
 from r1lab.rl.algorithms import ALGORITHMS, Algorithm, masked_mean
 from r1lab.rl.batch import Batch, micro_batches
@@ -26,7 +30,8 @@ def rl_step(policy, optimizer, batch: Batch, cfg: RLConfig, *, ref=None, value_m
     Returns the step's stats (loss, clip_frac, kl, grad_norm, advantage_abs, ...)."""
     algorithm = ALGORITHMS[cfg.algorithm]
     batch, stats = score(batch, algorithm, cfg, policy=policy, ref=ref, value_model=value_model)
-    return update(policy, optimizer, batch, algorithm, cfg, value_model) | stats  # ppo: the rollout's KL, not the loss's 0
+    stats = update(policy, optimizer, batch, algorithm, cfg, value_model) | stats  # ppo: the rollout's KL, not the loss's 0
+    return dist.combine_stats(stats, summed=("loss", "value_loss", "tokens_trained"))  # each rank's share of these
 
 
 def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, policy=None, ref=None, value_model=None
@@ -37,14 +42,16 @@ def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, policy=None, ref
     (cfg.rollout_is truncate or mask) the trainer computes its own and corrects for the mismatch."""
     temperature = cfg.sampling.temperature
     stats = {}
-    if cfg.rollout_is in ("truncate", "mask"):
+    if cfg.rollout_is in ("truncate", "mask") and len(batch):
         batch, stats = rollout_importance_weights(batch, policy, cfg)
-    if ref is not None:
+    if ref is not None and len(batch):  # several processes: a rank may hold no rows (dapo kept none of its groups)
         batch = replace(batch, ref_logprobs=logprobs_no_grad(ref, batch, temperature, cfg.micro_batch_size,
                                                              cfg.micro_batch_tokens))
     if not algorithm.needs_value_model:
-        batch = replace(batch, advantages=algorithm.advantages(batch.rewards, cfg.group_size))  # (N,)
-        return batch, stats | {"advantage_abs": batch.advantages.abs().mean().item()}
+        # over every rank's groups: batch-normalised advantages (reinforce_pp) need them all
+        advantages = algorithm.advantages(dist.cat_over_ranks(batch.rewards), cfg.group_size)
+        batch = replace(batch, advantages=dist.Rows(len(batch)).own(advantages))  # (N,)
+        return batch, stats | {"advantage_abs": advantages.abs().mean().item()}
     # PPO: per-token rewards (the sequence reward at the last token, - beta * k1 KL), GAE on the value
     # model's predictions, whitened over the batch.
     mask = batch.completion_mask
@@ -53,7 +60,7 @@ def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, policy=None, ref
                             for i in range(0, len(batch), cfg.micro_batch_size)])  # (N, T)
     kl = batch.old_logprobs - batch.ref_logprobs if batch.ref_logprobs is not None else None  # k1 of the sampled tokens
     advantages, returns = token_gae(token_rewards(batch.rewards, mask, kl, cfg.beta), values, mask, cfg.gamma, cfg.lam)
-    batch = replace(batch, advantages=whiten(advantages, mask), returns=returns, old_values=values)
+    batch = replace(batch, advantages=whiten(advantages, mask, mean_of=dist.masked_mean), returns=returns, old_values=values)
     stats |= {"advantage_abs": float(masked_mean(advantages.abs(), mask)), "value_mean": float(masked_mean(values, mask)),
               "explained_variance": explained_variance(values, returns, mask)}
     return batch, stats | ({"kl": float(masked_mean(kl, mask))} if kl is not None else {})
@@ -87,7 +94,8 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
     groups are all wrong or all right: this is often the larger part of the batch. Loss statistics
     (clip_frac, ...) are then over the rows trained on.
     """
-    N, dev = len(batch), policy.device
+    part = dist.Rows(len(batch))  # this rank's rows; minibatches are drawn over every rank's
+    N, dev = part.total, policy.device
     eps, eps_high = algorithm.clip_range(cfg.eps, cfg.eps_high)
     beta = 0.0 if algorithm.kl_in_reward else cfg.beta
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -97,21 +105,25 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
     for _ in range(cfg.mu):
         order = torch.randperm(N)
         for mb_start in range(0, N, cfg.minibatch_size):
-            minibatch = order[mb_start : mb_start + cfg.minibatch_size]
-            norms = {"num_sequences": len(minibatch), "max_tokens": cfg.sampling.max_new_tokens,
-                     "num_tokens": batch.completion_mask[minibatch].sum().clamp(min=1).item()}
+            chosen = order[mb_start : mb_start + cfg.minibatch_size]
+            minibatch = part.local(chosen)
+            norms = {"num_sequences": len(chosen), "max_tokens": cfg.sampling.max_new_tokens,
+                     "num_tokens": dist.sum_over_ranks(batch.completion_mask[minibatch].sum()).clamp(min=1).item()}
             optimizer.zero_grad(set_to_none=True)
             trained = minibatch[batch.advantages[minibatch] != 0] if skip_zero else minibatch
-            per_step["trained_frac"] += len(trained) / len(minibatch)
+            per_step["trained_frac"] += dist.sum_over_ranks(len(trained)) / len(chosen)
             per_step["loss"] += 0.0  # the loss is 0 when no row is trained
             if len(trained) == 0:  # a zero gradient: AdamW still steps (its moments decay), as without the skip
                 for p in params:
                     if p.requires_grad:
                         p.grad = torch.zeros_like(p)
-            for part in micro_batches(batch, trained, cfg.micro_batch_size, cfg.micro_batch_tokens):
-                micro = batch.take(part)
+            micro_rows = micro_batches(batch, trained, cfg.micro_batch_size, cfg.micro_batch_tokens)
+            behind = _passes_behind(len(micro_rows))  # agreed before any pass, so ranks stay in step
+            for rows_of_micro in micro_rows:
+                micro = batch.take(rows_of_micro)
                 rows = micro.to(dev)
-                logprobs = forward_logprobs(policy, micro, cfg.sampling.temperature)
+                # sharded: one forward per micro-batch (the shared-prompt pass makes a data-dependent number)
+                logprobs = forward_logprobs(policy, micro, cfg.sampling.temperature, shared=dist.world_size() == 1)
                 loss, stats = algorithm.loss(logprobs, rows.old_logprobs, rows.advantages, rows.completion_mask, eps=eps,
                                              eps_high=eps_high, beta=beta, ref_logprobs=rows.ref_logprobs,
                                              is_weights=rows.is_weights, **norms)
@@ -127,8 +139,28 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
                 for k, v in stats.items():
                     per_micro[k] += v
                 n_micro += 1
+            for _ in range(behind):
+                _zero_pass(policy, value_model)
             per_step["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             optimizer.step()
             n_opt += 1
     return {**{k: v / n_micro for k, v in per_micro.items()}, **{k: v / n_opt for k, v in per_step.items()},
             "tokens_trained": tokens_trained}
+
+
+def _passes_behind(passes: int) -> int:
+    """How many fewer micro-batch passes this rank has than the busiest rank (0 in one process). Sharded
+    models gather weights in every forward and reduce gradients in every backward, collectives every rank
+    must join: a rank behind makes up with `_zero_pass`es."""
+    return dist.max_over_ranks(passes) - passes
+
+
+def _zero_pass(policy, value_model) -> None:
+    """A forward and backward through the policy (and value model) that adds 0 to every gradient."""
+    one = torch.ones((1, 1), dtype=torch.long)  # a one-token prompt and completion: any token id will do
+    row = Batch(prompt_ids=one, prompt_mask=one, prompt_of_row=torch.zeros(1, dtype=torch.long), completion_ids=one,
+                completion_mask=one, old_logprobs=torch.zeros((1, 1)), rewards=torch.zeros(1))
+    loss = forward_logprobs(policy, row, 1.0, shared=False).sum() * 0.0
+    if value_model is not None:
+        loss = loss + value_model(row).sum() * 0.0
+    loss.backward()

@@ -11,6 +11,7 @@ import sys
 EXAMPLES = """examples:
   r1lab run r1-zero --out runs/r1-zero                    # the demo: tiny world, CPU, ~15 min
   r1lab run r1-zero --out runs/q model=Qwen/Qwen2.5-0.5B task=data/gsm8k.jsonl rl.lr=1e-6 rl.group_size=16
+  r1lab run r1-zero --out runs/q --nproc 4 model=Qwen/Qwen2.5-0.5B  # 4 processes (GPUs), FSDP2: docs/SCALE.md
   r1lab eval runs/r1-zero/final --task tinyworld --k 8
   r1lab generate runs/r1-zero/final --k 8 --n 500 --out traces.jsonl   # sample, score, filter
   r1lab sft tinyworld --data traces.jsonl --out runs/sft epochs=2      # SFT on the kept samples
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a recipe (r1-zero, r1, distill-vs-rl, distill) into a run directory; re-running resumes it")
     run.add_argument("recipe", help="recipe name (r1-zero, r1, distill-vs-rl, distill) or path to a YAML recipe")
     run.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    run.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU): starts itself again "
+                     "through torchrun; rl stages train data-parallel with FSDP2 (docs/SCALE.md)")
     run.add_argument("overrides", nargs="*", help="field=value settings, e.g. rl.steps=50 model=path/to/model")
 
     dis = sub.add_parser("distill", help="a teacher writes filtered traces, a student is SFT'd on them (the 'distill' recipe)")
@@ -152,12 +155,20 @@ def _quiet_hf() -> None:
 
 
 def _dispatch(args) -> int:
+    from r1lab import dist
     from r1lab.config import ConfigError, format_errors, load_config, parse_overrides, validate
 
+    if dist.launched() and args.command != "run":
+        raise ValueError(f"`r1lab {args.command}` runs in one process: under torchrun, only `r1lab run` does")
     if args.command == "run":
         from r1lab.recipes.pipeline import run_recipe
 
-        run_recipe(load_config(args.recipe, args.overrides), args.out)
+        cfg = load_config(args.recipe, args.overrides)
+        if args.nproc > 1:
+            cfg.check_processes(args.nproc)  # a bad split fails here, before any process starts
+            return dist.launch(args.nproc, ["run", args.recipe, "--out", args.out, *args.overrides])
+        with dist.process_group():  # torchrun's processes join theirs; one process has none
+            run_recipe(cfg, args.out)
     elif args.command == "distill":
         from r1lab.recipes.pipeline import run_recipe
 
