@@ -26,9 +26,9 @@ from r1lab.config.base import ConfigError, Strict, apply_changes, changed, error
 from r1lab.config.control import SUPPORTED_ENVS, ControlConfig, check_env
 from r1lab.config.load import load_config, parse_overrides, recipe_path, validate
 from r1lab.config.lora import LoRAConfig
+from r1lab.config.run import MODEL_NAMES, RunConfig, StageConfig, StudentConfig
 from r1lab.config.settings import (
                                    EVAL_SAMPLING,
-                                   MODEL_NAMES,
                                    REFLECTION_PHRASES,
                                    DataConfig,
                                    EvalConfig,
@@ -36,11 +36,8 @@ from r1lab.config.settings import (
                                    PretrainConfig,
                                    RLConfig,
                                    RolloutConfig,
-                                   RunConfig,
                                    SamplingConfig,
                                    SFTConfig,
-                                   StageConfig,
-                                   StudentConfig,
                                    check_reward,
 )
 

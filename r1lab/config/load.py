@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from r1lab.config.base import ConfigError, apply_changes, format_errors
-from r1lab.config.settings import RunConfig
+from r1lab.config.run import RunConfig
 
 
 def recipe_path(name: str) -> Path:

@@ -1,0 +1,234 @@
+"""A run's settings: RunConfig over every part (config/settings.py), the recipe's stages, and the rules
+that join them (stage changes resolved over the run's settings, sampling inherited; see r1lab.config)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from r1lab.config.base import ConfigError, Strict, changed
+from r1lab.config.lora import LoRAConfig
+from r1lab.config.settings import (
+    EVAL_SAMPLING,
+    DataConfig,
+    EvalConfig,
+    FilterConfig,
+    PretrainConfig,
+    RLConfig,
+    RolloutConfig,
+    SamplingConfig,
+    SFTConfig,
+)
+
+MODEL_NAMES = ("base", "student", "teacher")  # models a stage may start from besides earlier stages
+
+
+class StageConfig(Strict):
+    """One step of a recipe. Stages run in order; a stage starts from `init`: 'base', 'student',
+    'teacher' or an earlier stage's model.
+
+    kinds: rl (GRPO or another rl.algorithm), sft (on earlier generate/answers stages' kept samples), generate (sample, score,
+    filter), answers (the task's reference answers without a chain of thought: non-reasoning SFT data).
+    rl, sft, sampling and filters are changes to the run's settings (to FilterConfig's defaults for
+    filters), checked when the config is loaded; RunConfig.stage_rl(stage) & co. resolve them.
+    """
+
+    changes_to: ClassVar[dict[str, type[Strict]]] = {"rl": RLConfig, "sft": SFTConfig, "sampling": SamplingConfig,
+                                                     "filters": FilterConfig}
+    uses: ClassVar[dict[str, tuple[str, ...]]] = {"rl": ("rl",), "sft": ("sft",), "generate": ("sampling", "filters"),
+                                                  "answers": ()}
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also the stage's folder in the run directory")
+    kind: Literal["rl", "generate", "sft", "answers"]
+    init: str = Field("base", description="model to start from (rl, sft) or to sample from (generate)")
+    task: str | None = Field(None, description="rl, generate, answers: the prompts' task (None = the run's task)")
+    rl: dict = Field(default_factory=dict, description="rl: changes to the run's rl settings for this stage")
+    sft: dict = Field(default_factory=dict, description="sft: changes to the run's sft settings for this stage")
+    data: list[str] = Field(default_factory=list, description="sft: generate/answers stages whose kept samples it trains on")
+    k: int = Field(4, gt=0, description="generate: samples per prompt")
+    prompts: int | None = Field(None, gt=0, description="generate, answers: train prompts to use (None = all)")
+    sampling: dict = Field(default_factory=dict, description="generate: changes to the run's sampling")
+    filters: dict = Field(default_factory=dict, description="generate: changes to FilterConfig's defaults")
+
+    @property
+    def makes_model(self) -> bool:
+        return self.kind in ("rl", "sft")
+
+
+class StudentConfig(Strict):
+    """The smaller model of distillation: 'tinyworld' builds one like the base, changed by `pretrain`."""
+
+    changes_to: ClassVar[dict[str, type[Strict]]] = {"pretrain": PretrainConfig}
+
+    model: str = Field("tinyworld", description="HF model path or hub name; 'tinyworld' pretrains a small tiny-world model")
+    pretrain: dict = Field(default_factory=lambda: {"hidden_size": 64, "intermediate_size": 192},
+                           description="changes to the run's pretrain settings (default: about a quarter of the parameters)")
+
+
+class RunConfig(Strict):
+    recipe: str = "r1-zero"
+    model: str = Field("tinyworld", description="HF model path or hub name; 'tinyworld' builds/uses the cached tiny base")
+    task: str = Field("tinyworld", description="tinyworld[/arithmetic|/countdown], reasoning-gym:NAME, or a data file")
+    template: Literal["r1-zero", "chat", "none"] = Field("r1-zero", description="the prompt format of every stage")
+    system: str | None = Field(None, description="system text for the template (None = the paper's)")
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu) or a torch device: cpu, cuda, cuda:1, mps")
+    dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp32")
+    gradient_checkpointing: bool = Field(False, description="rl and sft stages recompute activations in the backward pass "
+                                         "(rl.gradient_checkpointing / sft.gradient_checkpointing change it per use)")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    seed: int = Field(0, description="seeds every stage: data splits, sampling, RL and SFT")
+    teacher: str | None = Field(None, description="model directory for stages with init 'teacher' (distillation)")
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig,
+                                     description="every use's sampling (rl, eval, generate stages) unless it changes it")
+    rl: RLConfig = Field(default_factory=RLConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="r1-zero", kind="rl")], min_length=1)
+    final_stage: str | None = Field(None, description="the stage whose model RUN/final links to (None = the last rl/sft stage)")
+
+    def stage_rl(self, stage: StageConfig) -> RLConfig:
+        return changed(RLConfig, self.rl, stage.rl, f"stages.{stage.name}.rl")
+
+    def stage_sft(self, stage: StageConfig) -> SFTConfig:
+        return changed(SFTConfig, self.sft, stage.sft, f"stages.{stage.name}.sft")
+
+    def stage_sampling(self, stage: StageConfig) -> SamplingConfig:
+        return changed(SamplingConfig, self.sampling, stage.sampling, f"stages.{stage.name}.sampling")
+
+    def stage_filters(self, stage: StageConfig) -> FilterConfig:
+        return changed(FilterConfig, FilterConfig(), stage.filters, f"stages.{stage.name}.filters")
+
+    def student_pretrain(self) -> PretrainConfig:
+        return changed(PretrainConfig, self.pretrain, self.student.pretrain, "student.pretrain")
+
+    @field_validator("device")
+    @classmethod
+    def _device_format(cls, v: str) -> str:
+        import torch
+
+        if v != "auto":
+            try:
+                torch.device(v)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"{v!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_checkpointing(cls, data):
+        """rl and sft take the run's gradient_checkpointing where they do not set their own."""
+        if not isinstance(data, dict) or not isinstance(data.get("gradient_checkpointing"), bool):
+            return data
+        data = dict(data)
+        for use in ("rl", "sft"):
+            section = data.get(use, {})
+            if isinstance(section, dict) and "gradient_checkpointing" not in section:
+                data[use] = {**section, "gradient_checkpointing": data["gradient_checkpointing"]}
+        return data
+
+    def check_processes(self, n: int) -> None:
+        """n processes split each rl step's prompts evenly (r1lab/dist.py): every rl stage's prompts_per_step
+        must divide by n. Checked before any model work (and before `--nproc` starts processes)."""
+        if n > 1 and self.rollout.engine != "torch":
+            raise ConfigError(f"rollout.engine={self.rollout.engine} with {n} processes is not supported yet: "
+                              "use rollout.engine=torch with several processes, or one process with vllm")
+        if n > 1 and self.lora.r > 0:
+            raise ConfigError(f"lora.r > 0 with {n} processes is not supported yet: train LoRA in one process")
+        bad = [f"stages.{st.name}.rl.prompts_per_step={self.stage_rl(st).prompts_per_step}"
+               for st in self.stages if st.kind == "rl" and self.stage_rl(st).prompts_per_step % n]
+        if bad:
+            raise ConfigError(f"{n} processes split each rl step's prompts evenly, but {', '.join(bad)} "
+                              f"does not divide by {n}: set rl.prompts_per_step to a multiple of {n}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_sampling(cls, data):
+        """rl.sampling and eval.sampling are changes to the run's `sampling` (eval's protocol, EVAL_SAMPLING,
+        between the two): filled in here, so after load both are whole SamplingConfigs."""
+        if not isinstance(data, dict):
+            return data
+        top = data.get("sampling", {})
+        top = top.model_dump() if isinstance(top, BaseModel) else top
+        try:
+            SamplingConfig.model_validate(top)
+        except ValidationError:
+            return data  # reported once, under `sampling`, not again under rl and eval
+        data = dict(data)
+        for use, own in (("rl", {}), ("eval", EVAL_SAMPLING)):
+            section = data.get(use, {})
+            if isinstance(section, dict) and isinstance(section.get("sampling", {}), dict):
+                data[use] = {**section, "sampling": {**top, **own, **section.get("sampling", {})}}
+        return data
+
+    @model_validator(mode="after")
+    def _stages_refer_backwards(self):
+        seen: dict[str, str] = {}
+        for i, st in enumerate(self.stages):
+            if st.name in seen or st.name in (*MODEL_NAMES, "final"):
+                raise ValueError(f"stages[{i}].name '{st.name}' is used twice or reserved")
+            wanted = [st.init] if st.kind != "sft" else [st.init, *st.data]
+            for ref in wanted:
+                if ref not in MODEL_NAMES and ref not in seen:
+                    raise ValueError(f"stages[{i}] ({st.name}) refers to '{ref}', which is not one of "
+                                     f"{', '.join(MODEL_NAMES)} or an earlier stage")
+            if seen.get(st.init) in ("generate", "answers"):
+                raise ValueError(f"stages[{i}].init '{st.init}' is a {seen[st.init]} stage: it makes data, not a model")
+            if st.kind == "sft" and (not st.data or any(seen.get(d) not in ("generate", "answers") for d in st.data)):
+                raise ValueError(f"stages[{i}] ({st.name}) is sft: its data must name earlier generate or answers stages")
+            if st.init == "teacher" and not self.teacher:
+                raise ValueError(f"stages[{i}] ({st.name}) starts from 'teacher': set teacher=PATH to a model directory")
+            seen[st.name] = st.kind
+        if self.final_stage is not None and seen.get(self.final_stage) not in ("rl", "sft"):
+            raise ValueError(f"final_stage '{self.final_stage}' is not an rl or sft stage of this recipe")
+        if not any(st.makes_model for st in self.stages):
+            raise ValueError("a recipe needs at least one rl or sft stage (one that makes a model)")
+        return self
+
+    @model_validator(mode="after")
+    def _stage_settings_valid(self):
+        """Each stage's settings resolved now, so a typo fails at load, not when its stage starts an hour later."""
+        resolve = {"rl": self.stage_rl, "sft": self.stage_sft, "sampling": self.stage_sampling, "filters": self.stage_filters}
+        problems = []
+        for st in self.stages:
+            for block, settings in resolve.items():
+                if block not in StageConfig.uses[st.kind]:
+                    if getattr(st, block):
+                        problems.append(f"stages.{st.name}.{block}: a {st.kind} stage has no {block} settings")
+                    continue
+                try:
+                    settings(st)
+                except ConfigError as err:
+                    problems.append(str(err))
+        if any(st.init == "student" for st in self.stages):
+            try:
+                self.student_pretrain()
+            except ConfigError as err:
+                problems.append(str(err))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _lora_fits_rl(self):
+        """LoRA's reference model is the base with the adapter disabled: nothing else holds a second copy."""
+        if not self.lora.enabled:
+            return self
+        from r1lab.rl.algorithms import ALGORITHMS
+
+        problems = []
+        for st in (st for st in self.stages if st.kind == "rl"):
+            rl = self.stage_rl(st)
+            if ALGORITHMS[rl.algorithm].needs_value_model:
+                problems.append(f"stages.{st.name}.rl.algorithm: {rl.algorithm} trains a value model, a copy of the whole "
+                                "transformer, which LoRA (lora.r > 0) does not support; use a GRPO-family algorithm or lora.r=0")
+            if rl.ref_reset_every:
+                problems.append(f"stages.{st.name}.rl.ref_reset_every: with LoRA (lora.r > 0) the reference is the frozen "
+                                "base model and cannot be reset to the policy; use 0 or lora.r=0")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
