@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
+from helpers import digits, metrics_rows, rl_config, train
 
-from helpers import EchoTask, digits, metrics_rows, rl_config, train
 from r1lab.config import RLConfig, SamplingConfig
 from r1lab.engines import make_engine
 from r1lab.rewards.registry import REWARD_FUNCTIONS

@@ -13,6 +13,7 @@ vllm = pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: the CPU build's default takes a few
 
 from helpers import EchoTask, digits, metrics_rows, rl_config, train  # noqa: E402
+
 from r1lab.config import PretrainConfig, SamplingConfig  # noqa: E402
 from r1lab.engines import make_engine  # noqa: E402
 from r1lab.models import load_model  # noqa: E402

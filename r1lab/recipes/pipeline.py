@@ -28,8 +28,8 @@ from r1lab import dist
 from r1lab.config import ConfigError, RunConfig, StageConfig
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
-from r1lab.recipes.preflight import check_run
 from r1lab.progress import console
+from r1lab.recipes.preflight import check_run
 
 
 def resolve_model(cfg: RunConfig, which: str = "base") -> str:
