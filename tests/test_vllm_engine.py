@@ -91,6 +91,10 @@ def test_same_seed_same_samples_and_rng_state_resumes(engines):
     b = vllm_engine.generate(PROMPTS, sampling, n=2)
     assert a.texts == b.texts
     assert vllm_engine.generate(PROMPTS, sampling, n=2).texts != a.texts
+    # per-prompt seeds: a prompt's completions do not depend on the other prompts of the call
+    alone = vllm_engine.generate(PROMPTS[1:2], sampling, n=2, seeds=[7])
+    together = vllm_engine.generate(PROMPTS, sampling, n=2, seeds=[3, 7, 9])
+    assert together.texts[2:4] == alone.texts
 
 
 def test_weights_sync_in_place_after_an_optimizer_step(vllm_model_dir):
