@@ -104,28 +104,27 @@ def test_arithmetic_question_means_what_its_steps_compute():
     assert products > 50
 
 
-@pytest.mark.parametrize("version", ["WORLD_VERSION", "BUILD_VERSION"])
-def test_cache_key_follows_config_and_versions(monkeypatch, tmp_path, version):
+def test_cache_key_follows_config_and_world_version(monkeypatch, tmp_path):
     from r1lab.tinyworld import build
 
     monkeypatch.setenv("R1LAB_CACHE", str(tmp_path))
     base = build.cache_dir(PretrainConfig())
     assert base.parent == tmp_path and build.cache_dir(PretrainConfig()) == base
     assert build.cache_dir(PretrainConfig(steps=801)) != base
-    monkeypatch.setattr(build, version, getattr(build, version) + 1)
-    assert build.cache_dir(PretrainConfig()) != base  # a changed world or build never reuses a stale base
+    monkeypatch.setattr(build, "WORLD_VERSION", build.WORLD_VERSION + 1)
+    assert build.cache_dir(PretrainConfig()) != base  # a changed world never reuses a stale base
 
 
 @pytest.mark.slow
 def test_pretrain_saves_a_whole_model_once(tmp_path):
     from r1lab.models import load_model, trained_system
-    from r1lab.tinyworld.build import BUILD_VERSION, pretrain
+    from r1lab.tinyworld.build import WORLD_VERSION, pretrain
 
     cfg = PretrainConfig(corpus_docs=200, vocab_size=320, hidden_size=16, intermediate_size=32, layers=1, heads=2,
                          batch_size=4, steps=3)
     out = pretrain(cfg, tmp_path / "base")
     meta = json.loads((out / "r1lab.json").read_text())
-    assert (meta["build_version"], meta["template"]) == (BUILD_VERSION, "r1-zero") and trained_system(out) == ""
+    assert (meta["world_version"], meta["template"]) == (WORLD_VERSION, "r1-zero") and trained_system(out) == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]  # no temporary directory left behind
     written = (out / "r1lab.json").stat().st_mtime_ns
     assert pretrain(cfg, out) == out and (out / "r1lab.json").stat().st_mtime_ns == written  # finished: reused

@@ -19,9 +19,6 @@ from r1lab.models import save_model
 from r1lab.optim import lr_lambda
 from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, worked_solution
 
-# Bumped when building changes the base model a config gives (2: optim.lr_lambda's schedule), so
-# cached bases built the old way are not reused.
-BUILD_VERSION = 2
 EOS = "<|endoftext|>"
 # The tiny model learns the R1-Zero template without the paper's long system text: it would be
 # most of every sequence and most of the compute, and teaches a 2M-parameter model nothing.
@@ -99,7 +96,7 @@ def build_model(cfg, vocab_size: int):
 
 
 def cache_dir(cfg) -> Path:
-    made_by = {**cfg.model_dump(), "world": WORLD_VERSION, "build": BUILD_VERSION}
+    made_by = {**cfg.model_dump(), "world": WORLD_VERSION}  # bump WORLD_VERSION when building changes
     key = hashlib.sha256(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / f"tinyworld-{key}"
 
@@ -122,7 +119,7 @@ def pretrain(cfg, out: Path | None = None) -> Path:
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
     steps = cfg.steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, steps // 20), steps, min_lr_ratio=0.1))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, steps // 20), steps, 0.1, "ramped_cosine"))
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     with progress_bar(f"pretraining tiny model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", steps) as bar:
@@ -136,7 +133,7 @@ def pretrain(cfg, out: Path | None = None) -> Path:
             sched.step()
             bar(loss=f"{loss.item():.3f}")
     model.eval()
-    meta = {"built_by": "r1lab pretrain", "world_version": WORLD_VERSION, "build_version": BUILD_VERSION,
+    meta = {"built_by": "r1lab pretrain", "world_version": WORLD_VERSION,
             "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
             "final_loss": round(loss.item(), 4), "template": "r1-zero", "system": SYSTEM}
