@@ -1,6 +1,6 @@
 """Atomic checkpoints: a kill at any moment leaves the previous checkpoint intact and `latest` valid.
 
-Layout: RUN/checkpoints/step-000040/{model files, tokenizer files, trainer_state.pt}
+Layout: RUN/checkpoints/step-000040/{model files, tokenizer files, trainer_state.pt, manifest.json}
         RUN/checkpoints/latest   (text: the name of the newest complete checkpoint)
 """
 
@@ -14,7 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-KEEP = 2
+from r1lab.disk import writing
+from r1lab.manifest import write_manifest
+from r1lab.recovery import newest_intact
+
+KEEP = 2  # the newest and one before it: if the newest is found damaged on resume, the older one is used
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -38,10 +42,12 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict) -> Path:
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save(state, tmp / "trainer_state.pt")
+    with writing("checkpoint", final, cleanup=tmp):
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save(state, tmp / "trainer_state.pt")
+        write_manifest(tmp)  # last: a directory without it was not finished
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # the directory appears complete or not at all
     _write_text_atomic(root / "latest", final.name)
@@ -51,11 +57,9 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict) -> Path:
 
 
 def latest(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "trainer_state.pt").exists() else None
+    """The newest intact checkpoint (checked against its manifest); a damaged one or a bad pointer is
+    warned about and passed over (recovery.py)."""
+    return newest_intact(Path(run_dir) / "checkpoints")
 
 
 def load_state(path: Path) -> dict:

@@ -40,6 +40,8 @@ class DataConfig(Strict):
     test_file: str | None = None
     test_size: int = Field(200, gt=0)
     train_size: int | None = Field(None, gt=0)
+    allow_changed: bool = Field(False, description="resume even though a data file changed since the run started "
+                                "(its fingerprint, recorded in RUN/data.json, differs); not part of the config comparison")
 
 
 class SamplingConfig(Strict):
@@ -119,6 +121,11 @@ class RLConfig(Strict):
     rollout_is_cap: float = Field(2.0, gt=1, description="the cap C of the importance weights (verl and TRL use 2-3)")
     checkpoint_every: int = Field(20, ge=0, description="0 = only at the end")
     log_samples: int = Field(4, ge=0, description="completions written to samples.jsonl per step")
+    max_bad_steps: int = Field(3, gt=0, description="steps in a row with a non-finite loss, gradient or reward (each "
+                               "skipped, no update) that stop the run as diverged")
+    entropy_warn: float | None = Field(0.9, gt=0, description="warn when the sampling entropy passes this share of "
+                                       "ln(vocabulary size), a near-uniform policy (None = never)")
+    kl_warn: float | None = Field(10.0, gt=0, description="warn when the KL to the reference passes this (None = never)")
 
     @field_validator("algorithm")
     @classmethod
@@ -194,6 +201,8 @@ class SFTConfig(Strict):
     max_len: int = Field(4096, gt=1, description="tokens per sequence; longer examples lose the end of their completion")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    max_bad_steps: int = Field(3, gt=0, description="optimizer steps in a row with a non-finite loss or gradient (each "
+                               "skipped) that stop the run as diverged")
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward pass "
                                          "(unset: the run's gradient_checkpointing)")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of examples held out for the eval loss (0 = none)")
@@ -400,6 +409,17 @@ class RunConfig(Strict):
                 self.student_pretrain()
             except ConfigError as err:
                 problems.append(str(err))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _rl_samples(self):
+        """GRPO learns from the spread of a group's rewards: greedy sampling makes a group G copies of one
+        completion, every advantage 0, and nothing trains."""
+        problems = [f"stages.{st.name}.rl.sampling.temperature (or rl.sampling.temperature, sampling.temperature): "
+                    "RL needs temperature > 0; at 0 every group's completions are identical and nothing trains"
+                    for st in self.stages if st.kind == "rl" and self.stage_rl(st).sampling.temperature == 0]
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -1,6 +1,7 @@
 """Runs a recipe's stages into a run directory, evaluates every model it makes, writes the summary and report.
 
-    RUN/config.yaml     the resolved config (a run directory holds one experiment)
+    RUN/config.yaml     the resolved config (a run directory holds one experiment), RUN/data.json its data files'
+                        sha256: both written with the first saved state (rundir.py); RUN/.lock: one process at a time
     RUN/state.json      finished stages and evaluations: re-running the same command resumes, never redoes
     RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft; with LoRA the merged model and
                         final/adapter) or samples.jsonl (generate, answers)
@@ -19,12 +20,13 @@ import shutil
 import time
 from pathlib import Path
 
-import yaml
 
-from r1lab.config import ConfigError, RunConfig, StageConfig
+from r1lab.config import RunConfig, StageConfig
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
 from r1lab.recipes.preflight import check_run
+from r1lab.recipes.rundir import check_run_dir, record_run
+from r1lab.runlock import run_lock
 from r1lab.progress import console
 
 
@@ -59,20 +61,6 @@ def write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     os.replace(tmp, path)
-
-
-def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    """A run directory belongs to one config: resuming with a different one would mix two experiments."""
-    saved = run_dir / "config.yaml"
-    if saved.exists():
-        before, now = yaml.safe_load(saved.read_text()), cfg.model_dump()
-        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        if diff:
-            raise ConfigError(f"run directory '{run_dir}' holds a run with a different config (fields: {', '.join(diff)}); "
-                              "use a new --out directory, or the same settings to resume")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False, allow_unicode=True))
 
 
 class Run:
@@ -111,6 +99,8 @@ class Run:
         return self.models[name]
 
     def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        record_run(self.dir, self.cfg)  # first save: the models and data loaded, the run really started
         write_json_atomic(self.state_path, self.state)
 
     def load(self, name: str):
@@ -212,8 +202,13 @@ RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft"
 
 
 def run_recipe(cfg: RunConfig, run_dir: str | Path) -> dict:
+    with run_lock(run_dir):  # a second process on this directory fails here, naming this one's pid
+        return _run_recipe(cfg, Path(run_dir))
+
+
+def _run_recipe(cfg: RunConfig, run_dir: Path) -> dict:
     t0 = time.time()
-    run = Run(cfg, Path(run_dir))
+    run = Run(cfg, run_dir)
     for stage in cfg.stages:
         out = run.dir / stage.name
         if stage.kind != "answers":

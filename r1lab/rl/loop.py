@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from r1lab import checkpoint
 from r1lab.config import RLConfig
 from r1lab.data.example import Task
 from r1lab.data.format import apply_template
+from r1lab.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
 from r1lab.logs import append_jsonl, truncate_jsonl
 from r1lab.lora import AdapterDisabled, is_lora
 from r1lab.models import enable_gradient_checkpointing, restore_weights
@@ -56,6 +58,8 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     ref = _reference(policy) if cfg.beta > 0 else None
     ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
     start, elapsed = 0, 0.0
+    bad = BadStepCounter(cfg.max_bad_steps, f"{stage} (rl)")
+    explosions = ExplosionWatch(cfg.entropy_warn * math.log(len(tokenizer)) if cfg.entropy_warn else None, cfg.kl_warn)
     if (ckpt := checkpoint.latest(run_dir)) is not None:
         state = checkpoint.load_state(ckpt)
         restore_weights(policy, ckpt)
@@ -69,9 +73,10 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
         engine.set_rng_state(state["sampler_rng"])
         engine.load_weights(policy)
         start, elapsed = state["step"], state["elapsed"]
-        for log in ("metrics.jsonl", "samples.jsonl"):
-            truncate_jsonl(run_dir / log, lambda row: row.get("step", 0) <= start)
+        bad.total = state.get("skipped_steps", 0)
         console.print(f"[green]resuming {stage} from {ckpt.name}")
+    for log in ("metrics.jsonl", "samples.jsonl"):  # also from step 0: a killed first attempt's rows go
+        truncate_jsonl(run_dir / log, lambda row: row.get("step", 0) <= start)
     policy.train()
 
     def prompt_of(example) -> str:
@@ -83,9 +88,13 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             t0 = time.time()
             seen, train, stats = sample_step(engine, stream, rewards_fn, prompt_of, cfg, algorithm.resample_zero_spread)
             t_gen = time.time() - t0
-            if train is not None:  # None: dapo found no group with reward spread, nothing to learn from
+            problem = ""
+            if train is not None and (problem := step_problem({}, train.rewards)):
+                pass  # non-finite rewards: no update at all this step (divergence guard)
+            elif train is not None:  # None: dapo found no group with reward spread, nothing to learn from
                 batch = Batch.from_rollout(train.rollout, train.rewards, engine.pad_id)
                 stats |= rl_step(policy, opt, batch, cfg, ref=ref, value_model=value_model)
+                problem = step_problem(stats)
                 t_sync = time.time()
                 engine.load_weights(policy)
                 stats["sync_time"] = round(time.time() - t_sync, 4)
@@ -93,15 +102,25 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             if cfg.ref_reset_every and step % cfg.ref_reset_every == 0 and ref_copy is not None:
                 ref_copy.load_state_dict(policy.state_dict())
 
+            bad.record(not problem, step, problem)
+            stats["skipped_steps"] = bad.total
             metrics = step_metrics(stage, step, seen, stats, cfg, t_gen, time.time() - t0, sched.get_last_lr()[0])
             append_jsonl(run_dir / "metrics.jsonl", [metrics])
             append_jsonl(run_dir / "samples.jsonl", step_samples(stage, step, seen, cfg))
             elapsed += metrics["step_time"]
             bar(**{k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics}, len=f"{metrics['completion_len_mean']:.0f}")
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            for warning in explosions(metrics):
+                console.print(f"[bold red]warning: {stage} step {step}: {warning}")
+            bad.check()
+            checkpoint_due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps
+            if checkpoint_due and bad.streak == 0:  # a checkpoint is only ever written from a good step
+                if not params_finite(policy):
+                    raise DivergedError(f"{stage} (rl) diverged: non-finite weights at step {step}; the last good "
+                                        "checkpoint is kept and no final model is written")
                 checkpoint.save(run_dir, step, policy, tokenizer, {
                     "step": step, "elapsed": elapsed, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "data": stream.state(), "rng": checkpoint.rng_state(), "sampler_rng": engine.rng_state(),
+                    "skipped_steps": bad.total,
                     "ref": ref_copy.state_dict() if ref_copy is not None else None,
                     "value_model": value_model.state_dict() if value_model is not None else None})
     policy.eval()
