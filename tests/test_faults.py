@@ -425,3 +425,25 @@ def test_kill_9_at_random_moments_then_resume_matches_the_uninterrupted_run(tmp_
         want, got = torch.load(reference / "params.pt"), torch.load(out / "params.pt")
         for name in want:  # as test_trainer's resume test: equal up to float summation order
             torch.testing.assert_close(want[name], got[name], atol=1e-5, rtol=1e-5, msg=f"trial {trial}: {name}")
+
+
+class _LongTask(EchoTask):
+    def examples(self, split):
+        return [*super().examples(split), Example(id="huge", prompt="x" * 2_000_000, answer="0"),
+                Example(id="long", prompt="1 2 3 " * 60, answer="0")]
+
+
+def test_prompts_longer_than_the_context_are_named_up_front(tiny_model_dir, caplog):
+    from r1lab.data.limits import fit_context
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    common = {"template": "r1-zero", "system": ""}
+    with pytest.raises(ValueError, match=r"2 train prompt\(s\) longer .*id 'huge' \(2,000,\d+ characters\), id 'long' "
+                                         r"\(\d+ tokens\).*data.too_long=drop"):
+        fit_context(_LongTask(), tokenizer, 160, 32, **common, splits=("train",))
+    task = fit_context(_LongTask(), tokenizer, 160, 32, **common, mode="drop")
+    assert [e.id for e in task.examples("train")] == [e.id for e in EchoTask().examples("train")]
+    assert task.score("2", Example(id="1", prompt="", answer="2")) == 1.0 and "left out" in caplog.text
+    assert fit_context(EchoTask(), tokenizer, 160, 32, **common).__class__ is EchoTask  # nothing over: unchanged
+    with pytest.raises(ValueError, match="sampling.max_new_tokens=200 leaves no room"):
+        fit_context(EchoTask(), tokenizer, 160, 200, **common)

@@ -40,6 +40,8 @@ class DataConfig(Strict):
     test_file: str | None = None
     test_size: int = Field(200, gt=0)
     train_size: int | None = Field(None, gt=0)
+    too_long: Literal["error", "drop"] = Field("error", description="prompts longer than the model's context minus "
+                                               "sampling.max_new_tokens: error (refuse, naming the rows) or drop (warn)")
     allow_changed: bool = Field(False, description="resume even though a data file changed since the run started "
                                 "(its fingerprint, recorded in RUN/data.json, differs); not part of the config comparison")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 
 from r1lab.config import RunConfig, StageConfig
+from r1lab.data.limits import fit_context
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
 from r1lab.recipes.preflight import check_run
@@ -98,6 +99,11 @@ class Run:
             self.models[name] = resolve_model(self.cfg, name)
         return self.models[name]
 
+    def fitted(self, task, model, tokenizer, max_new_tokens: int, split: str):
+        """`task` checked for prompts the model cannot read with room to answer (data.too_long)."""
+        return fit_context(task, tokenizer, getattr(model.config, "max_position_embeddings", None), max_new_tokens,
+                           template=self.cfg.template, system=self.system, mode=self.cfg.data.too_long, splits=(split,))
+
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         record_run(self.dir, self.cfg)  # first save: the models and data loaded, the run really started
@@ -118,7 +124,8 @@ class Run:
             model, tokenizer = self.load(name)
             engine = self.engine(model, tokenizer)
             common = {"template": self.cfg.template, "system": self.system, "reflection_phrases": self.cfg.rl.reflection_phrases}
-            result = evaluate(engine, self.task, self.cfg.eval, label=f"eval {name}", **common)
+            task = self.fitted(self.task, model, tokenizer, self.cfg.eval.sampling.max_new_tokens, "test")
+            result = evaluate(engine, task, self.cfg.eval, label=f"eval {name}", **common)
             result["params"] = sum(p.numel() for p in model.parameters())
             result["tasks"] = {task: evaluate(engine, self.tasks[task], self.cfg.eval, label=f"eval {name} on {task}", **common)
                                for task in self.cfg.eval.extra_tasks}
@@ -146,9 +153,10 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     rl = run.cfg.stage_rl(stage)
     policy, tokenizer = run.load(stage.init)
     policy = trainable(run.cfg, policy)
+    task = run.fitted(run.task_of(stage), policy, tokenizer, rl.sampling.max_new_tokens, "train")  # before any engine
     engine = run.engine(policy, tokenizer)
     try:
-        result = train_rl(policy, tokenizer, run.task_of(stage), rl, out, engine=engine, template=run.cfg.template,
+        result = train_rl(policy, tokenizer, task, rl, out, engine=engine, template=run.cfg.template,
                           system=run.system, seed=run.cfg.seed, stage=stage.name)
     finally:
         engine.close()
