@@ -43,5 +43,7 @@ def writing(what: str, where: Path, cleanup: Path | None = None):
         if reason is None:
             raise
         code = err.errno if isinstance(err, OSError) and err.errno else errno.ENOSPC
-        raise OSError(code, f"writing {what} {where}: {reason}; the partial files were removed, the previous "
-                            "checkpoint is intact; free space (or fix permissions) and run the same command to resume") from err
+        plain = OSError(f"writing {what} {where}: {reason}; the partial files were removed, the previous checkpoint "
+                        "is intact; free space (or fix permissions) and run the same command to resume")
+        plain.errno = code  # set apart: OSError(errno, text) would print "[Errno 28]" before the text
+        raise plain from err

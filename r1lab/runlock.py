@@ -28,8 +28,10 @@ def run_lock(run_dir: str | Path):
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunLockedError(errno.EBUSY, f"run directory '{run_dir}' is in use by another r1lab process "
-                                 f"(pid {holder}); wait for it to finish or stop it, or use another --out") from None
+            locked = RunLockedError(f"run directory '{run_dir}' is in use by another r1lab process (pid {holder}); "
+                                    "wait for it to finish or stop it, or use another --out")
+            locked.errno = errno.EBUSY  # set apart: OSError(errno, text) would print "[Errno 16]" before the text
+            raise locked from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

@@ -124,6 +124,8 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
                     "ref": ref_copy.state_dict() if ref_copy is not None else None,
                     "value_model": value_model.state_dict() if value_model is not None else None})
     policy.eval()
+    if bad.total:  # finished, but not every step trained: say so where the user looks
+        console.print(f"[bold red]warning: {stage}: {bad.total} step(s) skipped for non-finite values (skipped_steps in metrics.jsonl)")
     return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3)}
 
 
