@@ -62,7 +62,7 @@ def test_infinite_rewards_skip_every_update_and_stop_the_run(tiny, tmp_path):
 
 
 def test_nan_loss_is_skipped_and_the_good_checkpoint_is_kept(tiny, tmp_path, monkeypatch):
-    import r1lab.rl.step as step
+    from r1lab.rl import step
 
     model, tokenizer = tiny
     cfg = rl_config(steps=6, prompts_per_step=2, group_size=4, checkpoint_every=1, max_bad_steps=2)
@@ -152,7 +152,6 @@ def test_damaged_latest_checkpoint_falls_back_to_the_intact_one(four_steps, tiny
     if expect == "step-000003":
         # metrics still hold step 4's row: the resumed run cuts it and logs step 4 once
         assert "damaged" in caplog.text or "not a checkpoint" in caplog.text
-        (root / "step-000004").exists() and None
         again = _resume(tiny_model_dir, run, cfg.model_copy(update={"steps": 4}))
         assert [r["step"] for r in metrics_rows(run)] == [1, 2, 3, 4]
         assert _same(final, again)
@@ -199,13 +198,19 @@ def test_final_model_and_log_write_errors_are_plain(tiny, tmp_path, monkeypatch)
     with pytest.raises(OSError, match="writing model .*final: no space left on device"):
         save_model(model, tokenizer, tmp_path / "final")
     assert list(tmp_path.iterdir()) == []
+    from r1lab.recipes.pipeline import write_json_atomic
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="writing state .*state.json: no space left"):
+        write_json_atomic(tmp_path / "state.json", {"stages": {}})
+    assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr("builtins.open", full)
     with pytest.raises(OSError, match="writing log .*metrics.jsonl: no space left"):
         append_jsonl(tmp_path / "metrics.jsonl", [{"step": 1}])
 
 
 def test_cli_reports_a_full_disk_without_a_traceback(monkeypatch, capsys, tmp_path):
-    import r1lab.ui.cli as cli
+    from r1lab.ui import cli
 
     def dispatch(args):
         with __import__("r1lab.disk", fromlist=["writing"]).writing("checkpoint", tmp_path / "x"):
@@ -220,10 +225,9 @@ def test_cli_reports_a_full_disk_without_a_traceback(monkeypatch, capsys, tmp_pa
 
 
 def test_run_lock_refuses_a_second_holder_naming_its_pid(tmp_path):
-    with run_lock(tmp_path):
-        with pytest.raises(RunLockedError, match=f"in use by another r1lab process \\(pid {os.getpid()}\\)"):
-            with run_lock(tmp_path):
-                pass
+    held = f"in use by another r1lab process \\(pid {os.getpid()}\\)"
+    with run_lock(tmp_path), pytest.raises(RunLockedError, match=held), run_lock(tmp_path):
+        pass
     with run_lock(tmp_path):  # released on exit
         pass
 

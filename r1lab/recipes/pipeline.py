@@ -20,15 +20,15 @@ import shutil
 import time
 from pathlib import Path
 
-
 from r1lab.config import RunConfig, StageConfig
 from r1lab.data.limits import fit_context
+from r1lab.disk import writing
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
+from r1lab.progress import console
 from r1lab.recipes.preflight import check_run
 from r1lab.recipes.rundir import check_run_dir, record_run
 from r1lab.runlock import run_lock
-from r1lab.progress import console
 
 
 def resolve_model(cfg: RunConfig, which: str = "base") -> str:
@@ -60,7 +60,8 @@ def load_task_for(cfg: RunConfig, name: str | None = None):
 
 def write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    with writing("state", path, cleanup=tmp):
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     os.replace(tmp, path)
 
 

@@ -26,7 +26,7 @@ def _comparable(cfg: RunConfig) -> dict:
 
 
 def _is_file_task(name: str) -> bool:
-    return not (name == "tinyworld" or name.startswith("tinyworld/") or name.startswith("reasoning-gym:"))
+    return not (name == "tinyworld" or name.startswith(("tinyworld/", "reasoning-gym:")))
 
 
 def data_files(cfg: RunConfig) -> list[Path]:
