@@ -1,6 +1,6 @@
 """Atomic checkpoints: a kill at any moment leaves the previous checkpoint intact and `latest` valid.
 
-Layout: RUN/checkpoints/step-000040/{model files, tokenizer files, trainer_state.pt}
+Layout: RUN/checkpoints/step-000040/{model files, tokenizer files, trainer_state.pt, manifest.json}
         RUN/checkpoints/latest   (text: the name of the newest complete checkpoint)
 
 With several processes (r1lab.dist) every rank calls `save` and `load_state`: rank 0 writes the whole
@@ -20,8 +20,11 @@ import numpy as np
 import torch
 
 from r1lab import dist
+from r1lab.disk import writing
+from r1lab.manifest import write_manifest
+from r1lab.recovery import newest_intact
 
-KEEP = 2
+KEEP = 2  # the newest and one before it: if the newest is found damaged on resume, the older one is used
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -48,17 +51,20 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict, training=None)
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp"
     every_rank = dist.barrier if training is not None else lambda: None
-    if dist.is_main():
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    every_rank()
-    if training is not None:
-        state = {**state, "world_size": dist.world_size(), **training.save(tmp / "sharded")}
-    if dist.is_main():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save(state, tmp / "trainer_state.pt")
-    every_rank()  # every rank's shards are written
+    with writing("checkpoint", final, cleanup=tmp if dist.is_main() else None):
+        if dist.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        every_rank()
+        if training is not None:
+            state = {**state, "world_size": dist.world_size(), **training.save(tmp / "sharded")}
+        if dist.is_main():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            torch.save(state, tmp / "trainer_state.pt")
+        every_rank()  # every rank's shards are written
+        if dist.is_main():
+            write_manifest(tmp)  # last: a directory without it was not finished
     if dist.is_main():
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)  # the directory appears complete or not at all
@@ -70,11 +76,9 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict, training=None)
 
 
 def latest(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "trainer_state.pt").exists() else None
+    """The newest intact checkpoint (checked against its manifest); a damaged one or a bad pointer is
+    warned about and passed over (recovery.py)."""
+    return newest_intact(Path(run_dir) / "checkpoints")
 
 
 def load_state(path: Path, training=None) -> dict:

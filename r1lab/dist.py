@@ -100,6 +100,14 @@ def all_gather_objects(value) -> list:
     return out
 
 
+def from_main(compute):
+    """compute() on rank 0 and its result on every rank (one process: compute()), for a decision that
+    must be taken once, such as which checkpoint to resume from."""
+    if world_size() == 1:
+        return compute()
+    return all_gather_objects(compute() if is_main() else None)[0]
+
+
 def cat_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """Every rank's x (n_r, ...) concatenated in rank order (sizes may differ); x in one process."""
     return x if world_size() == 1 else torch.cat([part.to(x.device) for part in all_gather_objects(x)])

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from r1lab.disk import writing
+
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "a") as f:
+    with writing("log", path), open(path, "a") as f:  # a half-written last line is dropped on resume
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 

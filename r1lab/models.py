@@ -125,19 +125,21 @@ def save_model(model, tokenizer, out, meta: dict | None = None) -> Path:
     import os
     import shutil
 
+    from r1lab.disk import writing
     from r1lab.lora import ADAPTER_DIR, is_lora, merged_model
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if is_lora(model):
-        merged_model(model).save_pretrained(tmp)
-        model.save_pretrained(tmp / ADAPTER_DIR)
-    else:
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if meta is not None:  # also makes load_tokenizer keep our tokenizer class
-        (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    with writing("model", out, cleanup=tmp):  # a full disk: said plainly, the partial directory removed
+        if is_lora(model):
+            merged_model(model).save_pretrained(tmp)
+            model.save_pretrained(tmp / ADAPTER_DIR)
+        else:
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if meta is not None:  # also makes load_tokenizer keep our tokenizer class
+            (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

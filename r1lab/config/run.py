@@ -131,6 +131,17 @@ class RunConfig(Strict):
                 data[use] = {**section, "gradient_checkpointing": data["gradient_checkpointing"]}
         return data
 
+    @model_validator(mode="after")
+    def _rl_samples(self):
+        """GRPO learns from the spread of a group's rewards: greedy sampling makes a group G copies of one
+        completion, every advantage 0, and nothing trains."""
+        problems = [f"stages.{st.name}.rl.sampling.temperature (or rl.sampling.temperature, sampling.temperature): "
+                    "RL needs temperature > 0; at 0 every group's completions are identical and nothing trains"
+                    for st in self.stages if st.kind == "rl" and self.stage_rl(st).sampling.temperature == 0]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     def check_processes(self, n: int) -> None:
         """n processes split each rl step's prompts evenly (r1lab/dist.py): every rl stage's prompts_per_step
         must divide by n. Checked before any model work (and before `--nproc` starts processes)."""

@@ -39,6 +39,10 @@ class DataConfig(Strict):
     test_file: str | None = None
     test_size: int = Field(200, gt=0)
     train_size: int | None = Field(None, gt=0)
+    too_long: Literal["error", "drop"] = Field("error", description="prompts longer than the model's context minus "
+                                               "sampling.max_new_tokens: error (refuse, naming the rows) or drop (warn)")
+    allow_changed: bool = Field(False, description="resume even though a data file changed since the run started "
+                                "(its fingerprint, recorded in RUN/data.json, differs); not part of the config comparison")
 
 
 class SamplingConfig(Strict):
@@ -121,6 +125,11 @@ class RLConfig(Strict):
     seed_per_prompt: bool = Field(False, description="sample each prompt's completions from a random stream of its own "
                                   "(fixed by the seed and its place in the data order), so samples do not depend on how "
                                   "prompts are batched or split over processes; always on with several processes")
+    max_bad_steps: int = Field(3, gt=0, description="steps in a row with a non-finite loss, gradient or reward (each "
+                               "skipped, no update) that stop the run as diverged")
+    entropy_warn: float | None = Field(0.9, gt=0, description="warn when the sampling entropy passes this share of "
+                                       "ln(vocabulary size), a near-uniform policy (None = never)")
+    kl_warn: float | None = Field(10.0, gt=0, description="warn when the KL to the reference passes this (None = never)")
 
     @field_validator("algorithm")
     @classmethod
@@ -196,6 +205,8 @@ class SFTConfig(Strict):
     max_len: int = Field(4096, gt=1, description="tokens per sequence; longer examples lose the end of their completion")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    max_bad_steps: int = Field(3, gt=0, description="optimizer steps in a row with a non-finite loss or gradient (each "
+                               "skipped) that stop the run as diverged")
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward pass "
                                          "(unset: the run's gradient_checkpointing)")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of examples held out for the eval loss (0 = none)")

@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError, field_validator
 from r1lab.config import ConfigError, Strict, format_errors
 from r1lab.evaluation.report import CSS, format_duration, format_number, is_number, read_jsonl, smooth
 from r1lab.progress import console
+from r1lab.runlock import run_lock
 
 
 class CompareSpec(Strict):
@@ -74,17 +75,19 @@ def run_compare(spec: CompareSpec, out: str | Path) -> dict:
     out = Path(out)
     configs = {name: _variant_config(spec, settings) for name, settings in spec.variants.items()}  # all fail fast
     out.mkdir(parents=True, exist_ok=True)
-    for name, cfg in configs.items():
-        console.print(f"[bold]compare {spec.compare}: variant {name}")
-        if spec.kind == "recipe":
-            from r1lab.recipes.pipeline import run_recipe
+    with run_lock(out):  # the comparison's own files; each variant's directory is locked by its runner
+        for name, cfg in configs.items():
+            console.print(f"[bold]compare {spec.compare}: variant {name}")
+            if spec.kind == "recipe":
+                from r1lab.recipes.pipeline import run_recipe
 
-            run_recipe(cfg, out / name)
-        else:
-            from r1lab.experiments.control import run_control
+                run_recipe(cfg, out / name)
+            else:
+                from r1lab.experiments.control import run_control
 
-            run_control(cfg, out / name)
-    return write_compare_report(spec, out)
+                with run_lock(out / name):
+                    run_control(cfg, out / name)
+        return write_compare_report(spec, out)
 
 
 def _variant_config(spec: CompareSpec, settings: list[str]):

@@ -1,6 +1,7 @@
 """Runs a recipe's stages into a run directory, evaluates every model it makes, writes the summary and report.
 
-    RUN/config.yaml     the resolved config (a run directory holds one experiment)
+    RUN/config.yaml     the resolved config (a run directory holds one experiment), RUN/data.json its data files'
+                        sha256: both written with the first saved state (rundir.py); RUN/.lock: one process at a time
     RUN/state.json      finished stages and evaluations: re-running the same command resumes, never redoes
     RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft; with LoRA the merged model and
                         final/adapter) or samples.jsonl (generate, answers)
@@ -15,6 +16,7 @@ models, runs the other stages and writes every file, while the others wait for t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,14 +24,16 @@ import shutil
 import time
 from pathlib import Path
 
-import yaml
-
 from r1lab import dist
-from r1lab.config import ConfigError, RunConfig, StageConfig
+from r1lab.config import RunConfig, StageConfig
+from r1lab.data.limits import fit_context
+from r1lab.disk import writing
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
 from r1lab.progress import console
 from r1lab.recipes.preflight import check_run
+from r1lab.recipes.rundir import check_run_dir, record_run
+from r1lab.runlock import run_lock
 
 
 def resolve_model(cfg: RunConfig, which: str = "base") -> str:
@@ -61,22 +65,9 @@ def load_task_for(cfg: RunConfig, name: str | None = None):
 
 def write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    with writing("state", path, cleanup=tmp):
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     os.replace(tmp, path)
-
-
-def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    """A run directory belongs to one config: resuming with a different one would mix two experiments."""
-    saved = run_dir / "config.yaml"
-    if saved.exists():
-        before, now = yaml.safe_load(saved.read_text()), cfg.model_dump()
-        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        if diff:
-            raise ConfigError(f"run directory '{run_dir}' holds a run with a different config (fields: {', '.join(diff)}); "
-                              "use a new --out directory, or the same settings to resume")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False, allow_unicode=True))
 
 
 class Run:
@@ -115,8 +106,15 @@ class Run:
             self.models[name] = resolve_model(self.cfg, name)
         return self.models[name]
 
+    def fitted(self, task, model, tokenizer, max_new_tokens: int, split: str):
+        """`task` checked for prompts the model cannot read with room to answer (data.too_long)."""
+        return fit_context(task, tokenizer, getattr(model.config, "max_position_embeddings", None), max_new_tokens,
+                           template=self.cfg.template, system=self.system, mode=self.cfg.data.too_long, splits=(split,))
+
     def save(self) -> None:
         if dist.is_main():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            record_run(self.dir, self.cfg)  # first save: the models and data loaded, the run really started
             write_json_atomic(self.state_path, self.state)
 
     def load(self, name: str):
@@ -134,7 +132,8 @@ class Run:
             model, tokenizer = self.load(name)
             engine = self.engine(model, tokenizer)
             common = {"template": self.cfg.template, "system": self.system, "reflection_phrases": self.cfg.rl.reflection_phrases}
-            result = evaluate(engine, self.task, self.cfg.eval, label=f"eval {name}", **common)
+            task = self.fitted(self.task, model, tokenizer, self.cfg.eval.sampling.max_new_tokens, "test")
+            result = evaluate(engine, task, self.cfg.eval, label=f"eval {name}", **common)
             result["params"] = sum(p.numel() for p in model.parameters())
             result["tasks"] = {task: evaluate(engine, self.tasks[task], self.cfg.eval, label=f"eval {name} on {task}", **common)
                                for task in self.cfg.eval.extra_tasks}
@@ -163,9 +162,10 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     dist.barrier()  # every rank starts once rank 0 has made (and measured) the stage's init model
     policy, tokenizer = run.load(stage.init)
     policy = trainable(run.cfg, policy)
+    task = run.fitted(run.task_of(stage), policy, tokenizer, rl.sampling.max_new_tokens, "train")  # before any engine
     engine = run.engine(policy, tokenizer)
     try:
-        result = train_rl(policy, tokenizer, run.task_of(stage), rl, out, engine=engine, template=run.cfg.template,
+        result = train_rl(policy, tokenizer, task, rl, out, engine=engine, template=run.cfg.template,
                           system=run.system, seed=run.cfg.seed, stage=stage.name)
     finally:
         engine.close()
@@ -220,9 +220,15 @@ RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft"
 
 
 def run_recipe(cfg: RunConfig, run_dir: str | Path) -> dict:
+    # a second r1lab on this directory fails here, naming this one's pid (rank 0 holds it for every rank)
+    with run_lock(run_dir) if dist.is_main() else contextlib.nullcontext():
+        return _run_recipe(cfg, Path(run_dir))
+
+
+def _run_recipe(cfg: RunConfig, run_dir: Path) -> dict:
     t0 = time.time()
     cfg.check_processes(dist.world_size())
-    run = Run(cfg, Path(run_dir))
+    run = Run(cfg, run_dir)
     main = dist.is_main()
     for stage in cfg.stages:
         out = run.dir / stage.name

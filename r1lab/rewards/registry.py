@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import Callable
 
 from r1lab.data.example import Example, Task
@@ -89,9 +90,7 @@ class Rewards:
                 scores.append(None)
                 continue
             try:
-                value = float(fn(response, example, **info))
-                if not math.isfinite(value):
-                    raise ValueError(f"non-finite reward {value}")
+                value = real_reward(fn(response, example, **info))
             except Exception as e:
                 failures += 1
                 if failures == 1:  # one detailed line per function per batch, not a flood
@@ -101,3 +100,13 @@ class Rewards:
         if failures > 1:
             log.warning("reward %r failed on %d of %d samples in this batch (scored 0)", name, failures, len(scores))
         return scores
+
+
+def real_reward(value) -> float:
+    """A reward must be a real, finite number (bool, int, float, numpy scalars): a string like "0.75" or None is a
+    bug in the reward function, not a score, and float() would quietly accept "0.75" and "nan"."""
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"returned {type(value).__name__} {value!r:.60}, not a real number")
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite reward {value}")
+    return float(value)

@@ -15,6 +15,7 @@ into `policy` after each update; rank 0 writes the logs and the checkpoints' sha
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from r1lab import checkpoint, dist
 from r1lab.config import RLConfig
 from r1lab.data.example import Task
 from r1lab.data.format import apply_template
+from r1lab.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
 from r1lab.logs import append_jsonl, truncate_jsonl
 from r1lab.lora import AdapterDisabled, is_lora
 from r1lab.models import enable_gradient_checkpointing, restore_weights
@@ -64,7 +66,9 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
     training = dist.TrainingState(opt, trainee, value_model=value_model)
     start, elapsed = 0, 0.0
-    if (ckpt := checkpoint.latest(run_dir)) is not None:
+    bad = BadStepCounter(cfg.max_bad_steps, f"{stage} (rl)")
+    explosions = ExplosionWatch(cfg.entropy_warn * math.log(len(tokenizer)) if cfg.entropy_warn else None, cfg.kl_warn)
+    if (ckpt := dist.from_main(lambda: checkpoint.latest(run_dir))) is not None:  # rank 0 picks, moves damaged ones aside
         state = checkpoint.load_state(ckpt, training)
         restore_weights(policy, ckpt)
         if ref_copy is not None:
@@ -75,9 +79,10 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
         engine.set_rng_state(dist.this_rank(state["sampler_rng"]))
         engine.load_weights(policy)
         start, elapsed = state["step"], state["elapsed"]
-        for log in ("metrics.jsonl", "samples.jsonl") if dist.is_main() else ():
-            truncate_jsonl(run_dir / log, lambda row: row.get("step", 0) <= start)
+        bad.total = state.get("skipped_steps", 0)
         console.print(f"[green]resuming {stage} from {ckpt.name}")
+    for log in ("metrics.jsonl", "samples.jsonl") if dist.is_main() else ():  # also from step 0: a killed first attempt's rows go
+        truncate_jsonl(run_dir / log, lambda row: row.get("step", 0) <= start)
     trainee.train()
 
     def prompt_of(example) -> str:
@@ -89,10 +94,13 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             t0 = time.time()
             seen, train, stats = sample_step(engine, stream, rewards_fn, prompt_of, cfg, algorithm.resample_zero_spread)
             t_gen = time.time() - t0
-            if train is not None:  # None: dapo found no group with reward spread, nothing to learn from
+            # non-finite rewards on any rank: no update at all this step (divergence guard)
+            problem = "; ".join(filter(None, dist.all_gather_objects(step_problem({}, train.rewards) if train is not None else "")))
+            if train is not None and not problem:  # None: dapo found no group with reward spread, nothing to learn from
                 batch = Batch.from_rollout(train.rollout, train.rewards, engine.pad_id)
                 stats |= rl_step(trainee, opt, batch, cfg, ref=ref, value_model=value_model)
                 dist.copy_weights(trainee, policy)
+                problem = step_problem(stats)  # stats are every rank's: the ranks agree
                 t_sync = time.time()
                 engine.load_weights(policy)
                 stats["sync_time"] = round(time.time() - t_sync, 4)
@@ -101,18 +109,29 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
                 ref_copy.load_state_dict(policy.state_dict())
 
             seen = Scored.concat(dist.all_gather_objects(seen), engine.pad_id)  # every rank's groups, for the logs
+            bad.record(not problem, step, problem)
+            stats["skipped_steps"] = bad.total
             metrics = step_metrics(stage, step, seen, stats, cfg, t_gen, time.time() - t0, sched.get_last_lr()[0])
             if dist.is_main():
                 append_jsonl(run_dir / "metrics.jsonl", [metrics])
                 append_jsonl(run_dir / "samples.jsonl", step_samples(stage, step, seen, cfg))
             elapsed += metrics["step_time"]
             bar(**{k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics}, len=f"{metrics['completion_len_mean']:.0f}")
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            for warning in explosions(metrics):
+                console.print(f"[bold red]warning: {stage} step {step}: {warning}")
+            bad.check()
+            checkpoint_due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps
+            if checkpoint_due and bad.streak == 0:  # a checkpoint is only ever written from a good step
+                if not params_finite(policy):
+                    raise DivergedError(f"{stage} (rl) diverged: non-finite weights at step {step}; the last good "
+                                        "checkpoint is kept and no final model is written")
                 checkpoint.save(run_dir, step, policy, tokenizer, {
                     "step": step, "elapsed": elapsed, "scheduler": sched.state_dict(), "data": stream.state(),
                     "rng": dist.by_rank(checkpoint.rng_state()), "sampler_rng": dist.by_rank(engine.rng_state()),
-                    "ref": ref_copy.state_dict() if ref_copy is not None else None}, training)
+                    "skipped_steps": bad.total, "ref": ref_copy.state_dict() if ref_copy is not None else None}, training)
     policy.eval()
+    if bad.total:  # finished, but not every step trained: say so where the user looks
+        console.print(f"[bold red]warning: {stage}: {bad.total} step(s) skipped for non-finite values (skipped_steps in metrics.jsonl)")
     return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3)}
 
 

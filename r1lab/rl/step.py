@@ -19,6 +19,7 @@ import torch
 
 from r1lab import dist
 from r1lab.config import RLConfig
+from r1lab.guards import finite
 from r1lab.rl.algorithms import ALGORITHMS, Algorithm, masked_mean
 from r1lab.rl.batch import Batch, micro_batches
 from r1lab.rl.logprobs import forward_logprobs, logprobs_no_grad
@@ -141,8 +142,13 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
                 n_micro += 1
             for _ in range(behind):
                 _zero_pass(policy, value_model)
-            per_step["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            optimizer.step()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))  # global: the ranks agree
+            per_step["grad_norm"] += grad_norm
+            if finite(grad_norm):
+                optimizer.step()
+            else:  # a NaN/inf gradient would poison the weights and AdamW's moments: skip this update
+                optimizer.zero_grad(set_to_none=True)
+                per_step["skipped_updates"] += 1
             n_opt += 1
     return {**{k: v / n_micro for k, v in per_micro.items()}, **{k: v / n_opt for k, v in per_step.items()},
             "tokens_trained": tokens_trained}

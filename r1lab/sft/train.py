@@ -27,10 +27,12 @@ from r1lab import checkpoint
 from r1lab.config import SFTConfig
 from r1lab.data.files import read_table
 from r1lab.data.format import apply_template, response_prefix
+from r1lab.guards import BadStepCounter, step_problem
 from r1lab.logs import append_jsonl, truncate_jsonl
 from r1lab.models import enable_gradient_checkpointing, load_model, restore_weights, save_model, trained_system
 from r1lab.optim import lr_lambda
 from r1lab.progress import console, progress_bar
+from r1lab.runlock import run_lock
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
 
@@ -272,8 +274,10 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
         opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"])
         start, elapsed, train_loss, eval_loss = state["step"], state["elapsed"], state["train_loss"], state["eval_loss"]
-        truncate_jsonl(out_dir / "metrics.jsonl", lambda row: row.get("stage") != stage or row.get("step", 0) <= start)
         console.print(f"[green]resuming {stage} from {ckpt.name}")
+    # also from step 0: the rows of a first attempt killed before its first checkpoint go
+    truncate_jsonl(out_dir / "metrics.jsonl", lambda row: row.get("stage") != stage or row.get("step", 0) <= start)
+    bad = BadStepCounter(cfg.max_bad_steps, f"{stage} (sft)")
     console.print(f"{stage}: {len(train)} train / {len(held_out)} eval examples, {total} steps "
                   f"({cfg.epochs} epochs x {steps_per_epoch}), batch {cfg.batch_size} in micro-batches of {cfg.micro_batch_size}")
     model.train()
@@ -289,17 +293,24 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
             opt.zero_grad(set_to_none=True)
             train_loss, tokens = accumulate_gradients(model, batch, cfg.micro_batch_size, pad_id)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            opt.step()
+            problem = step_problem({"loss": train_loss, "grad_norm": grad_norm})
+            if problem:  # divergence guard: no update from a non-finite loss or gradient
+                opt.zero_grad(set_to_none=True)
+            else:
+                opt.step()
+            bad.record(not problem, step, problem)
             sched.step()
             row = {"stage": stage, "step": step, "epoch": round(epoch + (index + 1) / steps_per_epoch, 4),
                    "loss": train_loss, "lr": lr, "tokens": tokens, "grad_norm": grad_norm,
-                   "step_time": round(time.time() - t0, 3)}
+                   "step_time": round(time.time() - t0, 3), "skipped_steps": bad.total}
             if held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
                 row["eval_loss"] = eval_loss = evaluate_loss(model, held_out, cfg.micro_batch_size, pad_id)
             append_jsonl(out_dir / "metrics.jsonl", [row])
             elapsed += time.time() - t0
             bar(loss=f"{train_loss:.3f}", **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total:
+            bad.check()
+            due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total
+            if due and bad.streak == 0:  # a checkpoint is only ever written from a good step
                 checkpoint.save(out_dir, step, model, tokenizer, {
                     "kind": "sft", "step": step, "elapsed": elapsed, "data_id": data_id,
                     "epoch": epoch, "pos": min((index + 1) * cfg.batch_size, len(train)),  # place in the seeded order
@@ -317,6 +328,12 @@ def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, template:
                     seed: int = 0, device: str = "auto", dtype: str = "auto", stage: str = "sft", lora=None) -> dict:
     """Loads a model + tokenizer, reads `data` (a file, a save_to_disk dir or rows) and runs train_sft; with
     `lora` (config.LoRAConfig, r > 0) it trains LoRA adapters."""
+    with run_lock(out_dir):  # `r1lab sft --out`: one process per output directory
+        return _sft_from_config(model_path, data, cfg, out_dir, template=template, system=system, seed=seed,
+                                device=device, dtype=dtype, stage=stage, lora=lora)
+
+
+def _sft_from_config(model_path, data, cfg: SFTConfig, out_dir, *, template, system, seed, device, dtype, stage, lora):
     model, tokenizer = load_model(model_path, device=device, dtype=dtype)
     if lora is not None and lora.enabled:
         from r1lab.lora import add_lora

@@ -111,11 +111,18 @@ def arithmetic_solution(rng: random.Random, steps, style: str) -> tuple[str, int
 # ---------------------------------------------------------------- countdown
 
 
+MAX_EXPR_CHARS = 200  # a countdown answer uses three digits: far shorter; a longer one is not an answer
+
+
 def _evaluate(expr: str) -> tuple[int, list[int]] | None:
-    """Safely evaluates an expression of ints, + - * and parentheses; returns (value, numbers used)."""
+    """Safely evaluates an expression of ints, + - * and parentheses; returns (value, numbers used).
+    A hostile answer (thousands of terms, deep brackets) is refused by size before parsing, and a
+    RecursionError/MemoryError scores it wrong: evaluation must never crash on what a model writes."""
+    if len(expr) > MAX_EXPR_CHARS:
+        return None
     try:
         tree = ast.parse(expr.strip(), mode="eval")
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     numbers: list[int] = []
 
@@ -132,7 +139,10 @@ def _evaluate(expr: str) -> tuple[int, list[int]] | None:
             return {ast.Add: left + right, ast.Sub: left - right, ast.Mult: left * right}[type(node.op)]
         return None
 
-    value = walk(tree)
+    try:
+        value = walk(tree)
+    except (RecursionError, MemoryError):
+        return None
     return None if value is None else (value, numbers)
 
 

@@ -12,6 +12,7 @@ from r1lab.config import EVAL_SAMPLING, SamplingConfig
 from r1lab.data.format import END_ANSWER, apply_template, response_prefix
 from r1lab.engines import make_engine
 from r1lab.models import load_model, trained_system
+from r1lab.ui.chat_input import clean, robust_stdin, too_long
 from r1lab.ui.display import show_response
 
 # Sampled as models are evaluated (the paper's protocol), with room for a longer answer than a test's.
@@ -44,22 +45,33 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
     console.print(Text(f"{model_dir} · template {template} · {mode} · up to {max_new_tokens} new tokens\n"
                        "each question is answered on its own (no memory of earlier turns); exit, quit or Ctrl-D to leave",
                        style="dim"))
+    if input_fn is input:
+        robust_stdin()
     while True:
         try:
-            question = input_fn("\nyou> ").strip()
+            question = clean(input_fn("\nyou> ")).strip()
         except (EOFError, KeyboardInterrupt):
             break
+        except UnicodeDecodeError:  # an input_fn of its own reading bytes: skip the line, keep chatting
+            console.print(Text("(that line was not valid text; try again)", style="yellow"))
+            continue
         if question.lower() in ("exit", "quit"):
             break
         if not question:
             continue
         prompt = apply_template(question, template, engine.tokenizer, system)
+        if (problem := too_long(prompt, engine, max_new_tokens)) is not None:
+            console.print(Text(problem, style="yellow"))
+            continue
         t0 = time.time()
         try:
             with closing(engine.stream(prompt, sampling)) as chunks:  # closing it stops the generation
                 text = show_response(chunks, console, response_prefix(prompt))
         except KeyboardInterrupt:
             console.print(Text("\n(interrupted)", style="yellow"))
+            continue
+        except (ValueError, RuntimeError) as err:  # one bad line must not end the session
+            console.print(Text(f"\n(could not answer that: {err})", style="yellow"))
             continue
         n = len(engine.tokenizer(text, add_special_tokens=False)["input_ids"])  # the text re-tokenized: near enough
         console.print(Text(f"{n} tokens · {n / max(time.time() - t0, 1e-9):.1f} tokens/s", style="dim"))

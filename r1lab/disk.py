@@ -1,0 +1,49 @@
+"""Write errors said plainly: a full disk (ENOSPC), a read-only filesystem or no permission while writing a
+checkpoint, a model or a log raises one OSError naming what was being written, after removing the
+partial temporary files, instead of a raw torch/safetensors traceback and a half-written directory."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import shutil
+from pathlib import Path
+
+_PLAIN = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+          errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+
+
+def _reason(err: BaseException, where: Path) -> str | None:
+    if isinstance(err, OSError) and err.errno in _PLAIN:
+        return _PLAIN[err.errno]
+    # torch.save reports a failed write as a RuntimeError ("PytorchStreamWriter failed writing file"): a full disk
+    # is the usual cause, told by the free space left
+    if isinstance(err, RuntimeError) and "writ" in str(err).lower():
+        try:
+            free = shutil.disk_usage(next(p for p in (where, *where.parents) if p.exists())).free
+        except (OSError, StopIteration):
+            return None
+        return "no space left on device" if free < (64 << 20) else None
+    return None
+
+
+@contextlib.contextmanager
+def writing(what: str, where: Path, cleanup: Path | None = None):
+    """Runs a write; on failure removes `cleanup` (a temporary file or directory) and, for a disk or
+    permission error, raises OSError(errno, '<what> <where>: <reason>; ...')."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if cleanup is not None:
+            if Path(cleanup).is_dir():
+                shutil.rmtree(cleanup, ignore_errors=True)
+            else:
+                Path(cleanup).unlink(missing_ok=True)
+        reason = _reason(err, Path(where))
+        if reason is None:
+            raise
+        code = err.errno if isinstance(err, OSError) and err.errno else errno.ENOSPC
+        plain = OSError(f"writing {what} {where}: {reason}; the partial files were removed, the previous checkpoint "
+                        "is intact; free space (or fix permissions) and run the same command to resume")
+        plain.errno = code  # set apart: OSError(errno, text) would print "[Errno 28]" before the text
+        raise plain from err

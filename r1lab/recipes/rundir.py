@@ -1,0 +1,86 @@
+"""A run directory belongs to one experiment: its config (RUN/config.yaml) and the fingerprints of the data
+files it trains on (RUN/data.json). Both are written only once a run has really started (its first state is
+saved), so a start that fails on a bad model path or data file leaves nothing that blocks the corrected
+command; on resume both are compared, so a different config or a replaced data file is refused by name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from r1lab.config import ConfigError, RunConfig
+
+NOT_COMPARED = {"data": ("allow_changed",)}  # overrides for one resume, not part of the experiment
+
+
+def _comparable(cfg: RunConfig) -> dict:
+    dumped = cfg.model_dump()
+    for section, fields in NOT_COMPARED.items():
+        for field in fields:
+            dumped.get(section, {}).pop(field, None)
+    return dumped
+
+
+def _is_file_task(name: str) -> bool:
+    return not (name == "tinyworld" or name.startswith(("tinyworld/", "reasoning-gym:")))
+
+
+def data_files(cfg: RunConfig) -> list[Path]:
+    """Every local file the run's tasks read (file tasks, test_file); a directory counts as its files."""
+    names = {cfg.task, *(st.task for st in cfg.stages if st.task), *cfg.eval.extra_tasks}
+    paths = [Path(n) for n in sorted(names) if _is_file_task(n)]
+    if cfg.data.test_file:
+        paths.append(Path(cfg.data.test_file))
+    files = []
+    for p in paths:
+        files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p] if p.is_file() else []
+    return files
+
+
+def fingerprints(cfg: RunConfig) -> dict[str, str]:
+    out = {}
+    for path in data_files(cfg):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[str(path)] = h.hexdigest()
+    return out
+
+
+def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuses a run directory holding another config, or data files changed since it started (unless
+    data.allow_changed=true). Writes nothing."""
+    saved = Path(run_dir) / "config.yaml"
+    if saved.exists():
+        before, now = yaml.safe_load(saved.read_text()), _comparable(cfg)
+        for section, fields in NOT_COMPARED.items():
+            for field in fields:
+                (before.get(section) or {}).pop(field, None)
+        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if diff:
+            raise ConfigError(f"run directory '{run_dir}' holds a run with a different config (fields: {', '.join(diff)}); "
+                              "use a new --out directory, or the same settings to resume")
+    recorded = Path(run_dir) / "data.json"
+    if recorded.exists() and not cfg.data.allow_changed:
+        before, now = json.loads(recorded.read_text()), fingerprints(cfg)
+        changed = sorted(p for p in set(before) | set(now) if before.get(p) != now.get(p))
+        if changed:
+            raise ConfigError(f"data.allow_changed: data file(s) changed since this run started: {', '.join(changed)}; "
+                              "resuming would train on other examples. Restore the file(s), use a new --out directory, "
+                              "or pass data.allow_changed=true to resume anyway")
+
+
+def record_run(run_dir: Path, cfg: RunConfig) -> None:
+    """Writes config.yaml and data.json if absent (called when the run's first state is saved)."""
+    run_dir = Path(run_dir)
+    for name, text in (("config.yaml", lambda: yaml.safe_dump(_comparable(cfg), sort_keys=False, allow_unicode=True)),
+                       ("data.json", lambda: json.dumps(fingerprints(cfg), indent=2))):
+        if not (run_dir / name).exists():
+            tmp = run_dir / (name + ".tmp")
+            tmp.write_text(text())
+            os.replace(tmp, run_dir / name)
