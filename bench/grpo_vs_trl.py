@@ -98,7 +98,7 @@ def child_r1lab(args) -> dict:
 
     import torch
 
-    import r1lab.checkpoint
+    import r1lab.store.checkpoint
     from r1lab.config import RLConfig, SamplingConfig
     from r1lab.engines import make_engine
     from r1lab.models import load_model
@@ -138,13 +138,13 @@ def child_r1lab(args) -> dict:
     if args.mode == "tta":
         evaluate = _evaluator(args, task, tok)
         curve.append((0, evaluate(model)))
-        save = r1lab.checkpoint.save
+        save = r1lab.store.checkpoint.save
 
         def save_and_eval(run_dir, step, policy, tokenizer, state):  # runs after the step's timing
             curve.append((step, evaluate(policy)))
             return save(run_dir, step, policy, tokenizer, state)
 
-        r1lab.checkpoint.save = save_and_eval
+        r1lab.store.checkpoint.save = save_and_eval
     with tempfile.TemporaryDirectory() as run_dir:
         train_rl(model, tok, task, cfg, Path(run_dir), engine=engine, template=TEMPLATE, system=SYSTEM, seed=args.seed)
         metrics = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]

@@ -125,8 +125,8 @@ def save_model(model, tokenizer, out, meta: dict | None = None) -> Path:
     import os
     import shutil
 
-    from r1lab.disk import writing
     from r1lab.lora import ADAPTER_DIR, is_lora, merged_model
+    from r1lab.store.disk import writing
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -19,15 +19,15 @@ import torch
 from helpers import EchoTask, digits, metrics_rows, rl_config, train
 from rich.console import Console
 
-from r1lab import checkpoint
 from r1lab.config import ConfigError, load_config, validate
 from r1lab.data.example import Example
 from r1lab.guards import DivergedError
-from r1lab.logs import append_jsonl
 from r1lab.models import load_model, load_tokenizer, save_model
 from r1lab.recipes.rundir import check_run_dir, record_run
 from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
-from r1lab.runlock import RunLockedError, run_lock
+from r1lab.store import checkpoint
+from r1lab.store.logs import append_jsonl
+from r1lab.store.runlock import RunLockedError, run_lock
 from r1lab.ui.cli import main
 
 TESTS = Path(__file__).parent
@@ -233,7 +233,7 @@ def test_run_lock_refuses_a_second_holder_naming_its_pid(tmp_path):
 
 
 def test_run_lock_held_by_another_process_and_released_by_its_death(tmp_path, capsys):
-    code = f"from r1lab.runlock import run_lock; import time\nwith run_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"
+    code = f"from r1lab.store.runlock import run_lock; import time\nwith run_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
     try:

@@ -83,7 +83,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, alg
     for (name, pa), pc in zip(model_a.named_parameters(), model_c.parameters()):
         torch.testing.assert_close(pa, pc, atol=1e-5, rtol=1e-5, msg=name)
     if algo:
-        from r1lab import checkpoint
+        from r1lab.store import checkpoint
 
         value_a = checkpoint.load_state(checkpoint.latest(straight))["value_model"]
         value_c = checkpoint.load_state(checkpoint.latest(resumed))["value_model"]
@@ -94,7 +94,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, alg
 
 def test_checkpoint_write_is_atomic(tiny_model_dir, tmp_path, monkeypatch):
     """A kill while a checkpoint is being written leaves the previous one as `latest`."""
-    from r1lab import checkpoint
+    from r1lab.store import checkpoint
 
     model, tokenizer = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
     checkpoint.save(tmp_path, 2, model, tokenizer, {"step": 2})

@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError, field_validator
 from r1lab.config import ConfigError, Strict, format_errors
 from r1lab.evaluation.report import CSS, format_duration, format_number, is_number, read_jsonl, smooth
 from r1lab.progress import console
-from r1lab.runlock import run_lock
+from r1lab.store.runlock import run_lock
 
 
 class CompareSpec(Strict):

@@ -27,13 +27,13 @@ from pathlib import Path
 from r1lab import dist
 from r1lab.config import RunConfig, StageConfig
 from r1lab.data.limits import fit_context
-from r1lab.disk import writing
 from r1lab.evaluation.evaluate import evaluate
 from r1lab.models import save_model, trained_system
 from r1lab.progress import console
 from r1lab.recipes.preflight import check_run
 from r1lab.recipes.rundir import check_run_dir, record_run
-from r1lab.runlock import run_lock
+from r1lab.store.disk import writing
+from r1lab.store.runlock import run_lock
 
 
 def resolve_model(cfg: RunConfig, which: str = "base") -> str:

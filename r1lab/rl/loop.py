@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 
-from r1lab import checkpoint, dist
+from r1lab import dist
 from r1lab.config import RLConfig
 from r1lab.data.example import Task
 from r1lab.data.format import apply_template
 from r1lab.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
-from r1lab.logs import append_jsonl, truncate_jsonl
 from r1lab.lora import AdapterDisabled, is_lora
 from r1lab.models import enable_gradient_checkpointing, restore_weights
 from r1lab.optim import lr_lambda
@@ -38,6 +37,8 @@ from r1lab.rl.metrics import step_metrics, step_samples
 from r1lab.rl.ppo import ValueModel
 from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
+from r1lab.store import checkpoint
+from r1lab.store.logs import append_jsonl, truncate_jsonl
 
 
 def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, engine, template: str,

@@ -23,16 +23,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from r1lab import checkpoint
 from r1lab.config import SFTConfig
 from r1lab.data.files import read_table
 from r1lab.data.format import apply_template, response_prefix
 from r1lab.guards import BadStepCounter, step_problem
-from r1lab.logs import append_jsonl, truncate_jsonl
 from r1lab.models import enable_gradient_checkpointing, load_model, restore_weights, save_model, trained_system
 from r1lab.optim import lr_lambda
 from r1lab.progress import console, progress_bar
-from r1lab.runlock import run_lock
+from r1lab.store import checkpoint
+from r1lab.store.logs import append_jsonl, truncate_jsonl
+from r1lab.store.runlock import run_lock
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from r1lab.disk import writing
+from r1lab.store.disk import writing
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from r1lab.manifest import damage
+from r1lab.store.manifest import damage
 
 log = logging.getLogger("r1lab.checkpoint")
 REQUIRED = ("trainer_state.pt",)

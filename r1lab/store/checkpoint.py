@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from r1lab import dist
-from r1lab.disk import writing
-from r1lab.manifest import write_manifest
-from r1lab.recovery import newest_intact
+from r1lab.store.disk import writing
+from r1lab.store.manifest import write_manifest
+from r1lab.store.recovery import newest_intact
 
 KEEP = 2  # the newest and one before it: if the newest is found damaged on resume, the older one is used
 
