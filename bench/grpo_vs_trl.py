@@ -140,9 +140,9 @@ def child_r1lab(args) -> dict:
         curve.append((0, evaluate(model)))
         save = r1lab.store.checkpoint.save
 
-        def save_and_eval(run_dir, step, policy, tokenizer, state):  # runs after the step's timing
+        def save_and_eval(run_dir, step, policy, tokenizer, state, *rest):  # runs after the step's timing
             curve.append((step, evaluate(policy)))
-            return save(run_dir, step, policy, tokenizer, state)
+            return save(run_dir, step, policy, tokenizer, state, *rest)
 
         r1lab.store.checkpoint.save = save_and_eval
     with tempfile.TemporaryDirectory() as run_dir:
