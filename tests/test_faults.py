@@ -68,9 +68,9 @@ def test_nan_loss_is_skipped_and_the_good_checkpoint_is_kept(tiny, tmp_path, mon
     cfg = rl_config(steps=6, prompts_per_step=2, group_size=4, checkpoint_every=1, max_bad_steps=2)
     real, calls = step.forward_logprobs, []
 
-    def poisoned(policy, micro, temperature):  # good for two steps, then NaN
+    def poisoned(policy, micro, temperature, **kw):  # good for two steps, then NaN
         calls.append(1)
-        out = real(policy, micro, temperature)
+        out = real(policy, micro, temperature, **kw)
         return out * float("nan") if len(calls) > 2 else out
 
     monkeypatch.setattr(step, "forward_logprobs", poisoned)
@@ -213,7 +213,7 @@ def test_cli_reports_a_full_disk_without_a_traceback(monkeypatch, capsys, tmp_pa
     from r1lab.ui import cli
 
     def dispatch(args):
-        with __import__("r1lab.disk", fromlist=["writing"]).writing("checkpoint", tmp_path / "x"):
+        with __import__("r1lab.store.disk", fromlist=["writing"]).writing("checkpoint", tmp_path / "x"):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cli, "_dispatch", dispatch)
