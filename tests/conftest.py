@@ -24,3 +24,14 @@ def tiny(tiny_model_dir):
     from r1lab.models import load_model
 
     return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny models gain nothing from threads, and on a busy machine they make them many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

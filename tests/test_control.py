@@ -13,13 +13,7 @@ from r1lab.rl.ppo import value_loss
 TINY = dict(num_envs=2, rollout_steps=32, groups=2, group_size=3, max_env_steps=200, eval_every=100, eval_episodes=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny MLPs: one thread is several times faster than contending for more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny MLPs: one thread is several times faster
 
 
 def rows(path):

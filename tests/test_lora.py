@@ -29,13 +29,7 @@ def digits_reward(monkeypatch):
     monkeypatch.setitem(REWARD_FUNCTIONS, "digits", lambda task, **_: digits)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads, and on a busy machine they make it many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rl(**kw):

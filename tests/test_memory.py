@@ -18,13 +18,7 @@ from r1lab.rl.ppo import ValueModel
 from r1lab.rl.step import rl_step
 from r1lab.sft import train as sft
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(model, tokenizer, rewards=None):
