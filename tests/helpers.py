@@ -49,3 +49,19 @@ MICRO = ["model=tinyworld", "pretrain.steps=6", "pretrain.corpus_docs=300", "pre
          "pretrain.hidden_size=32", "pretrain.intermediate_size=64", "pretrain.layers=2", "pretrain.heads=4",
          "data.test_size=4", "rl.steps=3", "rl.prompts_per_step=2", "rl.group_size=3", "rl.checkpoint_every=2",
          "sampling.max_new_tokens=12", "eval.k=2"]
+
+
+class InterruptedEngine:
+    """An engine interrupted (as by Ctrl-C or a kill) in its `calls`-th generate call."""
+
+    def __init__(self, engine, calls: int):
+        self.engine, self.calls = engine, calls
+
+    def generate(self, prompts, sampling, n=1, **kw):
+        self.calls -= 1
+        if self.calls == 0:
+            raise KeyboardInterrupt
+        return self.engine.generate(prompts, sampling, n, **kw)
+
+    def __getattr__(self, name):  # tokenizer, pad_id, load_weights, rng_state, ...
+        return getattr(self.engine, name)

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from helpers import digits, metrics_rows, rl_config, train
+from helpers import InterruptedEngine, digits, metrics_rows, rl_config, train
 
 from r1lab import lora
 from r1lab.config import ConfigError, LoRAConfig, SamplingConfig, SFTConfig, load_config
@@ -113,22 +113,6 @@ def test_a_lora_model_samples_through_the_plain_path(tiny):
         trained = forward_logprobs(policy, batch, 1.0)
     mask = rollout.completion_mask.bool()
     torch.testing.assert_close(rollout.logprobs[mask], trained[mask], atol=1e-5, rtol=1e-5)
-
-
-class InterruptedEngine:
-    """The torch engine, interrupted (as by a kill) in its `calls`-th generate call."""
-
-    def __init__(self, engine, calls: int):
-        self.engine, self.calls = engine, calls
-
-    def generate(self, prompts, sampling, n=1):
-        self.calls -= 1
-        if self.calls == 0:
-            raise KeyboardInterrupt
-        return self.engine.generate(prompts, sampling, n)
-
-    def __getattr__(self, name):
-        return getattr(self.engine, name)
 
 
 def test_rl_resume_restores_the_adapter_and_optimizer(tiny_model_dir, tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import digits, metrics_rows, rl_config, train
+from helpers import InterruptedEngine, digits, metrics_rows, rl_config, train
 
 from r1lab.engines import make_engine
 from r1lab.models import load_model
@@ -35,23 +35,6 @@ def test_kl_to_reference_is_logged_with_beta(tiny_model_dir, tmp_path):
     rows = metrics_rows(tmp_path)
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # one update per step: step 1 sees policy == reference
     assert rows[-1]["kl"] > 0
-
-
-class InterruptedEngine:
-    """The torch engine, interrupted (as by Ctrl-C or a kill) in its `calls`-th generate call."""
-
-    def __init__(self, engine, calls: int):
-        self.engine, self.calls = engine, calls
-        self.tokenizer, self.pad_id = engine.tokenizer, engine.pad_id
-
-    def generate(self, prompts, sampling, n=1):
-        self.calls -= 1
-        if self.calls == 0:
-            raise KeyboardInterrupt
-        return self.engine.generate(prompts, sampling, n)
-
-    def __getattr__(self, name):
-        return getattr(self.engine, name)
 
 
 @pytest.mark.parametrize("algo", [{}, {"algorithm": "ppo", "beta": 0.05}], ids=["grpo", "ppo"])
