@@ -55,42 +55,49 @@ def check_device(device: str = "auto", dtype: str = "auto") -> None:
         raise ConfigError(f"dtype: bf16 is not native on {name} (it would be emulated, many times slower); use dtype=fp32 or auto")
 
 
-def _check_exists(name_or_path: str, what: str) -> None:
-    name_or_path = str(name_or_path)
-    # A string that looks like a path but is missing must not be sent to the hub as a repo id.
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).suffix != "" or name_or_path.count("/") > 1
-    if looks_local and not Path(name_or_path).expanduser().exists():
-        raise FileNotFoundError(f"{what} '{name_or_path}' does not exist (expected a local directory or a hub name like 'Qwen/Qwen2.5-0.5B')")
-
-
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, what: str = "model", **hub_options):
+    """The tokenizer of a local model directory or hub id; `hub_options` (revision, trust_remote_code) go to
+    from_pretrained. `what` names the setting in errors."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    from r1lab.hub import check_source, unreachable
+
     name_or_path = str(name_or_path)
-    _check_exists(name_or_path, "tokenizer")
+    check_source(name_or_path, "model", what, hub_options.get("revision"))
     path = Path(name_or_path).expanduser()
     if (path / "tokenizer.json").exists() and (path / "r1lab.json").exists():
         # Our own tokenizers load through the generic fast class: AutoTokenizer may pick the
         # architecture's class (e.g. Qwen2) and silently change how spaces are handled.
         tok = PreTrainedTokenizerFast.from_pretrained(str(path))
     else:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
+        try:
+            tok = AutoTokenizer.from_pretrained(name_or_path, **hub_options)
+        except OSError as e:
+            raise unreachable(name_or_path, "model", what, e) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto"):
-    """Returns (model, tokenizer) on the chosen device, in eval mode."""
+def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto", what: str = "model", **hub_options):
+    """Returns (model, tokenizer) on the chosen device, in eval mode. `name_or_path`: a local directory or any
+    hub id; `hub_options` (revision, trust_remote_code) go to from_pretrained; `what` names the setting in errors."""
     from transformers import AutoModelForCausalLM
 
+    from r1lab.hub import check_source, unreachable
+
     name_or_path = str(name_or_path)
-    _check_exists(name_or_path, "model")
+    check_source(name_or_path, "model", what, hub_options.get("revision"))
     check_device(device, dtype)
     dev = pick_device(device)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev), **hub_options)
+    except OSError as e:
+        if Path(name_or_path).expanduser().exists():
+            raise
+        raise unreachable(name_or_path, "model", what, e) from e
     model.to(dev).eval()
-    return model, load_tokenizer(name_or_path)
+    return model, load_tokenizer(name_or_path, what, **hub_options)
 
 
 def load_weights(model_dir, model) -> dict:

@@ -68,7 +68,11 @@ class StudentConfig(Strict):
 
 class RunConfig(Strict):
     recipe: str = "r1-zero"
-    model: str = Field("tinyworld", description="HF model path or hub name; 'tinyworld' builds/uses the cached tiny base")
+    model: str = Field("tinyworld", description="a local model directory or any hub id (e.g. Qwen/Qwen2.5-0.5B); "
+                       "'tinyworld' builds/uses the cached tiny base")
+    revision: str | None = Field(None, description="the hub revision (branch, tag or commit) of `model` (None = main)")
+    trust_remote_code: bool = Field(False, description="let transformers run model code from the hub repository "
+                                    "(models whose architecture transformers does not ship); off unless you trust it")
     task: str = Field("tinyworld", description="tinyworld[/arithmetic|/countdown], reasoning-gym:NAME, or a data file")
     template: Literal["r1-zero", "chat", "none"] = Field("r1-zero", description="the prompt format of every stage")
     system: str | None = Field(None, description="system text for the template (None = the paper's)")
@@ -90,6 +94,11 @@ class RunConfig(Strict):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="r1-zero", kind="rl")], min_length=1)
     final_stage: str | None = Field(None, description="the stage whose model RUN/final links to (None = the last rl/sft stage)")
+
+    def hub_options(self, which: str = "base") -> dict:
+        """What from_pretrained gets for the run's base, student or teacher model, or a model a stage made from
+        them: `revision` names a commit of `model` alone; trust_remote_code is needed by all of them alike."""
+        return {"trust_remote_code": self.trust_remote_code, **({"revision": self.revision} if which == "base" and self.revision else {})}
 
     def stage_rl(self, stage: StageConfig) -> RLConfig:
         return changed(RLConfig, self.rl, stage.rl, f"stages.{stage.name}.rl")
@@ -140,6 +149,15 @@ class RunConfig(Strict):
                     for st in self.stages if st.kind == "rl" and self.stage_rl(st).sampling.temperature == 0]
         if problems:
             raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _conversations_train_through_chat(self):
+        """SFT rows made from conversational prompts hold the conversation (system and earlier turns), which
+        only a chat template writes back as a prompt."""
+        if self.data.prompt_format == "conversational" and self.template != "chat" and any(st.kind == "sft" for st in self.stages):
+            raise ValueError("data.prompt_format=conversational with sft stages needs template=chat (the SFT rows are "
+                             "conversations, written with the tokenizer's chat template)")
         return self
 
     def check_processes(self, n: int) -> None:

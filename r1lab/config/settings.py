@@ -32,11 +32,18 @@ class PretrainConfig(Strict):
 
 
 class DataConfig(Strict):
-    """How a task's examples are read (file tasks) and split."""
+    """How a dataset task's rows are read (a local file or directory, or a hub dataset id) and split."""
 
-    question_field: str = "question"
-    answer_field: str = "answer"
-    test_file: str | None = None
+    question_field: str = Field("question", description="the prompt column (TRL's datasets call it 'prompt')")
+    answer_field: str = Field("answer", description="the reference answer column; a GSM8K '#### n' or a \\boxed{} is the answer")
+    prompt_format: Literal["text", "conversational"] = Field(
+        "text", description="text: the prompt column holds the question; conversational: a list of {role, content} "
+        "messages ending with the user's (TRL's format), rendered with the run's template")
+    config: str | None = Field(None, description="the dataset's configuration (e.g. main for openai/gsm8k)")
+    split: str = Field("train", description="the split to train on")
+    test_split: str | None = Field(None, description="the split to evaluate on (None: the dataset's 'test' split if it has "
+                                   "one, else test_size rows held out of `split`)")
+    test_file: str | None = Field(None, description="a separate file to evaluate on, used whole")
     test_size: int = Field(200, gt=0)
     train_size: int | None = Field(None, gt=0)
     too_long: Literal["error", "drop"] = Field("error", description="prompts longer than the model's context minus "

@@ -11,6 +11,9 @@ class Example:
     prompt: str  # the question, before any template
     answer: str  # the reference answer, as text
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    # A conversational prompt (TRL's format): the {role, content} messages, ending with the user's, whose last
+    # content is `prompt`; rendered by data.format.render_prompt. None: `prompt` is the whole question.
+    messages: tuple[dict, ...] | None = field(default=None, compare=False, hash=False)
 
 
 class Task:
@@ -39,11 +42,17 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def prompt_key(ex: Example) -> str:
+    """What makes two prompts the same: the normalised question, with every message of a conversational one."""
+    text = ex.prompt if ex.messages is None else "\n".join(f"{m['role']}: {m['content']}" for m in ex.messages)
+    return normalize_text(text).casefold()
+
+
 def dedupe(examples: list[Example], exclude: set[str] = frozenset()) -> list[Example]:
-    """Drop examples whose normalised prompt was seen before or is in `exclude` (e.g. the test prompts)."""
+    """Drop examples whose prompt (prompt_key) was seen before or is in `exclude` (e.g. the test prompts)."""
     seen, kept = set(exclude), []
     for ex in examples:
-        key = normalize_text(ex.prompt).casefold()
+        key = prompt_key(ex)
         if key not in seen:
             seen.add(key)
             kept.append(ex)
@@ -51,7 +60,7 @@ def dedupe(examples: list[Example], exclude: set[str] = frozenset()) -> list[Exa
 
 
 def prompt_keys(examples: list[Example]) -> set[str]:
-    return {normalize_text(ex.prompt).casefold() for ex in examples}
+    return {prompt_key(ex) for ex in examples}
 
 
 def check_split(split: str) -> None:

@@ -1,4 +1,8 @@
-"""Question/answer files (JSONL, JSON, CSV, parquet, `save_to_disk` directories) as tasks, checked with math-verify."""
+"""Question/answer datasets as tasks, checked with math-verify: local files (JSONL, JSON, CSV, parquet), directories
+(written by `save_to_disk`, or laid out like a hub dataset repository) and hub dataset ids (`openai/gsm8k`).
+
+A prompt column holds text, or (data.prompt_format=conversational) TRL's conversational format: a list of
+{"role", "content"} messages ending with the user's, rendered with the run's template (data/format.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from r1lab.data.example import SPLITS, Example, Task, check_split, dedupe, normalize_text, prompt_keys
+from r1lab.data.example import Example, Task, check_split, dedupe, normalize_text, prompt_keys
 
 log = logging.getLogger("r1lab.tasks")
 
@@ -84,93 +88,175 @@ def math_equal(answer: str | None, gold: str) -> bool:
 
 
 
-# ---------------------------------------------------------------- local files
+# ---------------------------------------------------------------- reading datasets
 
 
-def read_table(path: str) -> dict:
-    """{split: datasets.Dataset} from a JSONL/JSON/CSV/parquet file ({'train': …}) or a save_to_disk directory
-    (its train and test splits). Errors name the path; used by file tasks and by SFT data."""
+def read_table(name: str, config: str | None = None) -> dict:
+    """{split: datasets.Dataset} of a local file ({'train': …}), a save_to_disk directory, a directory laid out
+    like a hub dataset repository, or a hub dataset id (`config`: its configuration, e.g. gsm8k's 'main').
+    Errors name the source; used by dataset tasks and by SFT data."""
     import datasets
 
-    p = Path(path).expanduser()
-    if not p.exists():
+    from r1lab.hub import is_hub_id
+
+    p = Path(name).expanduser()
+    if not p.exists() and not is_hub_id(name):
         raise FileNotFoundError(
-            f"no such file or directory: {path} (a task is 'tinyworld', 'reasoning-gym:<dataset>', "
-            f"or a {'/'.join(FILE_BUILDERS)} file or a datasets save_to_disk directory)"
+            f"no such file or directory: {name} (a task is 'tinyworld', 'reasoning-gym:<dataset>', a hub dataset id "
+            f"like openai/gsm8k, a {'/'.join(FILE_BUILDERS)} file or a dataset directory)"
         )
-    if p.is_dir():
+    if p.is_file():
+        if config is not None:
+            raise ValueError(f"data.config={config!r}: {name} is a single file, which has no configurations")
+        builder = FILE_BUILDERS.get(p.suffix.lower())
+        if builder is None:
+            raise ValueError(f"{name}: unsupported file type {p.suffix!r}; use one of {', '.join(FILE_BUILDERS)}")
         try:
-            loaded = datasets.load_from_disk(str(p))
+            return {"train": datasets.load_dataset(builder, data_files=str(p), split="train")}
+        except Exception as e:  # arrow/pandas parse errors are long; say which file first
+            raise ValueError(f"could not read {name} as {builder}: {e}") from e
+    if p.is_dir() and any((p / f).exists() for f in ("dataset_dict.json", "state.json")):  # save_to_disk's
+        loaded = datasets.load_from_disk(str(p))
+        return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+    return dict(_load_dataset(name, config, local=p.is_dir()))
+
+
+def _load_dataset(name: str, config: str | None, local: bool):
+    """datasets.load_dataset on a repository-style directory or a hub id. Offline (or with the hub unreachable),
+    a hub id is read from the hub cache's snapshot of its repository, as `hf download --repo-type dataset` leaves it
+    (datasets alone finds only what it prepared itself)."""
+    import datasets
+
+    from r1lab.hub import fetch_hint, offline, unreachable
+
+    def load(source: str):
+        try:
+            return datasets.load_dataset(source, config)
+        except ValueError as e:  # an unknown configuration; datasets lists the known ones
+            if "config" in str(e).lower():
+                raise ValueError(f"data.config={config!r}: {str(e).splitlines()[0]}") from None
+            raise
+
+    if local:
+        try:
+            return load(name)
         except FileNotFoundError as e:
-            raise ValueError(f"{path} is a directory but not one written by datasets' save_to_disk") from e
-        if isinstance(loaded, datasets.DatasetDict):
-            if "train" not in loaded:
-                raise ValueError(f"{path}: DatasetDict has splits {list(loaded)}, but no 'train' split")
-            return {s: loaded[s] for s in loaded if s in SPLITS}
-        return {"train": loaded}
-    builder = FILE_BUILDERS.get(p.suffix.lower())
-    if builder is None:
-        raise ValueError(f"{path}: unsupported file type {p.suffix!r}; use one of {', '.join(FILE_BUILDERS)}")
+            raise ValueError(f"{name} is a directory, but neither one written by save_to_disk nor one holding data "
+                             f"files (like a hub dataset repository): {e}") from e
+    if not offline():
+        try:
+            return load(name)
+        except ConnectionError:
+            pass
+        except datasets.exceptions.DatasetNotFoundError as e:
+            raise FileNotFoundError(f"task: no local path '{name}', and {e}") from None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     try:
-        return {"train": datasets.load_dataset(builder, data_files=str(p), split="train")}
-    except Exception as e:  # arrow/pandas parse errors are long; say which file first
-        raise ValueError(f"could not read {path} as {builder}: {e}") from e
+        snapshot = snapshot_download(name, repo_type="dataset", local_files_only=True)
+    except LocalEntryNotFoundError as e:
+        raise unreachable(name, "dataset", "task", e) from None
+    log.info("task %s: reading the hub cache's snapshot %s (%s)", name, snapshot,
+             "HF_HUB_OFFLINE" if offline() else "the hub is unreachable")
+    try:
+        return load(snapshot)
+    except FileNotFoundError as e:
+        raise ValueError(f"task {name}: the cached snapshot {snapshot} has no data files; {fetch_hint(name, 'dataset')}") from e
 
 
-class FileTask(Task):
-    """Question/answer rows from a local file or `save_to_disk` directory, checked with math-verify."""
+def _pick(tables: dict, split: str, source: str):
+    if split not in tables:
+        raise ValueError(f"data.split / data.test_split: {source} has no split {split!r}; its splits are {sorted(tables)}")
+    return tables[split]
 
-    def __init__(self, path: str, *, question_field: str = "question", answer_field: str = "answer",
-                 test_file: str | None = None, test_size: int = 200, train_size: int | None = None, seed: int = 0):
-        self.name = path
-        self.question_field, self.answer_field = question_field, answer_field
+
+def _messages(value, where: str) -> tuple[dict, ...]:
+    """A conversational prompt checked: a non-empty list of {role, content} (system, user, assistant) ending with the user."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{where} is not a list of messages (data.prompt_format=conversational; use "
+                         f"data.prompt_format=text for text prompts)")
+    for j, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
+            raise ValueError(f"{where}: message {j} must be {{'role': 'system'|'user'|'assistant', 'content': str}}, got {m!r:.120}")
+    if value[-1]["role"] != "user":
+        raise ValueError(f"{where}: the last message is the {value[-1]['role']}'s; a prompt ends with the user's")
+    return tuple({"role": m["role"], "content": m["content"]} for m in value)
+
+
+class DatasetTask(Task):
+    """Question/answer rows of a local file or directory or a hub dataset, checked with math-verify.
+
+    The test split: `test_file` if given (used whole), else `test_split`, else the source's own 'test' split if it
+    has one, else `test_size` rows held out of the training split at random (fixed by `seed`)."""
+
+    def __init__(self, name: str, *, question_field: str = "question", answer_field: str = "answer",
+                 test_file: str | None = None, test_size: int = 200, train_size: int | None = None, seed: int = 0,
+                 config: str | None = None, split: str = "train", test_split: str | None = None,
+                 prompt_format: str = "text"):
+        if prompt_format not in ("text", "conversational"):
+            raise ValueError(f"data.prompt_format must be 'text' or 'conversational', got {prompt_format!r}")
+        self.name = name
+        self.question_field, self.answer_field, self.prompt_format = question_field, answer_field, prompt_format
+        tables = read_table(name, config)
+        train = self._rows(_pick(tables, split, name), f"{name}[{split}]", self._source(name, split, tables))
         if test_file is not None:
-            # The test file is used whole: test_size only applies when test is carved out of the data.
-            test = dedupe(self._load(test_file)["train"])
-            train = self._load(path)["train"]
+            test = dedupe(self._rows(read_table(test_file)["train"], test_file, self._source(test_file, "train", {})))
+        elif test_split is not None or ("test" in tables and split != "test"):
+            test_split = test_split or "test"
+            test = dedupe(self._rows(_pick(tables, test_split, name), f"{name}[{test_split}]",
+                                     self._source(name, test_split, tables)))
         else:
-            parts = self._load(path)
-            if "test" in parts:  # a DatasetDict saved with its own test split
-                test, train = dedupe(parts["test"]), parts["train"]
-            else:
-                rows = dedupe(parts["train"])
-                random.Random(seed).shuffle(rows)
-                if len(rows) <= test_size:
-                    raise ValueError(
-                        f"{path} has {len(rows)} distinct questions; holding out test_size={test_size} leaves none "
-                        f"to train on. Pass a smaller test_size or a separate test_file."
-                    )
-                test, train = rows[:test_size], rows[test_size:]
+            train = dedupe(train)
+            random.Random(seed).shuffle(train)
+            if len(train) <= test_size:
+                raise ValueError(
+                    f"{name} has {len(train)} distinct questions; holding out test_size={test_size} leaves none "
+                    f"to train on. Pass a smaller test_size, a separate test_file or a test_split."
+                )
+            test, train = train[:test_size], train[test_size:]
         train = dedupe(train, exclude=prompt_keys(test))
         random.Random(seed + 1).shuffle(train)  # so train_size takes a random subset, not the file's head
         if not train:
-            raise ValueError(f"{path}: no training questions left after removing those in the test split")
+            raise ValueError(f"{name}: no training questions left after removing those in the test split")
         self.splits = {"train": train[:train_size] if train_size else train, "test": test}
 
-    def _load(self, path: str) -> dict[str, list[Example]]:
-        """Read a file or save_to_disk directory into {split: examples}; one-file sources come back as 'train'."""
-        tables, stem = read_table(path), Path(path).expanduser().stem
-        if len(tables) == 1:
-            return {"train": self._rows(tables["train"], path, stem)}
-        return {split: self._rows(data, f"{path}[{split}]", f"{stem}.{split}") for split, data in tables.items()}
+    @staticmethod
+    def _source(name: str, split: str, tables: dict) -> str:
+        """The prefix of example ids: the file's stem ('add'), with the split when the source has several."""
+        stem = Path(name).expanduser().stem if Path(name).expanduser().exists() else name.replace("/", "__")
+        return stem if len(tables) <= 1 else f"{stem}.{split}"
 
-    def _rows(self, data, path: str, source: str) -> list[Example]:
+    def _rows(self, data, where: str, source: str) -> list[Example]:
         for f in (self.question_field, self.answer_field):
             if f not in data.column_names:
-                raise ValueError(f"field {f!r} not found in {path}; columns present: {data.column_names}")
+                raise ValueError(f"field {f!r} not found in {where}; columns present: {data.column_names} "
+                                 f"(data.question_field / data.answer_field name them)")
         examples = []
         for i, row in enumerate(data):
             question, solution = row[self.question_field], row[self.answer_field]
-            for f, value in ((self.question_field, question), (self.answer_field, solution)):
-                if value is None or not str(value).strip():
-                    raise ValueError(f"{path}: row {i} has an empty {f!r} field")
+            if solution is None or not str(solution).strip():
+                raise ValueError(f"{where}: row {i} has an empty {self.answer_field!r} field")
+            messages = None
+            if question is None:
+                raise ValueError(f"{where}: row {i} has an empty {self.question_field!r} field")
+            if self.prompt_format == "conversational":
+                messages = _messages(question, f"{where}: row {i} field {self.question_field!r}")
+                question = messages[-1]["content"]
+            elif not isinstance(question, str):
+                hint = (" (a list of messages: TRL's conversational format; set data.prompt_format=conversational)"
+                        if isinstance(question, list) else "")
+                raise ValueError(f"{where}: row {i} field {self.question_field!r} is a {type(question).__name__}, "
+                                 f"not text{hint}")
+            if not question.strip():
+                raise ValueError(f"{where}: row {i} has an empty {self.question_field!r} field")
             answer = gold_answer(str(solution))
             if not answer:
-                raise ValueError(f"{path}: row {i} has an empty {self.answer_field!r} field after '####'")
-            meta = {"source": str(path), "row": i}
+                raise ValueError(f"{where}: row {i} has an empty {self.answer_field!r} field after '####'")
+            meta = {"source": where, "row": i}
             if answer != str(solution).strip():
                 meta["solution"] = str(solution)  # the full worked solution, e.g. for SFT
-            examples.append(Example(id=f"{source}-{i}", prompt=str(question).strip(), answer=answer, meta=meta))
+            examples.append(Example(id=f"{source}-{i}", prompt=question.strip(), answer=answer, meta=meta, messages=messages))
         return examples
 
     def examples(self, split: str) -> list[Example]:

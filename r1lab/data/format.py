@@ -32,6 +32,14 @@ def apply_template(prompt: str, template: str, tokenizer=None, system: str | Non
     raise ValueError(f"unknown template '{template}' (choose one of {', '.join(TEMPLATES)})")
 
 
+def render_prompt(example, template: str, tokenizer=None, system: str | None = None) -> str:
+    """An Example's prompt for generation: a conversational one (example.messages) through conversation_prompt,
+    a text one through apply_template."""
+    if example.messages is not None:
+        return conversation_prompt(list(example.messages), template, tokenizer, system)
+    return apply_template(example.prompt, template, tokenizer, system)
+
+
 def without_reasoning(text: str) -> str:
     """A response as it is fed back in a later turn: the text after its first </think>; all of it when it
     has no tags; nothing when its thinking never closed. R1 models are given earlier answers without

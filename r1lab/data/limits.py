@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from r1lab.data.example import Example, Task
-from r1lab.data.format import apply_template
+from r1lab.data.format import render_prompt
 
 log = logging.getLogger("r1lab.data")
 
@@ -43,7 +43,7 @@ def fit_context(task: Task, tokenizer, context: int | None, max_new_tokens: int,
     kept, changed = {}, False
     for split in splits:
         examples = task.examples(split)
-        prompts = [apply_template(ex.prompt, template, tokenizer, system) for ex in examples]
+        prompts = [render_prompt(ex, template, tokenizer, system) for ex in examples]
         lengths = [None if len(p) <= 8 * context else len(p) for p in prompts]  # chars: far over, not tokenized
         todo = [i for i, n in enumerate(lengths) if n is None]
         if todo:

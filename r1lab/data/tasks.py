@@ -2,7 +2,8 @@
 
   "tinyworld", "tinyworld/<variant>"  -> the built-in toy world (r1lab.tinyworld)
   "reasoning-gym:<dataset>"           -> a procedurally generated reasoning-gym dataset, scored by its own scorer
-  a path (.jsonl/.json/.parquet/.csv, or a `save_to_disk` directory) -> a question/answer file, scored with math-verify
+  a path (.jsonl/.json/.parquet/.csv, a `save_to_disk` or hub-repository-style directory) or a hub dataset id
+  (openai/gsm8k)                      -> question/answer rows, scored with math-verify (data/files.py)
 """
 
 from __future__ import annotations
@@ -19,17 +20,27 @@ def load_task(
     test_size: int = 200,
     train_size: int | None = None,
     seed: int = 0,
+    config: str | None = None,
+    split: str = "train",
+    test_split: str | None = None,
+    prompt_format: str = "text",
 ) -> Task:
-    """Build a Task from a name: "tinyworld[/...]", "reasoning-gym:<dataset>" or a path to a local data file/dir."""
+    """Build a Task from a name: "tinyworld[/...]", "reasoning-gym:<dataset>", a local data file/dir or a hub dataset id.
+    config, split, test_split and prompt_format (data.*) are for datasets (DatasetTask)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"task name must be a non-empty string, got {name!r}")
     if not isinstance(test_size, int) or test_size < 1:
         raise ValueError(f"test_size must be a positive int, got {test_size!r}")
     if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
         raise ValueError(f"train_size must be a positive int or None, got {train_size!r}")
-    is_file = not (name == "tinyworld" or name.startswith("tinyworld/") or name.startswith("reasoning-gym:"))
-    if test_file is not None and not is_file:
-        raise ValueError(f"test_file is only for file tasks; {name!r} makes its own test split")
+    is_dataset = not (name == "tinyworld" or name.startswith("tinyworld/") or name.startswith("reasoning-gym:"))
+    if not is_dataset:
+        dataset_only = {"test_file": test_file, "config": config, "test_split": test_split,
+                        "split": None if split == "train" else split, "prompt_format": None if prompt_format == "text" else prompt_format}
+        given = [f"data.{k}" for k, v in dataset_only.items() if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for dataset tasks (files, directories, hub ids); {name!r} makes "
+                             "its own splits")
     if name == "tinyworld" or name.startswith("tinyworld/"):
         from r1lab.tinyworld.problems import TinyWorldTask  # imported on use: drawing its splits takes seconds
 
@@ -38,7 +49,8 @@ def load_task(
         from r1lab.data.reasoning_gym import ReasoningGymTask
 
         return ReasoningGymTask(name.removeprefix("reasoning-gym:"), train_size=train_size, test_size=test_size, seed=seed)
-    from r1lab.data.files import FileTask
+    from r1lab.data.files import DatasetTask
 
-    return FileTask(name, question_field=question_field, answer_field=answer_field, test_file=test_file,
-                    test_size=test_size, train_size=train_size, seed=seed)
+    return DatasetTask(name, question_field=question_field, answer_field=answer_field, test_file=test_file,
+                       test_size=test_size, train_size=train_size, seed=seed, config=config, split=split,
+                       test_split=test_split, prompt_format=prompt_format)

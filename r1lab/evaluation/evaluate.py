@@ -11,7 +11,7 @@ from math import comb
 
 from r1lab.config import REFLECTION_PHRASES, EvalConfig
 from r1lab.data.example import Example, Task
-from r1lab.data.format import apply_template, extract_answer, reflects, response_prefix
+from r1lab.data.format import extract_answer, reflects, render_prompt, response_prefix
 from r1lab.progress import progress_bar
 from r1lab.rewards.language import language_consistency_reward
 from r1lab.rewards.rules import format_reward
@@ -44,7 +44,7 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
     with progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) as bar:
         for start in range(0, len(examples), per_chunk):
             chunk = examples[start : start + per_chunk]
-            prompts = [apply_template(e.prompt, template, engine.tokenizer, system) for e in chunk]
+            prompts = [render_prompt(e, template, engine.tokenizer, system) for e in chunk]
             rollout = engine.generate(prompts, cfg.sampling, n=cfg.k)
             for i, ex in enumerate(chunk):
                 rows = range(i * cfg.k, (i + 1) * cfg.k)

@@ -60,7 +60,8 @@ def load_task_for(cfg: RunConfig, name: str | None = None):
 
     d = cfg.data
     return load_task(name or cfg.task, question_field=d.question_field, answer_field=d.answer_field, test_file=d.test_file,
-                     test_size=d.test_size, train_size=d.train_size, seed=cfg.seed)
+                     test_size=d.test_size, train_size=d.train_size, seed=cfg.seed, config=d.config, split=d.split,
+                     test_split=d.test_split, prompt_format=d.prompt_format)
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -84,7 +85,7 @@ class Run:
             self.model_path("teacher")  # a missing teacher fails now, not mid-run
         check_run(cfg)  # device, dtype, checkpointing, LoRA targets: before the run directory is written
         if dist.is_main():
-            check_run_dir(self.dir, cfg)
+            check_run_dir(self.dir, cfg, self.tasks)
         self.state_path = self.dir / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         for key in ("stages", "evals"):
@@ -114,13 +115,14 @@ class Run:
     def save(self) -> None:
         if dist.is_main():
             self.dir.mkdir(parents=True, exist_ok=True)
-            record_run(self.dir, self.cfg)  # first save: the models and data loaded, the run really started
+            record_run(self.dir, self.cfg, self.tasks)  # first save: the models and data loaded, the run really started
             write_json_atomic(self.state_path, self.state)
 
     def load(self, name: str):
         from r1lab.models import load_model
 
-        return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype)
+        what = {"base": "model", "student": "student.model", "teacher": "teacher"}.get(name, f"stages.{name}")
+        return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype, what, **self.cfg.hub_options(name))
 
     def engine(self, model, tokenizer):
         from r1lab.engines import make_engine

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from r1lab.config import ConfigError, RunConfig, StageConfig
+from r1lab.hub import check_source
 from r1lab.lora import check_targets
 from r1lab.models import check_device
 
@@ -15,6 +16,9 @@ from r1lab.models import check_device
 def check_run(cfg: RunConfig) -> None:
     """Raises a ConfigError naming the field of the first setting that cannot work."""
     check_device(cfg.device, cfg.dtype)
+    for name, what, which in ((cfg.model, "model", "base"), (cfg.student.model, "student.model", "student")):
+        if name != "tinyworld" and (which == "base" or any(st.init == "student" for st in cfg.stages)):
+            check_source(name, "model", what, cfg.hub_options(which).get("revision"))
     trained = [st for st in cfg.stages if st.makes_model]
     checkpointing = {st.name: _settings(cfg, st).gradient_checkpointing for st in trained}
     if not cfg.lora.enabled and not any(checkpointing.values()):
@@ -57,6 +61,6 @@ def skeleton(cfg: RunConfig, which: str) -> torch.nn.Module:
         pretrain = cfg.student_pretrain() if which == "student" else cfg.pretrain
         config = model_config(pretrain, pretrain.vocab_size)
     else:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, **cfg.hub_options(which))
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)

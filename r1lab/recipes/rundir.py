@@ -41,8 +41,16 @@ def data_files(cfg: RunConfig) -> list[Path]:
     return files
 
 
-def fingerprints(cfg: RunConfig) -> dict[str, str]:
+def fingerprints(cfg: RunConfig, tasks: dict | None = None) -> dict[str, str]:
+    """sha256 of every local data file; of a hub dataset's rows as loaded (`tasks`: name -> Task), keyed
+    'hub:NAME', since its files live in a cache that may move to a newer revision."""
+    from r1lab.hub import is_hub_id
+
     out = {}
+    for name, task in sorted((tasks or {}).items()):
+        if _is_file_task(name) and is_hub_id(name):
+            rows = [[ex.id, ex.prompt, ex.answer, list(ex.messages or ())] for split in ("train", "test") for ex in task.examples(split)]
+            out[f"hub:{name}"] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
     for path in data_files(cfg):
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -52,7 +60,7 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
-def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+def check_run_dir(run_dir: Path, cfg: RunConfig, tasks: dict | None = None) -> None:
     """Refuses a run directory holding another config, or data files changed since it started (unless
     data.allow_changed=true). Writes nothing."""
     saved = Path(run_dir) / "config.yaml"
@@ -67,19 +75,19 @@ def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
                               "use a new --out directory, or the same settings to resume")
     recorded = Path(run_dir) / "data.json"
     if recorded.exists() and not cfg.data.allow_changed:
-        before, now = json.loads(recorded.read_text()), fingerprints(cfg)
+        before, now = json.loads(recorded.read_text()), fingerprints(cfg, tasks)
         changed = sorted(p for p in set(before) | set(now) if before.get(p) != now.get(p))
         if changed:
-            raise ConfigError(f"data.allow_changed: data file(s) changed since this run started: {', '.join(changed)}; "
+            raise ConfigError(f"data.allow_changed: data (files, or a hub dataset's rows) changed since this run started: {', '.join(changed)}; "
                               "resuming would train on other examples. Restore the file(s), use a new --out directory, "
                               "or pass data.allow_changed=true to resume anyway")
 
 
-def record_run(run_dir: Path, cfg: RunConfig) -> None:
+def record_run(run_dir: Path, cfg: RunConfig, tasks: dict | None = None) -> None:
     """Writes config.yaml and data.json if absent (called when the run's first state is saved)."""
     run_dir = Path(run_dir)
     for name, text in (("config.yaml", lambda: yaml.safe_dump(_comparable(cfg), sort_keys=False, allow_unicode=True)),
-                       ("data.json", lambda: json.dumps(fingerprints(cfg), indent=2))):
+                       ("data.json", lambda: json.dumps(fingerprints(cfg, tasks), indent=2))):
         if not (run_dir / name).exists():
             tmp = run_dir / (name + ".tmp")
             tmp.write_text(text())

@@ -24,7 +24,7 @@ import torch
 from r1lab import dist
 from r1lab.config import RLConfig
 from r1lab.data.example import Task
-from r1lab.data.format import apply_template
+from r1lab.data.format import render_prompt
 from r1lab.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
 from r1lab.lora import AdapterDisabled, is_lora
 from r1lab.models import enable_gradient_checkpointing, restore_weights
@@ -87,7 +87,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     trainee.train()
 
     def prompt_of(example) -> str:
-        return apply_template(example.prompt, template, tokenizer, system)
+        return render_prompt(example, template, tokenizer, system)
 
     with progress_bar(f"{stage}: {cfg.algorithm}", cfg.steps) as bar:
         bar(start)

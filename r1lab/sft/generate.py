@@ -15,7 +15,7 @@ from pathlib import Path
 
 from r1lab.config import FilterConfig, SamplingConfig
 from r1lab.data.example import Example, Task
-from r1lab.data.format import apply_template, extract_answer, response_prefix, split_response
+from r1lab.data.format import extract_answer, render_prompt, response_prefix, split_response
 from r1lab.progress import progress_bar
 from r1lab.rewards.language import language_share
 from r1lab.rewards.rules import RewardFn, format_reward, make_accuracy_reward, repetition_penalty
@@ -122,7 +122,7 @@ def generate(engine, task: Task, examples: list[Example], *, k: int, sampling: S
                 progress_bar(f"{label}: {len(examples)} prompts x {k}", len(examples)) as bar:
             for start in range(0, len(examples), per_call):
                 chunk = examples[start : start + per_call]
-                prompts = [apply_template(e.prompt, template, engine.tokenizer, system) for e in chunk]
+                prompts = [render_prompt(e, template, engine.tokenizer, system) for e in chunk]
                 rollout = engine.generate(prompts, sampling, n=k)
                 for i, ex in enumerate(chunk):
                     rows = _score_prompt(ex, task, prompts[i], rollout, range(i * k, (i + 1) * k), filters,
@@ -158,8 +158,15 @@ def _score_prompt(ex: Example, task: Task, prompt_text: str, rollout, rows: rang
               for resp, r in zip(responses, rows)]
     reasons = select(responses, [why for _, why in scored], filters)
     return [{"id": ex.id, "sample": j, "prompt": ex.prompt, "answer": ex.answer, "response": resp,
-             "completion": reformat_for_readability(resp), "scores": scores, "kept": not why, "reasons": why}
+             "completion": reformat_for_readability(resp), "scores": scores, "kept": not why, "reasons": why,
+             **_conversation(ex, reformat_for_readability(resp))}
             for j, (resp, (scores, _), why) in enumerate(zip(responses, scored, reasons))]
+
+
+def _conversation(ex: Example, completion: str) -> dict:
+    """A conversational prompt's row also holds the whole conversation, so SFT on it keeps the system and
+    earlier turns (sft/train.py reads `messages` first)."""
+    return {} if ex.messages is None else {"messages": [*ex.messages, {"role": "assistant", "content": completion}]}
 
 
 def write_reference_answers(examples: list[Example], out_path: str | os.PathLike) -> dict:
@@ -171,7 +178,7 @@ def write_reference_answers(examples: list[Example], out_path: str | os.PathLike
             raise ValueError(f"example {ex.id!r} has no reference answer to write")
         completion = f"<think> </think> <answer> {ex.answer} </answer>"
         rows.append({"id": ex.id, "sample": 0, "prompt": ex.prompt, "answer": ex.answer, "response": completion,
-                     "completion": completion, "scores": {}, "kept": True, "reasons": []})
+                     "completion": completion, "scores": {}, "kept": True, "reasons": [], **_conversation(ex, completion)})
     if not rows:
         raise ValueError("answers: no examples to write")
     out_path = Path(out_path)
@@ -193,7 +200,8 @@ def _filter_config(filters: FilterConfig | dict | None) -> FilterConfig:
 
 
 def read_kept(path: str | os.PathLike) -> list[dict]:
-    """The kept samples of a `generate` JSONL, as [{"prompt", "completion"}] for SFT."""
+    """The kept samples of a `generate` JSONL, as [{"prompt", "completion"}] for SFT (with "messages", the whole
+    conversation, for a conversational prompt's)."""
     pairs = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -215,5 +223,6 @@ def read_kept(path: str | os.PathLike) -> list[dict]:
             for field in ("prompt", "completion"):
                 if not isinstance(row[field], str) or not row[field].strip():
                     raise ValueError(f"{path}, line {line_no}: field {field!r} of a kept sample must be a non-empty string")
-            pairs.append({"prompt": row["prompt"], "completion": row["completion"]})
+            pairs.append({"prompt": row["prompt"], "completion": row["completion"],
+                          **({"messages": row["messages"]} if row.get("messages") else {})})
     return pairs

@@ -10,7 +10,7 @@ import sys
 
 EXAMPLES = """examples:
   r1lab run r1-zero --out runs/r1-zero                    # the demo: tiny world, CPU, ~15 min
-  r1lab run r1-zero --out runs/q model=Qwen/Qwen2.5-0.5B task=data/gsm8k.jsonl rl.lr=1e-6 rl.group_size=16
+  r1lab run r1-zero --out runs/q model=Qwen/Qwen2.5-0.5B task=openai/gsm8k data.config=main rl.lr=1e-6
   r1lab run r1-zero --out runs/q --nproc 4 model=Qwen/Qwen2.5-0.5B  # 4 processes (GPUs), FSDP2: docs/SCALE.md
   r1lab eval runs/r1-zero/final --task tinyworld --k 8
   r1lab generate runs/r1-zero/final --k 8 --n 500 --out traces.jsonl   # sample, score, filter
@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   r1lab chat runs/r1-zero/final
   r1lab serve runs/r1-zero/final --port 8000              # OpenAI-compatible API on 127.0.0.1
   r1lab chat --api http://127.0.0.1:8000/v1 --model runs/r1-zero/final   # or DeepSeek's, vLLM's, ollama's
+  r1lab push runs/r1-zero/final you/r1lab-tiny-r1-zero    # upload a model to the Hugging Face Hub
 """
 
 
@@ -118,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to gather requests into one engine call")
     srv.add_argument("--max-batch", type=int, default=64, help="rows (prompts x n) per engine call")
 
+    push = sub.add_parser("push", help="upload a model directory (e.g. runs/r1-zero/final) to the Hugging Face Hub")
+    push.add_argument("model_dir", help="a saved model directory")
+    push.add_argument("repo_id", help="the hub repository to create or update, e.g. you/r1lab-qwen-0.5b")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+
     rep = sub.add_parser("report", help="(re)write a run directory's plots and report.html")
     rep.add_argument("run_dir")
     return p
@@ -208,7 +214,7 @@ def _dispatch(args) -> int:
         cfg = validate(settings, "eval settings", args.overrides)
         task = load_task_for(cfg)
         path = resolve_model(cfg)
-        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+        model, tokenizer = load_model(path, cfg.device, cfg.dtype, **cfg.hub_options())
         result = evaluate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed, **cfg.rollout.options()), task, cfg.eval, template=cfg.template,
                           system=resolve_system(cfg, path), reflection_phrases=cfg.rl.reflection_phrases)
         _print_eval(path, cfg.task, result)
@@ -227,7 +233,7 @@ def _dispatch(args) -> int:
                         "sampling": {k: v for k, v in sampling.items() if v is not None}}, "generate settings", args.overrides)
         task = load_task_for(cfg)
         path = resolve_model(cfg)
-        model, tokenizer = load_model(path, cfg.device, cfg.dtype)
+        model, tokenizer = load_model(path, cfg.device, cfg.dtype, **cfg.hub_options())
         stats = generate(make_engine(cfg.rollout.engine, model, tokenizer, seed=cfg.seed, **cfg.rollout.options()), task, task.examples(args.split)[: args.n], k=args.k,
                          sampling=cfg.sampling,
                          template=cfg.template, system=resolve_system(cfg, path), filters=None, out_path=args.out)
@@ -273,6 +279,10 @@ def _dispatch(args) -> int:
         serve(args.model, host=args.host, port=args.port, api_key=args.api_key, engine=args.engine, template=args.template,
               name=args.name, device=args.device, dtype=args.dtype, threads=args.threads, limits=limits,
               batch_window_s=args.batch_window_ms / 1000, max_batch_rows=args.max_batch)
+    elif args.command == "push":
+        from r1lab.hub import push
+
+        print(push(args.model_dir, args.repo_id, private=args.private))
     elif args.command == "report":
         from r1lab.evaluation.report import write_report
 

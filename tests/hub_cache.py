@@ -1,0 +1,83 @@
+"""Local stand-ins for hub models and datasets: files laid out in a Hugging Face hub cache exactly as
+`hf download` leaves them (models--ORG--NAME/snapshots/COMMIT/..., refs/main), so `from_pretrained("ORG/NAME")`
+and r1lab's dataset loading find them with HF_HUB_OFFLINE=1 and no network."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def cache_repo(files_dir: Path, repo_id: str, hub_cache: Path, repo_type: str = "model") -> Path:
+    """Copies `files_dir` into `hub_cache` as repository `repo_id`'s snapshot at main; returns the snapshot."""
+    repo = Path(hub_cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(files_dir, snapshot, dirs_exist_ok=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def qwen_like_model(out: Path, tokenizer_dir: Path) -> Path:
+    """A tiny Qwen2 (the architecture of Qwen2.5) with the tiny world's tokenizer and a chat template, saved the
+    way a hub model is (no r1lab.json: nothing marks it as r1lab's)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def gsm8k_like_dataset(out: Path, train: int = 24, test: int = 8) -> Path:
+    """A dataset repository laid out like openai/gsm8k's: configs 'main' and 'socratic' in the README's front
+    matter, a parquet file per split, answers ending in '#### n'."""
+    import datasets
+
+    def rows(n, start, style):
+        return [{"question": f"What is {i} + {i + 1}?", "answer": f"{style} {i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"}
+                for i in range(start, start + n)]
+
+    for config, style in (("main", "Add:"), ("socratic", "How much is it? Add:")):
+        (out / config).mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_list(rows(train, 0, style)).to_parquet(str(out / config / "train-00000-of-00001.parquet"))
+        datasets.Dataset.from_list(rows(test, 100, style)).to_parquet(str(out / config / "test-00000-of-00001.parquet"))
+    (out / "README.md").write_text("---\nconfigs:\n" + "".join(
+        f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train-*\n  - split: test\n    path: {c}/test-*\n"
+        for c in ("main", "socratic")) + "---\n")
+    return out
+
+
+REMOTE_CODE = {
+    "configuration_tiny.py": "from transformers import LlamaConfig\n\n\nclass TinyConfig(LlamaConfig):\n    model_type = 'tinyremote'\n",
+    "modeling_tiny.py": ("from transformers import LlamaForCausalLM\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
+                         "class TinyForCausalLM(LlamaForCausalLM):\n    config_class = TinyConfig\n"),
+}
+
+
+def remote_code_model(out: Path, llama_dir: Path) -> Path:
+    """A model whose architecture transformers does not ship: its config names classes in the repository's own
+    Python files (auto_map), which only trust_remote_code=True lets transformers import."""
+    import json
+
+    shutil.copytree(llama_dir, out, dirs_exist_ok=True)
+    (out / "r1lab.json").unlink(missing_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    config.update(model_type="tinyremote", architectures=["TinyForCausalLM"], max_position_embeddings=1024,
+                  auto_map={"AutoConfig": "configuration_tiny.TinyConfig", "AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM"})
+    (out / "config.json").write_text(json.dumps(config))
+    for name, code in REMOTE_CODE.items():
+        (out / name).write_text(code)
+    return out
