@@ -44,9 +44,13 @@ def resolve_model(cfg: RunConfig, which: str = "base") -> str:
         from r1lab.tinyworld.build import pretrain
 
         return str(pretrain(cfg.student_pretrain() if which == "student" else cfg.pretrain))
-    if which == "teacher" and not Path(name).is_dir():
-        raise FileNotFoundError(f"teacher '{name}' is not a model directory (run `r1lab run r1 --out runs/r1` "
-                                "and pass teacher=runs/r1/final, or any model directory)")
+    if which == "teacher" and not Path(name).expanduser().is_dir():
+        from r1lab.hub import check_source, is_hub_id
+
+        if not is_hub_id(name):
+            raise FileNotFoundError(f"teacher '{name}' is not a model directory (run `r1lab run r1 --out runs/r1` "
+                                    "and pass teacher=runs/r1/final, any model directory or a hub id)")
+        check_source(name, "model", "teacher")
     return name
 
 
