@@ -78,6 +78,50 @@ def test_readme_qwen_gsm8k_command_runs_offline_on_stand_ins(hub, tmp_path):
     assert evaluated["n"] == 4 and all(int(s["prompt"].split()[2]) >= 100 for s in evaluated["samples"])
 
 
+def _llama_at(path: Path, tiny_model_dir: Path) -> None:
+    """A local Llama stand-in with room for long prompts, saved as a hub model is (no r1lab.json)."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, path)
+    (path / "r1lab.json").unlink()
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))
+
+
+def _tiny_base_in_cache(env: dict, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The tiny world's base as if pretrained before (R1LAB_CACHE/tinyworld-KEY): the command runs without the
+    minutes of pretraining, on the same cached-base path a second run takes."""
+    import shutil
+
+    from r1lab.config import RunConfig
+    from r1lab.tinyworld.build import cache_dir
+
+    env["R1LAB_CACHE"] = str(tmp_path / "r1lab-cache")
+    target = Path(env["R1LAB_CACHE"]) / cache_dir(RunConfig().pretrain).name
+    shutil.copytree(tiny_model_dir, target)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start", ["r1lab run r1-zero --out runs/kk", "r1lab run r1-zero --out runs/mine"])
+def test_readme_local_model_and_file_commands(start, hub, tmp_path, tiny_model_dir):
+    import datasets
+
+    command, env = readme_command(start), dict(hub)
+    if "model=path/to/llama" in command:
+        _llama_at(tmp_path / "path" / "to" / "llama", tiny_model_dir)
+    if "task=data/train.parquet" in command:
+        rows = [{"problem": f"What is {i} + {i}?", "solution": f"\\boxed{{{2 * i}}}"} for i in range(40)]
+        (tmp_path / "data").mkdir()
+        datasets.Dataset.from_list(rows[:30]).to_parquet(str(tmp_path / "data" / "train.parquet"))
+        datasets.Dataset.from_list(rows[30:]).to_parquet(str(tmp_path / "data" / "test.parquet"))
+        _tiny_base_in_cache(env, tiny_model_dir, tmp_path)
+    done = r1lab(command + SMALL, env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / command[command.index("--out") + 1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"][0]["eval_after"]["n"] == 4 and (out / "final" / "config.json").exists()
+
+
 @pytest.mark.slow
 def test_an_uncached_hub_model_offline_fails_at_once_saying_how_to_fetch_it(hub, tmp_path):
     done = r1lab(["r1lab", "run", "r1-zero", "--out", "runs/q3", "model=Qwen/Qwen3-0.6B", "task=openai/gsm8k",
