@@ -181,7 +181,7 @@ def test_a_repository_style_directory_with_configs_and_splits(tmp_path):
     repo = gsm8k_like_dataset(tmp_path / "gsm8k")
     task = load_task(str(repo), config="socratic")  # its own test split is used
     assert len(task.examples("train")) == 24 and len(task.examples("test")) == 8
-    assert task.examples("test")[0].meta["solution"].startswith("How much is it?")
+    assert task.examples("test")[0].meta["columns"]["answer"].startswith("How much is it?")
     carved = load_task(str(repo), config="main", split="test", test_size=3)  # no other split: test carved out of it
     assert len(carved.examples("test")) == 3 and len(carved.examples("train")) == 5
     swapped = load_task(str(repo), config="main", split="test", test_split="train")

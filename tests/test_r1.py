@@ -12,7 +12,6 @@ from r1lab.data.example import Example
 from r1lab.evaluation.evaluate import evaluate, majority_answer, pass_at_k
 from r1lab.rewards.language import language_share
 from r1lab.rewards.registry import Rewards
-from r1lab.rewards.reward_model import RewardModel
 from r1lab.rewards.rules import make_helpfulness_reward
 from r1lab.sft.generate import read_kept, write_reference_answers
 from r1lab.tinyworld.problems import CHINESE, MIXED_SHARE, TinyWorldTask, sample_problem, score, worked_solution
@@ -150,29 +149,6 @@ def test_helpfulness_by_hand():
     long_thinking = " ".join(["hmm"] * 24)  # 24 words: 16 over the free 8, half of the 32 allowed
     assert help_(f"<think> {long_thinking} </think> <answer> {ex.answer} </answer>", ex) == pytest.approx(0.875)
     assert help_(f"<think> {ex.answer}", ex) == 0.0  # no answer
-
-
-def test_reward_model_scores_prompt_and_response(tiny_model_dir, tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id or 0)
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(config).eval()
-    model.save_pretrained(tmp_path / "rm")
-    tokenizer.save_pretrained(tmp_path / "rm")
-    ex = GENERAL.examples("test")[0]
-    response = f"<think> </think> <answer> {ex.answer} </answer>"
-    with torch.no_grad():
-        expected = model(**tokenizer(ex.prompt + "\n" + response, return_tensors="pt")).logits[0, 0].item()
-    rewards = Rewards({"accuracy": 1.0}, GENERAL, {"reward_model": 1.0}, reward_model=str(tmp_path / "rm"))
-    totals, raw = rewards([response, response + " "], [ex, ex], [{}, {}])
-    assert totals[0] == pytest.approx(expected, abs=1e-5) and raw["reward_model"][0] == totals[0]
-    with pytest.raises(ValueError, match="rl.reward_model=PATH"):
-        RewardModel(None)
-    with pytest.raises(FileNotFoundError, match="rl.reward_model"):
-        RewardModel(str(tmp_path / "missing"))(response, ex)
 
 
 # ---------------------------------------------------------------- data and recipes

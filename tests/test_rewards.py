@@ -211,7 +211,7 @@ def test_missing_info_is_an_error_not_a_crash(caplog):
 
 
 def test_unknown_reward_name():
-    with pytest.raises(ValueError, match=r"'acuracy'.*valid names.*accuracy.*format"):
+    with pytest.raises(ValueError, match=r"'acuracy' \(did you mean 'accuracy'\?\); known rewards are accuracy, format"):
         Rewards({"acuracy": 1.0}, ExactTask())
 
 

@@ -90,7 +90,7 @@ def test_gsm8k_hash_answer(tmp_path):
     task = load_task(str(write_jsonl(tmp_path / "gsm.jsonl", rows)), test_size=2)
     ex = task.examples("test")[0]
     assert ex.answer == str(2 * int(ex.prompt.split()[2]))
-    assert "####" in ex.meta["solution"]
+    assert "####" in ex.meta["columns"]["answer"]  # the whole worked solution stays, for a reward that wants it
     assert task.score(ex.answer + ".0", ex) == 1.0
     assert gold_answer("a #### b #### 72 ") == "72"
     assert gold_answer("so the answer is \\boxed{\\frac{1}{2}}.") == "\\frac{1}{2}"

@@ -68,12 +68,12 @@ REFLECTION_PHRASES = ("wait", "recheck", "check", "等等", "再算", "验算") 
 
 
 def check_reward(name: str) -> None:
-    """The one place a reward name is checked: a name in r1lab.rewards.registry.REWARD_FUNCTIONS."""
-    from r1lab.rewards.registry import REWARD_FUNCTIONS
+    """The one place a reward name is checked when a config is loaded: a name in
+    r1lab.rewards.registry.REWARD_FUNCTIONS, or `module:function` that imports, is callable and has a
+    signature r1lab knows how to call (the registry's reward_factory says what is wrong)."""
+    from r1lab.rewards.registry import reward_factory
 
-    if name not in REWARD_FUNCTIONS:
-        raise ValueError(f"unknown reward {name!r}{did_you_mean(name, REWARD_FUNCTIONS)}; "
-                         f"known rewards are {', '.join(REWARD_FUNCTIONS)}")
+    reward_factory(name)
 
 
 class RLConfig(Strict):
@@ -115,7 +115,8 @@ class RLConfig(Strict):
     value_lr: float | None = Field(None, gt=0, description="ppo: value model learning rate (None = lr)")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="changes to the run's `sampling` for rollouts")
     rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0},
-                                      description="reward weights for reasoning prompts (rules a program checks)")
+                                      description="reward weights for reasoning prompts (rules a program checks): "
+                                      "built-in names or your own module:function (r1lab/rewards/registry.py)")
     general_rewards: dict[str, float] = Field(default_factory=lambda: {"helpfulness": 1.0},
                                               description="reward weights for general prompts (examples with meta general)")
     reward_model: str | None = Field(None, description="HF sequence-classification model used by the 'reward_model' reward")

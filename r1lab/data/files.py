@@ -253,9 +253,8 @@ class DatasetTask(Task):
             answer = gold_answer(str(solution))
             if not answer:
                 raise ValueError(f"{where}: row {i} has an empty {self.answer_field!r} field after '####'")
-            meta = {"source": where, "row": i}
-            if answer != str(solution).strip():
-                meta["solution"] = str(solution)  # the full worked solution, e.g. for SFT
+            # the row's other columns: a batched (TRL-style) reward gets them by name (rewards/registry.py)
+            meta = {"source": where, "row": i, "columns": {k: v for k, v in row.items() if k != self.question_field}}
             examples.append(Example(id=f"{source}-{i}", prompt=question.strip(), answer=answer, meta=meta, messages=messages))
         return examples
 

@@ -1,7 +1,7 @@
 """Settings this machine or these models cannot honour fail when a run starts, before any model work (no
 weights read, no tiny world pretrained): the device and dtype, gradient checkpointing on a model class
-without it, LoRA targets that match no layer. Models are read as skeletons: the architecture built from
-its config on the meta device (names and types, no memory)."""
+without it, LoRA targets that match no layer, a reward model's tokenizer without a pad token. Models are
+read as skeletons: the architecture built from its config on the meta device (names and types, no memory)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from r1lab.config import ConfigError, RunConfig, StageConfig
 from r1lab.hub import check_source
 from r1lab.lora import check_targets
 from r1lab.models import check_device
+from r1lab.rewards.reward_model import reward_tokenizer
 
 
 def check_run(cfg: RunConfig) -> None:
@@ -19,6 +20,10 @@ def check_run(cfg: RunConfig) -> None:
     for name, what, which in ((cfg.model, "model", "base"), (cfg.student.model, "student.model", "student")):
         if name != "tinyworld" and (which == "base" or any(st.init == "student" for st in cfg.stages)):
             check_source(name, "model", what, cfg.hub_options(which).get("revision"))
+    for st in cfg.stages:  # R1's reward model is used by its last rl stage: fail now, not hours later
+        rl = cfg.stage_rl(st) if st.kind == "rl" else None
+        if rl and "reward_model" in {**rl.rewards, **rl.general_rewards}:
+            reward_tokenizer(rl.reward_model)
     trained = [st for st in cfg.stages if st.makes_model]
     checkpointing = {st.name: _settings(cfg, st).gradient_checkpointing for st in trained}
     if not cfg.lora.enabled and not any(checkpointing.values()):

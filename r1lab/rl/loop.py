@@ -30,7 +30,7 @@ from r1lab.lora import AdapterDisabled, is_lora
 from r1lab.models import enable_gradient_checkpointing, restore_weights
 from r1lab.optim import lr_lambda
 from r1lab.progress import console, progress_bar
-from r1lab.rewards.registry import Rewards
+from r1lab.rewards.registry import Rewards, TrainerState
 from r1lab.rl.algorithms import ALGORITHMS
 from r1lab.rl.batch import Batch
 from r1lab.rl.metrics import step_metrics, step_samples
@@ -51,7 +51,9 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     if cfg.rollout_is == "auto":  # correct only for a sampler whose log-probs are not exactly the trainer's
         cfg = cfg.model_copy(update={"rollout_is": "off" if getattr(engine, "exact_logprobs", True) else "truncate"})
     algorithm = ALGORITHMS[cfg.algorithm]
-    rewards_fn = Rewards(cfg.rewards, task, cfg.general_rewards, reward_model=cfg.reward_model)
+    weights = next(policy.parameters())  # a reward model runs beside the policy, in its dtype
+    rewards_fn = Rewards(cfg.rewards, task, cfg.general_rewards, reward_model=cfg.reward_model, device=weights.device,
+                         dtype=weights.dtype)
     stream = PromptStream(task.examples("train"), seed)
     if is_lora(policy) and (algorithm.needs_value_model or cfg.ref_reset_every):  # the config refuses these too
         raise ValueError(f"LoRA: {cfg.algorithm}'s value model and rl.ref_reset_every need a copy of the whole model")
@@ -93,6 +95,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
         bar(start)
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.time()
+            rewards_fn.trainer_state = TrainerState(global_step=step - 1, max_steps=cfg.steps)
             seen, train, stats = sample_step(engine, stream, rewards_fn, prompt_of, cfg, algorithm.resample_zero_spread)
             t_gen = time.time() - t0
             # non-finite rewards on any rank: no update at all this step (divergence guard)

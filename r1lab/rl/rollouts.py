@@ -99,8 +99,8 @@ def sample_groups(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLCo
     rollout = engine.generate(prompts, cfg.sampling, n=cfg.group_size, **seeded)
     group_examples = [e for e in examples for _ in range(cfg.group_size)]
     responses = [response_prefix(prompts[i // cfg.group_size]) + t for i, t in enumerate(rollout.texts)]
-    infos = [{"num_tokens": int(n), "max_tokens": cfg.sampling.max_new_tokens, "truncated": tr}
-             for n, tr in zip(rollout.lengths, rollout.truncated)]
+    infos = [{"num_tokens": n, "max_tokens": cfg.sampling.max_new_tokens, "truncated": tr, "completion_ids": ids[:n].tolist()}
+             for n, tr, ids in zip(rollout.lengths.tolist(), rollout.truncated, rollout.completion_ids)]
     totals, per_fn = rewards_fn(responses, group_examples, infos)
     return Scored(rollout=rollout, examples=group_examples, responses=responses,
                   rewards=torch.tensor(totals, dtype=torch.float64), per_fn=per_fn)
