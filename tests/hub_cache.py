@@ -81,3 +81,18 @@ def remote_code_model(out: Path, llama_dir: Path) -> Path:
     for name, code in REMOTE_CODE.items():
         (out / name).write_text(code)
     return out
+
+
+def trl_like_dataset(out: Path, train: int = 16, test: int = 6) -> Path:
+    """A dataset repository laid out like trl-lib/DeepMath-103K's: config 'default', data/{train,test}-*.parquet,
+    a conversational `prompt` (a list of messages) and a `solution` column."""
+    import datasets
+
+    def rows(n, start):
+        return [{"prompt": [{"role": "user", "content": f"What is {i} + 2? Put the answer in \\boxed{{}}."}],
+                 "solution": str(i + 2)} for i in range(start, start + n)]
+
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows(train, 0)).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_list(rows(test, 100)).to_parquet(str(out / "data" / "test-00000-of-00001.parquet"))
+    return out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_cache import CHAT_TEMPLATE, cache_repo, gsm8k_like_dataset, qwen_like_model, remote_code_model
+from hub_cache import CHAT_TEMPLATE, cache_repo, gsm8k_like_dataset, qwen_like_model, remote_code_model, trl_like_dataset
 from r1lab.data.tasks import load_task
 from r1lab.hub import is_hub_id
 
@@ -44,6 +44,8 @@ def hub(tmp_path_factory, tiny_model_dir):
     """An offline hub cache holding Qwen/Qwen2.5-0.5B and openai/gsm8k stand-ins; returns the env to run with."""
     root = tmp_path_factory.mktemp("hub")
     cache_repo(qwen_like_model(root / "qwen", tiny_model_dir), "Qwen/Qwen2.5-0.5B", root / "hub")
+    cache_repo(root / "qwen", "Qwen/Qwen2.5-0.5B-Instruct", root / "hub")
+    cache_repo(trl_like_dataset(root / "deepmath"), "trl-lib/DeepMath-103K", root / "hub", repo_type="dataset")
     cache_repo(gsm8k_like_dataset(root / "gsm8k"), "openai/gsm8k", root / "hub", repo_type="dataset")
     cache_repo(remote_code_model(root / "remote", tiny_model_dir), "someone/tiny-remote", root / "hub")
     env = {**os.environ, "HF_HOME": str(root / "home"), "HF_HUB_CACHE": str(root / "hub"), "HF_HUB_OFFLINE": "1",
@@ -76,6 +78,29 @@ def test_readme_qwen_gsm8k_command_runs_offline_on_stand_ins(hub, tmp_path):
     assert "hub:openai/gsm8k" in json.loads((run / "data.json").read_text())  # a resume checks the rows did not change
     evaluated = summary["stages"][0]["eval_after"]  # and evaluated on its test split
     assert evaluated["n"] == 4 and all(int(s["prompt"].split()[2]) >= 100 for s in evaluated["samples"])
+
+
+def readme_python(first_line: str) -> str:
+    """The README's python block that starts with `first_line`."""
+    text = (ROOT / "README.md").read_text()
+    return text.split("```python\n" + first_line + "\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("start", ["r1lab run r1-zero --out runs/deepmath", "r1lab run r1-zero --out runs/mine 'rl.rewards"])
+def test_readme_reward_commands_with_the_readme_reward_module(start, hub, tmp_path, tiny_model_dir):
+    """my_rewards.py is the README's own; the TRL-style conversational run and the mixed-signature one run as written."""
+    (tmp_path / "my_rewards.py").write_text(readme_python("# my_rewards.py"))
+    command, env = readme_command(start), dict(hub)
+    if "task=tinyworld" in command or not any(c.startswith("task=") for c in command):
+        _tiny_base_in_cache(env, tiny_model_dir, tmp_path)
+    done = r1lab(command + SMALL, env, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / command[command.index("--out") + 1]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = {k for r in rows for k in r if k.startswith("reward/my_rewards:")}
+    assert logged and all(isinstance(r[k], float) for r in rows for k in logged if k in r), logged
+    assert "failed on" not in done.stderr  # each returned real numbers (boxed read TRL's conversational completions)
 
 
 def _llama_at(path: Path, tiny_model_dir: Path) -> None:
