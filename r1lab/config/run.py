@@ -14,6 +14,7 @@ from r1lab.config.settings import (
     DataConfig,
     EvalConfig,
     FilterConfig,
+    LogConfig,
     PretrainConfig,
     RLConfig,
     RolloutConfig,
@@ -90,6 +91,7 @@ class RunConfig(Strict):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="r1-zero", kind="rl")], min_length=1)
     final_stage: str | None = Field(None, description="the stage whose model RUN/final links to (None = the last rl/sft stage)")
+    log: LogConfig = Field(default_factory=LogConfig, description="experiment trackers (wandb, tensorboard, trackio)")
 
     def stage_rl(self, stage: StageConfig) -> RLConfig:
         return changed(RLConfig, self.rl, stage.rl, f"stages.{stage.name}.rl")
