@@ -96,7 +96,7 @@ def test_killed_ranks_resume_and_finish_as_an_uninterrupted_run(runs, tiny_model
 
 
 @pytest.mark.slow
-def test_r1lab_run_with_nproc_trains_on_two_ranks_and_rank_0_writes_the_run(tiny_model_dir, tmp_path):
+def test_r1lab_run_with_nproc_trains_on_two_ranks_and_rank_0_writes_the_run(tiny_model_dir, tmp_path, offline_trackers):
     recipe = tmp_path / "micro.yaml"
     recipe.write_text(f"""
 model: {tiny_model_dir}
@@ -104,6 +104,7 @@ data: {{test_size: 2}}
 sampling: {{max_new_tokens: 8}}
 rl: {{steps: 2, prompts_per_step: 4, group_size: 2, checkpoint_every: 1}}
 eval: {{k: 1}}
+log: {{report_to: [tensorboard, wandb]}}
 """)
     run = tmp_path / "run"
     done = launch(["-m", "r1lab", "run", recipe, "--out", run, "--nproc", "2"], nproc=1)
@@ -112,6 +113,15 @@ eval: {{k: 1}}
     assert (run / "final" / "model.safetensors").exists() and json.loads((run / "summary.json").read_text())["stages"]
     assert sorted(p.name for p in (run / "r1-zero" / "checkpoints" / "step-000002" / "sharded").iterdir()) == [
         ".metadata", "__0_0.distcp", "__1_0.distcp"]
+    # rank 0 alone reports: one writer (an event file names its process), one wandb run, the steps of metrics.jsonl
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tensorboard = run / "trackers" / "tensorboard"
+    assert len(list(tensorboard.glob("events.*"))) == len(list((tensorboard / "r1-zero").glob("events.*"))) == 1
+    events = EventAccumulator(str(tensorboard / "r1-zero"))
+    events.Reload()
+    assert [s.step for s in events.Scalars("reward")] == [1, 2]
+    assert len(list((run / "trackers" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
 
 
 def test_nproc_that_does_not_split_the_prompts_fails_before_starting(tmp_path, capsys):

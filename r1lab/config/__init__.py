@@ -33,6 +33,7 @@ from r1lab.config.settings import (
                                    DataConfig,
                                    EvalConfig,
                                    FilterConfig,
+                                   LogConfig,
                                    PretrainConfig,
                                    RLConfig,
                                    RolloutConfig,
@@ -43,5 +44,6 @@ from r1lab.config.settings import (
 
 __all__ = ["ConfigError", "Strict", "apply_changes", "changed", "error_lines", "format_errors", "SUPPORTED_ENVS",
            "ControlConfig", "check_env", "load_config", "parse_overrides", "recipe_path", "validate", "EVAL_SAMPLING",
-           "MODEL_NAMES", "REFLECTION_PHRASES", "DataConfig", "EvalConfig", "FilterConfig", "LoRAConfig", "PretrainConfig", "RLConfig",
+           "MODEL_NAMES", "REFLECTION_PHRASES", "DataConfig", "EvalConfig", "FilterConfig", "LogConfig", "LoRAConfig",
+           "PretrainConfig", "RLConfig",
            "RolloutConfig", "RunConfig", "SamplingConfig", "SFTConfig", "StageConfig", "StudentConfig", "check_reward"]

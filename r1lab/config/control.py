@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, field_validator
 
 from r1lab.config.base import Strict
+from r1lab.config.settings import LogConfig
 
 SUPPORTED_ENVS = ("CartPole-v1", "Acrobot-v1")  # discrete actions: one categorical policy serves both
 
@@ -51,6 +52,7 @@ class ControlConfig(Strict):
                             "(0 = never stop early); more than one keeps a lucky evaluation from ending the run")
     threads: int | None = Field(1, gt=0, description="torch CPU threads during the run (None = leave as is); "
                                 "small MLPs are fastest on one")
+    log: LogConfig = Field(default_factory=LogConfig, description="experiment trackers (wandb, tensorboard, trackio)")
 
     @field_validator("env")
     @classmethod

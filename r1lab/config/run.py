@@ -14,6 +14,7 @@ from r1lab.config.settings import (
     DataConfig,
     EvalConfig,
     FilterConfig,
+    LogConfig,
     PretrainConfig,
     RLConfig,
     RolloutConfig,
@@ -94,6 +95,7 @@ class RunConfig(Strict):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="r1-zero", kind="rl")], min_length=1)
     final_stage: str | None = Field(None, description="the stage whose model RUN/final links to (None = the last rl/sft stage)")
+    log: LogConfig = Field(default_factory=LogConfig, description="experiment trackers (wandb, tensorboard, trackio)")
 
     def hub_options(self, which: str = "base") -> dict:
         """What from_pretrained gets for the run's base, student or teacher model, or a model a stage made from

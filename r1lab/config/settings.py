@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -230,6 +231,37 @@ class SFTConfig(Strict):
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must divide batch_size ({self.batch_size})")
         return self
+
+
+class LogConfig(Strict):
+    """Experiment trackers besides RUN/metrics.jsonl (r1lab/store/trackers.py): every metrics row, the config and the
+    final table, written offline under RUN/trackers/. Not part of the experiment: a resume may change it."""
+
+    report_to: list[str] = Field(default_factory=list, description="trackers to report to: wandb, tensorboard, trackio "
+                                 "(each an extra: pip install 'r1lab[wandb]'); wandb runs offline unless WANDB_MODE is set")
+    project: str = Field("r1lab", min_length=1, description="the wandb / trackio project")
+    run_name: str | None = Field(None, min_length=1, description="the run's name in the trackers (None: the run "
+                                 "directory's name)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_a_list(cls, v):
+        """report_to=wandb or report_to=wandb,tensorboard, as well as a list."""
+        return [name.strip() for name in v.split(",") if name.strip()] if isinstance(v, str) else v
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_and_installed(cls, names: list[str]) -> list[str]:
+        """A tracker's client is checked here, at load, so a missing one fails before any model work."""
+        from r1lab.store.trackers import TRACKERS
+
+        for name in names:
+            if name not in TRACKERS:
+                raise ValueError(f"unknown tracker {name!r}{did_you_mean(name, TRACKERS)}: "
+                                 f"known trackers are {', '.join(TRACKERS)}")
+            if importlib.util.find_spec(TRACKERS[name].package) is None:
+                raise ValueError(f"{name} is not installed: pip install 'r1lab[{name}]' (or -e '.[{name}]' in a checkout)")
+        return list(dict.fromkeys(names))
 
 
 class FilterConfig(Strict):

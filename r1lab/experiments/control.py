@@ -27,6 +27,7 @@ from r1lab.config import ControlConfig, check_env
 from r1lab.progress import progress_bar
 from r1lab.rl.algorithms import group_advantages
 from r1lab.rl.ppo import gae, value_loss
+from r1lab.store.trackers import report, reporting
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -243,9 +244,9 @@ class GRPO:
 def run_control(cfg: ControlConfig, out: str | Path) -> dict:
     """Trains cfg.algo on cfg.env until the target, max_env_steps or max_seconds, whichever first.
 
-    Writes out/metrics.jsonl (a row per iteration; `eval_return` on evaluated ones), out/summary.json
-    (returned too) and out/policy.pt (the actor's state dict). `final_mean_return` is a last
-    evaluation on `eval_episodes` fresh episodes (`final_eval_mode`: sampled or greedy actions);
+    Writes out/metrics.jsonl (a row per iteration; `eval_return` on evaluated ones; each row also to cfg.log's
+    trackers, in out/trackers/), out/summary.json (returned too) and out/policy.pt (the actor's state dict).
+    `final_mean_return` is a last evaluation on `eval_episodes` fresh episodes (`final_eval_mode`: sampled or greedy actions);
     `wall_seconds` is the training time including the periodic evaluations, not the final one.
     """
     check_env(cfg.env)
@@ -255,7 +256,10 @@ def run_control(cfg: ControlConfig, out: str | Path) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run(cfg, out)
+        with reporting(cfg.log, out, cfg.model_dump(), resume=False) as trackers:  # it starts over, as metrics.jsonl does
+            summary = _run(cfg, out)
+            trackers.summary([{k: v for k, v in summary.items() if k != "config"}])
+            return summary
     finally:
         torch.set_num_threads(threads)
 
@@ -294,6 +298,7 @@ def _run(cfg: ControlConfig, out: Path) -> dict:
                            "iteration_at_target": iteration}
             log.write(json.dumps(row) + "\n")
             log.flush()
+            report(row, iteration, "control")  # one name for ppo and grpo: a comparison's curves share their charts
             bar(n - max(0, steps - cfg.max_env_steps), ret=_fmt(row["mean_return"]), eval=_fmt(row.get("eval_return", best_eval)))
             if cfg.stop_after and streak >= cfg.stop_after:
                 stop = "target"

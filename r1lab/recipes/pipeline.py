@@ -9,6 +9,8 @@
     RUN/summary.json    one entry per model stage with eval_before (its init) and eval_after, and the
                         paper-style table: every model of the run measured the same way
     RUN/final           the last model stage's final/ (a symlink)
+    RUN/trackers/       log.report_to's trackers (wandb, tensorboard, trackio): every metrics row, the config and the
+                        table (store/trackers.py)
 
 With several processes (torchrun; r1lab/dist.py) every rank trains in rl stages; rank 0 alone evaluates
 models, runs the other stages and writes every file, while the others wait for the next rl stage.
@@ -34,6 +36,7 @@ from r1lab.recipes.preflight import check_run
 from r1lab.recipes.rundir import check_run_dir, record_run
 from r1lab.store.disk import writing
 from r1lab.store.runlock import run_lock
+from r1lab.store.trackers import reporting
 
 
 def resolve_model(cfg: RunConfig, which: str = "base") -> str:
@@ -235,23 +238,26 @@ def _run_recipe(cfg: RunConfig, run_dir: Path) -> dict:
     t0 = time.time()
     cfg.check_processes(dist.world_size())
     run = Run(cfg, run_dir)
-    main = dist.is_main()
-    for stage in cfg.stages:
-        out = run.dir / stage.name
-        if stage.kind != "answers" and main:
-            run.evaluate(stage.init)  # cached: each model is measured once
-        if stage.name not in run.state["stages"] and (main or stage.kind == "rl"):
-            run.state["stages"][stage.name] = RUNNERS[stage.kind](run, stage, out)
-            run.save()
-        if stage.makes_model:
-            run.models[stage.name] = str(out / "final")
-            if main:
-                run.evaluate(stage.name)
-    if not main:
-        return {}
-    run.state["wall_seconds"] = round(run.state["wall_seconds"] + time.time() - t0, 1)
-    run.save()
-    return finish(run)
+    with reporting(cfg.log, run.dir, cfg.model_dump()) as trackers:  # rank 0's; the stages' metrics rows go to them
+        main = dist.is_main()
+        for stage in cfg.stages:
+            out = run.dir / stage.name
+            if stage.kind != "answers" and main:
+                run.evaluate(stage.init)  # cached: each model is measured once
+            if stage.name not in run.state["stages"] and (main or stage.kind == "rl"):
+                run.state["stages"][stage.name] = RUNNERS[stage.kind](run, stage, out)
+                run.save()
+            if stage.makes_model:
+                run.models[stage.name] = str(out / "final")
+                if main:
+                    run.evaluate(stage.name)
+        if not main:
+            return {}
+        run.state["wall_seconds"] = round(run.state["wall_seconds"] + time.time() - t0, 1)
+        run.save()
+        summary = finish(run)
+        trackers.summary(summary["table"])
+        return summary
 
 
 def finish(run: Run) -> dict:

@@ -15,10 +15,11 @@ import yaml
 from r1lab.config import ConfigError, RunConfig
 
 NOT_COMPARED = {"data": ("allow_changed",)}  # overrides for one resume, not part of the experiment
+NOT_RECORDED = ("log",)  # where a run reports (store/trackers.py), not what it is: a resume may change it
 
 
 def _comparable(cfg: RunConfig) -> dict:
-    dumped = cfg.model_dump()
+    dumped = cfg.model_dump(exclude=set(NOT_RECORDED))
     for section, fields in NOT_COMPARED.items():
         for field in fields:
             dumped.get(section, {}).pop(field, None)

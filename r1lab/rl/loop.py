@@ -9,7 +9,8 @@
 
 With several processes (torchrun; r1lab/dist.py, docs/SCALE.md) every rank runs this loop on its share of
 each step's prompts; `trainee` is then an FSDP2-sharded copy of `policy`, whose weights are gathered back
-into `policy` after each update; rank 0 writes the logs and the checkpoints' shared files.
+into `policy` after each update; rank 0 writes the logs (and reports them to the trackers) and the checkpoints'
+shared files.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from r1lab.rl.ppo import ValueModel
 from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
 from r1lab.store import checkpoint
-from r1lab.store.logs import append_jsonl, truncate_jsonl
+from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
 
 
 def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, engine, template: str,
@@ -117,7 +118,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             stats["skipped_steps"] = bad.total
             metrics = step_metrics(stage, step, seen, stats, cfg, t_gen, time.time() - t0, sched.get_last_lr()[0])
             if dist.is_main():
-                append_jsonl(run_dir / "metrics.jsonl", [metrics])
+                append_metrics(run_dir / "metrics.jsonl", metrics)
                 append_jsonl(run_dir / "samples.jsonl", step_samples(stage, step, seen, cfg))
             elapsed += metrics["step_time"]
             bar(**{k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics}, len=f"{metrics['completion_len_mean']:.0f}")

@@ -31,8 +31,9 @@ from r1lab.models import enable_gradient_checkpointing, load_model, restore_weig
 from r1lab.optim import lr_lambda
 from r1lab.progress import console, progress_bar
 from r1lab.store import checkpoint
-from r1lab.store.logs import append_jsonl, truncate_jsonl
+from r1lab.store.logs import append_metrics, truncate_jsonl
 from r1lab.store.runlock import run_lock
+from r1lab.store.trackers import reporting
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
 
@@ -305,7 +306,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
                    "step_time": round(time.time() - t0, 3), "skipped_steps": bad.total}
             if held_out and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
                 row["eval_loss"] = eval_loss = evaluate_loss(model, held_out, cfg.micro_batch_size, pad_id)
-            append_jsonl(out_dir / "metrics.jsonl", [row])
+            append_metrics(out_dir / "metrics.jsonl", row)
             elapsed += time.time() - t0
             bar(loss=f"{train_loss:.3f}", **({"eval": f"{eval_loss:.3f}"} if eval_loss is not None else {}))
             bad.check()
@@ -325,12 +326,16 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
 
 
 def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, template: str = "r1-zero", system: str | None = None,
-                    seed: int = 0, device: str = "auto", dtype: str = "auto", stage: str = "sft", lora=None) -> dict:
+                    seed: int = 0, device: str = "auto", dtype: str = "auto", stage: str = "sft", lora=None, log=None) -> dict:
     """Loads a model + tokenizer, reads `data` (a file, a save_to_disk dir or rows) and runs train_sft; with
-    `lora` (config.LoRAConfig, r > 0) it trains LoRA adapters."""
-    with run_lock(out_dir):  # `r1lab sft --out`: one process per output directory
-        return _sft_from_config(model_path, data, cfg, out_dir, template=template, system=system, seed=seed,
-                                device=device, dtype=dtype, stage=stage, lora=lora)
+    `lora` (config.LoRAConfig, r > 0) it trains LoRA adapters; `log` (config.LogConfig) names trackers to report to."""
+    settings = {"model": model_path, "template": template, "system": system, "seed": seed, "device": device, "dtype": dtype,
+                "sft": cfg.model_dump(), "lora": lora.model_dump() if lora is not None else None}
+    with run_lock(out_dir), reporting(log, Path(out_dir), settings) as trackers:  # `r1lab sft --out`: one process per directory
+        result = _sft_from_config(model_path, data, cfg, out_dir, template=template, system=system, seed=seed,
+                                  device=device, dtype=dtype, stage=stage, lora=lora)
+        trackers.summary([result])
+        return result
 
 
 def _sft_from_config(model_path, data, cfg: SFTConfig, out_dir, *, template, system, seed, device, dtype, stage, lora):

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     sf.add_argument("--data", required=True, help="JSONL/JSON/CSV/parquet file or save_to_disk directory (e.g. r1lab generate's output)")
     sf.add_argument("--out", required=True, help="output directory: metrics.jsonl, checkpoints/, final/")
     sf.add_argument("overrides", nargs="*", help="sft fields and the run's template, system, seed, device, dtype, lora, "
-                    "e.g. epochs=3 lr=1e-5 template=chat lora.r=16")
+                    "log, e.g. epochs=3 lr=1e-5 template=chat lora.r=16 log.report_to=tensorboard")
 
     ch = sub.add_parser("chat", help="talk to a model, or to any OpenAI-compatible API (--api); thinking is shown apart from the answer")
     ch.add_argument("model", nargs="?", help="model directory or hub name (without --api)")
@@ -242,8 +242,8 @@ def _dispatch(args) -> int:
         from r1lab.recipes.pipeline import resolve_model
         from r1lab.sft.train import sft_from_config
 
-        # template, system, seed, device, dtype and lora are the run's (every stage's); the other fields are sft's
-        run_level = ("template", "system", "seed", "device", "dtype", "lora", "sft")
+        # template, system, seed, device, dtype, lora and log are the run's (every stage's); the other fields are sft's
+        run_level = ("template", "system", "seed", "device", "dtype", "lora", "log", "sft")
         overrides = [o if o.split("=")[0].split(".")[0] in run_level else f"sft.{o}" for o in args.overrides]
         cfg = validate({"model": args.model}, "sft settings", overrides)
         data = args.data
@@ -252,7 +252,7 @@ def _dispatch(args) -> int:
 
             data = read_kept(data)  # r1lab generate's rows: train on the kept samples only
         result = sft_from_config(resolve_model(cfg), data, cfg.sft, args.out, template=cfg.template, system=cfg.system,
-                                 seed=cfg.seed, device=cfg.device, dtype=cfg.dtype, lora=cfg.lora)
+                                 seed=cfg.seed, device=cfg.device, dtype=cfg.dtype, lora=cfg.lora, log=cfg.log)
         print(json.dumps(result, indent=2))
     elif args.command == "chat" and args.api:
         _need_serve_extra()
