@@ -71,17 +71,18 @@ def _checkpointing_now(model) -> bool:
     """Whether HF's gradient checkpointing acts in this forward: then the shared pass cannot run, and the
     plain one does.
 
-    Under checkpointing (training mode, grad enabled) transformers turns use_cache off for the whole
-    model and each checkpointed layer drops any cache it is given (modeling_layers.GradientCheckpointingLayer:
-    a layer that writes its keys and values to a cache would write them again when the backward pass
-    recomputes it). So the prompt pass would return no keys and values, and the completions, handed a
+    Under checkpointing, in training mode, transformers turns use_cache off for the whole model and each
+    checkpointed layer drops any cache it is given (modeling_layers.GradientCheckpointingLayer: a layer
+    that writes its keys and values to a cache would write them again when the backward pass recomputes
+    it); 5.19 does so without grad too (5.24 only with grad), so a no-grad pass in training mode takes the
+    plain pass as well. There the prompt pass would return no keys and values, and the completions, handed a
     cache, would attend to themselves alone. A cache those layers keep (a read-only prompt prefix) would
     lean on private transformers flags that change between versions. The plain pass needs no cache:
     it is exact, and costs only the prompt rerun per completion, (G-1)/G x prompt / (prompt + completion)
     of the pass: about 6% for 150-token prompts, 2000-token completions and G=8, the long completions
     that call for checkpointing in the first place.
     """
-    return torch.is_grad_enabled() and getattr(model, "training", False) and gradient_checkpointing_on(model)
+    return getattr(model, "training", False) and gradient_checkpointing_on(model)
 
 
 def _completion_logits(model, batch: Batch):
