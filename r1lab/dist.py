@@ -218,15 +218,25 @@ def _fsdp_mesh():
 def shard(model: torch.nn.Module) -> torch.nn.Module:
     """Shards `model` in place with FSDP2: `fully_shard` on each decoder layer (the classes its HF
     `_no_split_modules` names), then on the whole model; gradients are summed over ranks, not averaged.
-    The model itself in one process."""
+    The model itself in one process.
+
+    In bf16 (models.py: fp32 master weights) each layer's weights are gathered in bf16 and its gradients
+    reduced in fp32 (MixedPrecisionPolicy): half the traffic, and the bf16 weights are freed layer by
+    layer. Autocast alone would gather fp32 and keep every layer's bf16 cast until the backward, the whole
+    model on every rank. The forward passes still run under models.autocast, so softmaxes and log-probs
+    stay fp32; norms compute with bf16 weights here, so a sharded bf16 step matches one process's to bf16
+    rounding (in fp32 exactly)."""
     if world_size() == 1:
         return model
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
+    from r1lab.models import compute_dtype
+
+    precision = MixedPrecisionPolicy(param_dtype=compute_dtype(model), reduce_dtype=torch.float32)
     layer_classes = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or ())}
     for layer in [m for m in model.modules() if type(m).__name__ in layer_classes]:
-        fully_shard(layer, mesh=_fsdp_mesh())
-    fully_shard(model, mesh=_fsdp_mesh())
+        fully_shard(layer, mesh=_fsdp_mesh(), mp_policy=precision)
+    fully_shard(model, mesh=_fsdp_mesh(), mp_policy=precision)
     for module in model.modules():
         if isinstance(module, FSDPModule):
             # Each rank's loss is its share of the minibatch's, so the gradient is the sum over ranks (FSDP's

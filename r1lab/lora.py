@@ -85,7 +85,10 @@ class AdapterDisabled:
     from, without a second copy of them."""
 
     def __init__(self, model):
+        from r1lab.models import compute_dtype, set_compute_dtype
+
         self.model = model
+        set_compute_dtype(self, compute_dtype(model))  # it runs under the policy's autocast
 
     @property
     def device(self):
@@ -124,17 +127,9 @@ def merged_model(model):
     """A plain transformers model (the base model's class) holding merged_state_dict(model): what final/
     saves, loadable by AutoModelForCausalLM and vLLM. Adapted layers get new tensors; the others share
     the policy's."""
-    base = model.get_base_model()
-    with torch.device("meta"):  # no memory for weights about to be replaced
-        plain = type(base)(base.config)
-    plain.load_state_dict(merged_state_dict(model), assign=True)
-    for name, buffer in base.named_buffers():  # non-persistent buffers (RoPE's inv_freq) are not in a state dict
-        owner, _, leaf = name.rpartition(".")
-        setattr(plain.get_submodule(owner), leaf, buffer)
-    if getattr(base.config, "tie_word_embeddings", False):
-        plain.tie_weights()
-    plain.generation_config = base.generation_config
-    return plain.eval()
+    from r1lab.models import rebuilt
+
+    return rebuilt(model.get_base_model(), merged_state_dict(model))
 
 
 def load_adapter(model, directory) -> None:

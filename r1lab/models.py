@@ -1,9 +1,18 @@
-"""HF models in and out: check a device and dtype, load any causal LM + tokenizer on them, load saved weights
-into a model, save a model atomically (a LoRA model: merged, with its adapter beside), turn on gradient
-checkpointing, and read the system text an r1lab model was trained with."""
+"""HF models in and out: check a device and dtype, load any causal LM + tokenizer on them, the autocast every
+forward pass runs in, transformers' name for a KV cache, load saved weights into a model, save a model
+atomically (a LoRA model: merged, with its adapter beside), turn on gradient checkpointing, and read the
+system text an r1lab model was trained with.
+
+Mixed precision: `dtype` is what the passes compute in. A model whose weights train in full is loaded in
+fp32 whatever `dtype` (`load_model(..., master_weights=True)`): gradients and AdamW's moments are then fp32
+too, and every forward runs under `autocast(model)`, which computes the matmuls and attention in bf16. In
+pure bf16 an update smaller than about 1/256 of a weight is rounded away (an RMSNorm weight near 1.0 never
+moves at lr 1e-5). Models nothing updates (inference, LoRA's frozen base) are loaded in `dtype` itself.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -28,6 +37,7 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The dtype the forward passes compute in (RunConfig.dtype)."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" and native_bf16(device) else torch.float32
     return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]
@@ -79,9 +89,13 @@ def load_tokenizer(name_or_path: str, what: str = "model", **hub_options):
     return tok
 
 
-def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto", what: str = "model", **hub_options):
-    """Returns (model, tokenizer) on the chosen device, in eval mode. `name_or_path`: a local directory or any
-    hub id; `hub_options` (revision, trust_remote_code) go to from_pretrained; `what` names the setting in errors."""
+def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto", master_weights: bool = False,
+               what: str = "model", **hub_options):
+    """Returns (model, tokenizer) on the chosen device, in eval mode, its passes computing in `dtype` (under
+    `autocast(model)`). master_weights: its own weights will train (full fine-tuning, not LoRA): they are
+    loaded in fp32, the master copy the optimizer updates; otherwise in `dtype`. `name_or_path`: a local
+    directory or any hub id; `hub_options` (revision, trust_remote_code) go to from_pretrained; `what` names
+    the setting in errors."""
     from transformers import AutoModelForCausalLM
 
     from r1lab.hub import check_source, unreachable
@@ -90,14 +104,57 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto", wha
     check_source(name_or_path, "model", what, hub_options.get("revision"))
     check_device(device, dtype)
     dev = pick_device(device)
+    compute = pick_dtype(dtype, dev)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev), **hub_options)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32 if master_weights else compute,
+                                                     **hub_options)
     except OSError as e:
         if Path(name_or_path).expanduser().exists():
             raise
         raise unreachable(name_or_path, "model", what, e) from e
+    set_compute_dtype(model, compute)
     model.to(dev).eval()
     return model, load_tokenizer(name_or_path, what, **hub_options)
+
+
+def set_compute_dtype(model, dtype: torch.dtype) -> None:
+    """Records the dtype `model`'s forward passes compute in (read by `compute_dtype`; copies and wrappers
+    such as peft's and FSDP2's keep it)."""
+    model.r1lab_compute_dtype = dtype
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype `model`'s forward passes compute in: the one recorded by load_model, else its weights'."""
+    recorded = getattr(model, "r1lab_compute_dtype", None)
+    return recorded if recorded is not None else next(model.parameters()).dtype
+
+
+def autocast(model):
+    """The context every forward pass of `model` runs in (training passes, the reference's, sampling):
+    torch's autocast to its compute dtype. In bf16 the matmuls and attention compute in bf16 from the
+    (fp32 master) weights, while norms, the residual stream and the log-probs stay fp32, as torch's AMP
+    does it; in fp32 it changes nothing. Backward passes run outside it, as torch recommends."""
+    dtype = compute_dtype(model)
+    return torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+@functools.cache
+def _cache_field() -> str:
+    """transformers' name for a forward's KV cache, as argument and as output field: `cache` in newer 5.x
+    (5.24 warns that `past_key_values` goes in 5.40), `past_key_values` in older ones (5.19 has no `cache`)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def with_cache(cache) -> dict:
+    """The keyword argument that hands a forward the KV cache `cache`: model(..., **with_cache(cache))."""
+    return {_cache_field(): cache}
+
+
+def cache_of(output):
+    """The KV cache a forward with use_cache=True returned."""
+    return getattr(output, _cache_field())
 
 
 def load_weights(model_dir, model) -> dict:
@@ -124,10 +181,33 @@ def restore_weights(model, model_dir) -> None:
         model.load_state_dict(load_weights(model_dir, model))
 
 
+def rebuilt(model, state: dict):
+    """A new model of `model`'s class and config (a copy of it) holding the tensors of `state` (not copies),
+    `model`'s non-persistent buffers (RoPE's inv_freq) and generation config, in eval mode. Built on the
+    meta device: no memory for weights about to be replaced."""
+    import copy
+
+    with torch.device("meta"):
+        plain = type(model)(copy.deepcopy(model.config))  # saving writes its dtype into the config: not `model`'s
+    plain.load_state_dict(state, assign=True)
+    for name, buffer in model.named_buffers():  # non-persistent buffers are not in a state dict
+        owner, _, leaf = name.rpartition(".")
+        setattr(plain.get_submodule(owner), leaf, buffer)
+    if getattr(model.config, "tie_word_embeddings", False):
+        plain.tie_weights()
+    plain.generation_config = model.generation_config
+    return plain.eval()
+
+
 def save_model(model, tokenizer, out, meta: dict | None = None) -> Path:
     """Saves model + tokenizer (+ r1lab.json with `meta`) to `out` atomically: written to a temporary
     directory, then renamed, so `out` is complete or absent, never half-written. A LoRA model is saved
-    merged (any transformers or vLLM loads it as a plain model), its adapter alone in `out`/adapter."""
+    merged (any transformers or vLLM loads it as a plain model), its adapter alone in `out`/adapter.
+
+    The weights are saved in the model's compute dtype: a bf16 run's fp32 master weights in bf16. That is
+    half the size, the precision the model was trained to compute in, and what users of a bf16 run (and
+    of released checkpoints) expect; a stage that trains it further loads it back into fp32 masters with a
+    fresh optimizer anyway. Checkpoints (store/checkpoint.py) keep the fp32 masters: a resume is exact."""
     import json
     import os
     import shutil
@@ -138,12 +218,14 @@ def save_model(model, tokenizer, out, meta: dict | None = None) -> Path:
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    dtype = compute_dtype(model)
+    plain = merged_model(model) if is_lora(model) else model
+    if plain.dtype != dtype:
+        plain = rebuilt(plain, {k: v.to(dtype) if v.is_floating_point() else v for k, v in plain.state_dict().items()})
     with writing("model", out, cleanup=tmp):  # a full disk: said plainly, the partial directory removed
+        plain.save_pretrained(tmp)
         if is_lora(model):
-            merged_model(model).save_pretrained(tmp)
             model.save_pretrained(tmp / ADAPTER_DIR)
-        else:
-            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if meta is not None:  # also makes load_tokenizer keep our tokenizer class
             (tmp / "r1lab.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))

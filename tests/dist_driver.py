@@ -2,7 +2,7 @@
 in one process (python tests/dist_driver.py ...) or as one rank of several
 (python -m torch.distributed.run --nproc-per-node 2 tests/dist_driver.py ...).
 
-    dist_driver.py MODEL_DIR RUN_DIR [seed=S] [die_in_step=K] [RLConfig field=value ...]
+    dist_driver.py MODEL_DIR RUN_DIR [seed=S] [die_in_step=K] [dtype=fp32|bf16] [RLConfig field=value ...]
 
 die_in_step=K: rank 1 kills itself (SIGKILL, as a crashed machine) while it samples step K.
 """
@@ -42,10 +42,10 @@ class DiesInStep:
 def main() -> None:
     model_dir, run_dir, *items = sys.argv[1:]
     settings = parse_overrides(items)
-    seed, die_in_step = settings.pop("seed", 0), settings.pop("die_in_step", 0)
+    seed, die_in_step, dtype = settings.pop("seed", 0), settings.pop("die_in_step", 0), settings.pop("dtype", "fp32")
     REWARD_FUNCTIONS["digits"] = lambda task, **_: digits  # every process registers it (before the config checks names)
     with dist.process_group():
-        model, tokenizer = load_model(model_dir, device="cpu", dtype="fp32")
+        model, tokenizer = load_model(model_dir, device="cpu", dtype=dtype, master_weights=True)
         engine = make_engine("torch", model, tokenizer, seed=seed)
         train(model, tokenizer, rl_config(**settings), Path(run_dir), seed=seed,
               engine=DiesInStep(engine, die_in_step) if die_in_step else engine)

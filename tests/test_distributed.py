@@ -96,6 +96,28 @@ def test_killed_ranks_resume_and_finish_as_an_uninterrupted_run(runs, tiny_model
 
 
 @pytest.mark.slow
+def test_two_ranks_in_bf16_gather_bf16_weights_and_train_fp32_masters(tiny_model_dir, tmp_path):
+    """FSDP2's mixed precision (dist.shard): weights gathered in bf16, gradients reduced and the masters and
+    AdamW's shards kept in fp32; the step is the one-process bf16 step up to bf16 rounding."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    settings = SETTINGS + ALGORITHMS["ppo"] + ["dtype=bf16"]  # ppo: a sharded value model with its fp32 head
+    train(tiny_model_dir, tmp_path / "one", settings, nproc=1)
+    train(tiny_model_dir, tmp_path / "two", settings, nproc=2)
+    start, two = load_file(tiny_model_dir / "model.safetensors"), weights(tmp_path / "two")
+    for name, w in two.items():
+        assert w.dtype == torch.float32 and not torch.equal(w, start[name]), name  # norms too: fp32 masters
+    a, b = metrics(tmp_path / "one")[0], metrics(tmp_path / "two")[0]  # step 1: the same samples from the same weights
+    assert a["reward"] == b["reward"]
+    for key in ("loss", "grad_norm"):
+        assert b[key] == pytest.approx(a[key], rel=0.05), key
+    shards = FileSystemReader(str(tmp_path / "two" / "checkpoints" / "step-000003" / "sharded")).read_metadata()
+    optimizer = [m.properties.dtype for k, m in shards.state_dict_metadata.items() if k.startswith("optimizer") and
+                 hasattr(m, "properties")]
+    assert optimizer and set(optimizer) == {torch.float32}
+
+
+@pytest.mark.slow
 def test_r1lab_run_with_nproc_trains_on_two_ranks_and_rank_0_writes_the_run(tiny_model_dir, tmp_path, offline_trackers):
     recipe = tmp_path / "micro.yaml"
     recipe.write_text(f"""

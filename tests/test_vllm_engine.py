@@ -151,3 +151,24 @@ def test_a_lora_policy_syncs_its_merged_weights(vllm_model_dir):
         assert after == make_engine("torch", merged_model(policy), tokenizer).generate(PROMPTS, greedy).texts
     finally:
         vllm_engine.close()
+
+
+def test_a_bf16_policy_runs_vllm_in_bf16_and_syncs_its_fp32_master_weights(vllm_model_dir):
+    model, tokenizer = load_model(str(vllm_model_dir), device="cpu", dtype="bf16", master_weights=True)
+    vllm_engine = make_engine("vllm", model, tokenizer, seed=0)
+    try:
+        assert vllm_engine.llm.llm_engine.model_config.dtype == torch.bfloat16  # the policy's compute dtype
+        opt = torch.optim.SGD(model.parameters(), lr=5.0)
+        ids = tokenizer(PROMPTS[0] + " 7", add_special_tokens=False, return_tensors="pt")["input_ids"]
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        vllm_engine.load_weights(model)  # fp32 tensors into vLLM's bf16 weights
+        sampled = vllm_engine.generate(PROMPTS, SamplingConfig(temperature=1.0, max_new_tokens=16), n=4)
+        batch = Batch.from_rollout(sampled, torch.zeros(len(sampled.texts)), tokenizer.pad_token_id)
+        with torch.no_grad():
+            trainer = forward_logprobs(model, batch, 1.0)  # bf16 under autocast
+        mask = sampled.completion_mask.bool()
+        # bf16 logits of this peaked model round by up to ~0.2 on a token; a stale copy differs by ~4 on average
+        assert (trainer - sampled.logprobs)[mask].abs().mean() < 0.02
+    finally:
+        vllm_engine.close()

@@ -78,7 +78,8 @@ class RunConfig(Strict):
     template: Literal["r1-zero", "chat", "none"] = Field("r1-zero", description="the prompt format of every stage")
     system: str | None = Field(None, description="system text for the template (None = the paper's)")
     device: str = Field("auto", description="auto (cuda, then mps, then cpu) or a torch device: cpu, cuda, cuda:1, mps")
-    dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp32")
+    dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="what the forward passes compute in (auto: bf16 on a GPU "
+                                                   "that has it, else fp32); bf16 trains fp32 master weights under autocast")
     gradient_checkpointing: bool = Field(False, description="rl and sft stages recompute activations in the backward pass "
                                          "(rl.gradient_checkpointing / sft.gradient_checkpointing change it per use)")
     lora: LoRAConfig = Field(default_factory=LoRAConfig)

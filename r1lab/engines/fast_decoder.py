@@ -1,5 +1,9 @@
 """The torch engine's fast path: a Llama-family forward written over the model's own weights, for
-prefill and one-token decode steps with a preallocated KV cache (see engines/torch_engine.py)."""
+prefill and one-token decode steps with a preallocated KV cache (see engines/torch_engine.py).
+
+It computes what the HF forward computes under `models.autocast`: with fp32 master weights and bf16
+compute, the matmuls and attention in bf16 (from bf16 copies of the weights, made once per `generate`
+call, and a bf16 KV cache), the residual stream, norms and RoPE in the weights' fp32."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import functools
 
 import torch
 import torch.nn.functional as F
+
+from r1lab.models import compute_dtype
 
 
 class KVCache:
@@ -29,9 +35,9 @@ class KVCache:
         self.width = min(16, max_new)
         shape = (self.N, dec.kv_heads, self.P + self.width, dec.head_dim)
         # zeros: masked columns must still be finite (0 * inf is nan)
-        self.k = [torch.zeros(shape, dtype=dec.dtype, device=dec.device) for _ in dec.layers]
-        self.v = [torch.zeros(shape, dtype=dec.dtype, device=dec.device) for _ in dec.layers]
-        bias = torch.zeros((prompts, self.P + self.width), dtype=dec.dtype, device=dec.device)
+        self.k = [torch.zeros(shape, dtype=dec.compute, device=dec.device) for _ in dec.layers]
+        self.v = [torch.zeros(shape, dtype=dec.compute, device=dec.device) for _ in dec.layers]
+        bias = torch.zeros((prompts, self.P + self.width), dtype=dec.compute, device=dec.device)
         bias[:, : self.P].masked_fill_(~valid, float("-inf"))
         bias[:, self.P :] = float("-inf")
         self.bias = bias.repeat_interleave(n * dec.kv_heads, 0)[:, None, :]
@@ -104,6 +110,8 @@ class DecodeLinear:
         weight, bias = self.pairs[0]
         if residual is None:
             return F.linear(x, weight, bias)
+        if residual.dtype != weight.dtype:  # bf16 matmul, fp32 residual stream: added in fp32, as HF under autocast
+            return residual + F.linear(x.to(weight.dtype), weight, bias)
         if bias is not None:
             residual = residual + bias
         return torch.addmm(residual.flatten(0, -2), x.flatten(0, -2), weight.t()).view_as(residual)
@@ -142,15 +150,16 @@ class FastDecoder:
     def __init__(self, model):
         cfg, base = model.config, model.model
         attn0 = base.layers[0].self_attn
-        self.model, self.device, self.dtype = model, model.device, model.lm_head.weight.dtype
+        self.model, self.device, self.dtype = model, model.device, model.lm_head.weight.dtype  # the residual stream's
+        self.compute = compute_dtype(model)  # the matmuls', attention's and KV cache's
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim, self.scaling = attn0.head_dim, attn0.scaling
         self.embed, self.norm, self.rotary = base.embed_tokens, base.norm, base.rotary_emb
         fuse = sum(p.numel() for p in model.parameters()) <= self.FUSE_PARAMETERS
-        pack = fuse and onednn_works(self.device, self.dtype)
+        pack = fuse and onednn_works(self.device, self.compute)
 
-        def linear(*modules) -> DecodeLinear:  # one (weight, bias) pair if fused
-            pairs = [(m.weight, m.bias) for m in modules]
+        def linear(*modules) -> DecodeLinear:  # one (weight, bias) pair if fused; in the compute dtype
+            pairs = [(m.weight.to(self.compute), m.bias.to(self.compute) if m.bias is not None else None) for m in modules]
             if fuse and len(pairs) > 1:
                 pairs = [(torch.cat([w for w, _ in pairs]), torch.cat([b for _, b in pairs]) if pairs[0][1] is not None else None)]
             return DecodeLinear(pairs, pack)
@@ -211,13 +220,13 @@ class FastDecoder:
     def _qkv(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """h (..., hidden) -> q (..., H, d), k, v (..., Hkv, d) with RoPE (cos, sin: (..., 1, d)) applied to q and k."""
         H, Hkv, d = self.heads, self.kv_heads, self.head_dim
-        qkv = layer["qkv"](h)
-        qk = _rotate(qkv[..., : (H + Hkv) * d].unflatten(-1, (H + Hkv, d)), cos, sin)
+        qkv = layer["qkv"](h.to(self.compute))
+        qk = _rotate(qkv[..., : (H + Hkv) * d].unflatten(-1, (H + Hkv, d)), cos, sin).to(self.compute)  # RoPE in fp32
         return qk[..., :H, :], qk[..., H:, :], qkv[..., (H + Hkv) * d :].unflatten(-1, (Hkv, d))
 
     def _mlp_and_residual(self, layer, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
         x = layer["o"](attn_out, residual=x)
-        gate, up = layer["gate_up"](_rms_norm(x, layer["ln2"])).chunk(2, -1)
+        gate, up = layer["gate_up"](_rms_norm(x, layer["ln2"]).to(self.compute)).chunk(2, -1)
         return layer["down"](F.silu(gate) * up, residual=x)
 
     def prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, cache: KVCache) -> torch.Tensor:

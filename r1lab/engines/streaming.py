@@ -13,6 +13,8 @@ from typing import Iterator
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from r1lab.models import autocast
+
 
 class _StopWhenSet(StoppingCriteria):
     """Ends every row at the next token once the event is set (from another thread)."""
@@ -51,10 +53,11 @@ def stream_text(model, tokenizer, prompt: str, sampling, stop_event: threading.E
 
     def run() -> None:
         try:
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
-                           pad_token_id=tokenizer.pad_token_id, streamer=streamer,
-                           stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop_event)]),
-                           **_generate_kwargs(sampling, tokenizer))
+            with autocast(model):  # autocast's state is per thread: entered in the one that runs the model
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
+                               pad_token_id=tokenizer.pad_token_id, streamer=streamer,
+                               stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop_event)]),
+                               **_generate_kwargs(sampling, tokenizer))
         except BaseException as e:  # raised in the caller's thread below; end the stream so it doesn't wait forever
             failure.append(e)
             streamer.end()

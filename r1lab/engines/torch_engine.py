@@ -23,6 +23,7 @@ import torch
 from r1lab.engines.base import Rollout, sample_next
 from r1lab.engines.fast_decoder import FastDecoder, KVCache
 from r1lab.engines.streaming import stream_text
+from r1lab.models import autocast, cache_of, with_cache
 
 
 class TorchEngine:
@@ -75,7 +76,8 @@ class TorchEngine:
             decoder = FastDecoder.of(model) if self.fast else None
             run = self._sample_fast if decoder is not None else self._sample_plain
             uniforms = None if seeds is None else self._uniforms(seeds, n, max_new)
-            tokens, logprobs, entropies, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new, uniforms)
+            with autocast(model):  # computes as the training pass does (bf16: over the fp32 master weights)
+                tokens, logprobs, entropies, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new, uniforms)
         finally:
             if was_training:
                 model.train()
@@ -110,7 +112,7 @@ class TorchEngine:
         ids, attn = self._left_padded(prompt_ids, dev)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True)
-        cache = out.past_key_values
+        cache = cache_of(out)
         if n > 1:
             cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (N, V)
@@ -145,9 +147,9 @@ class TorchEngine:
                 choice, attn, next_pos = choice[kept], attn[kept], next_pos[kept]
                 active = active[keep]
             attn = torch.cat([attn, attn.new_ones(len(active), 1)], 1)
-            out = model(input_ids=choice[:, None], attention_mask=attn, position_ids=next_pos,
-                        past_key_values=cache, use_cache=True)
-            cache, next_pos = out.past_key_values, next_pos + 1
+            out = model(input_ids=choice[:, None], attention_mask=attn, position_ids=next_pos, use_cache=True,
+                        **with_cache(cache))
+            cache, next_pos = cache_of(out), next_pos + 1
             logits = out.logits[:, -1].float()
         return tokens, logprobs, entropies, lengths, stopped
 

@@ -43,10 +43,12 @@ class VLLMEngine:
         self.sleep = sleep
         self._dir = tempfile.mkdtemp(prefix="r1lab-vllm-")
         from r1lab.lora import is_lora, merged_model
+        from r1lab.models import compute_dtype
 
         (merged_model(model) if is_lora(model) else model).save_pretrained(self._dir)  # vLLM starts from plain weights
         tokenizer.save_pretrained(self._dir)
-        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[next(model.parameters()).dtype]
+        # vLLM computes in the policy's compute dtype (bf16 over fp32 master weights), casting what it is sent
+        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[compute_dtype(model)]
         self.llm = LLM(model=self._dir, dtype=dtype, seed=seed, enforce_eager=True, logprobs_mode="processed_logprobs",
                        gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=self.sleep,
                        max_model_len=getattr(model.config, "max_position_embeddings", None))

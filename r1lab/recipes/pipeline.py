@@ -125,11 +125,12 @@ class Run:
             record_run(self.dir, self.cfg, self.tasks)  # first save: the models and data loaded, the run really started
             write_json_atomic(self.state_path, self.state)
 
-    def load(self, name: str):
+    def load(self, name: str, master_weights: bool = False):
         from r1lab.models import load_model
 
         what = {"base": "model", "student": "student.model", "teacher": "teacher"}.get(name, f"stages.{name}")
-        return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype, what, **self.cfg.hub_options(name))
+        return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype, master_weights, what,
+                          **self.cfg.hub_options(name))
 
     def engine(self, model, tokenizer):
         from r1lab.engines import make_engine
@@ -155,13 +156,16 @@ class Run:
         return result
 
 
-def trainable(cfg: RunConfig, model):
-    """The model an rl or sft stage trains: with lora.r > 0, LoRA adapters on it (its own weights frozen)."""
-    if not cfg.lora.enabled:
-        return model
+def trainable(run: Run, name: str):
+    """The model `name` as an rl or sft stage trains it, and its tokenizer: with lora.r > 0, LoRA adapters
+    on it (its own weights frozen, kept in the compute dtype); otherwise its weights in fp32, the master
+    copy the optimizer updates (models.py)."""
+    if not run.cfg.lora.enabled:
+        return run.load(name, master_weights=True)
     from r1lab.lora import add_lora
 
-    return add_lora(model, cfg.lora, cfg.seed)
+    model, tokenizer = run.load(name)
+    return add_lora(model, run.cfg.lora, run.cfg.seed), tokenizer
 
 
 def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
@@ -169,8 +173,7 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
 
     rl = run.cfg.stage_rl(stage)
     dist.barrier()  # every rank starts once rank 0 has made (and measured) the stage's init model
-    policy, tokenizer = run.load(stage.init)
-    policy = trainable(run.cfg, policy)
+    policy, tokenizer = trainable(run, stage.init)
     task = run.fitted(run.task_of(stage), policy, tokenizer, rl.sampling.max_new_tokens, "train")  # before any engine
     engine = run.engine(policy, tokenizer)
     try:
@@ -216,8 +219,7 @@ def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.sft.train import load_sft_examples, train_sft
 
     cfg, prompt = run.cfg.stage_sft(stage), {"template": run.cfg.template, "system": run.system}
-    model, tokenizer = run.load(stage.init)
-    model = trainable(run.cfg, model)
+    model, tokenizer = trainable(run, stage.init)
     rows = [row for name in stage.data for row in read_kept(run.dir / name / "samples.jsonl")]
     if not rows:
         raise ValueError(f"stage {stage.name}: its data stages ({', '.join(stage.data)}) kept no samples to train on")

@@ -14,15 +14,21 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from r1lab.models import gradient_checkpointing_on
+from r1lab.models import autocast, cache_of, gradient_checkpointing_on, with_cache
 from r1lab.rl.batch import Batch, micro_batches
 
 BUCKET_COST = 64  # tokens of padding worth one more forward call (its fixed overhead and smaller matmuls)
 
 
 def forward_logprobs(model, batch: Batch, temperature: float, shared: bool = True) -> torch.Tensor:
-    """Log-probs (N, T) of the batch's completion tokens under `model` at `temperature`. Values past a
+    """Log-probs (N, T) of the batch's completion tokens under `model` at `temperature`, computed under
+    `autocast(model)` (in bf16: the logits in bf16, the log-probs from them in fp32). Values past a
     completion's end mean nothing (masked)."""
+    with autocast(model):
+        return _logprobs(model, batch, temperature, shared)
+
+
+def _logprobs(model, batch: Batch, temperature: float, shared: bool) -> torch.Tensor:
     dev = model.device
     ids = batch.completion_ids.to(dev)
     if shared and _takes_cache(model) and not _checkpointing_now(model):
@@ -65,17 +71,18 @@ def _checkpointing_now(model) -> bool:
     """Whether HF's gradient checkpointing acts in this forward: then the shared pass cannot run, and the
     plain one does.
 
-    Under checkpointing (training mode, grad enabled) transformers turns use_cache off for the whole
-    model and each checkpointed layer drops any cache it is given (modeling_layers.GradientCheckpointingLayer:
-    a layer that writes its keys and values to a cache would write them again when the backward pass
-    recomputes it). So the prompt pass would return no keys and values, and the completions, handed a
+    Under checkpointing, in training mode, transformers turns use_cache off for the whole model and each
+    checkpointed layer drops any cache it is given (modeling_layers.GradientCheckpointingLayer: a layer
+    that writes its keys and values to a cache would write them again when the backward pass recomputes
+    it); 5.19 does so without grad too (5.24 only with grad), so a no-grad pass in training mode takes the
+    plain pass as well. There the prompt pass would return no keys and values, and the completions, handed a
     cache, would attend to themselves alone. A cache those layers keep (a read-only prompt prefix) would
     lean on private transformers flags that change between versions. The plain pass needs no cache:
     it is exact, and costs only the prompt rerun per completion, (G-1)/G x prompt / (prompt + completion)
     of the pass: about 6% for 150-token prompts, 2000-token completions and G=8, the long completions
     that call for checkpointing in the first place.
     """
-    return torch.is_grad_enabled() and getattr(model, "training", False) and gradient_checkpointing_on(model)
+    return getattr(model, "training", False) and gradient_checkpointing_on(model)
 
 
 def _completion_logits(model, batch: Batch):
@@ -92,7 +99,7 @@ def _completion_logits(model, batch: Batch):
     out = model(input_ids=batch.prompt_ids.to(dev), attention_mask=prompt_mask,
                 position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)
     first = out.logits[:, -1]  # (prompts, V): predicts each completion's token 0
-    kv = cache_tensors(out.past_key_values)
+    kv = cache_tensors(cache_of(out))
     mask = batch.completion_mask
     T = mask.size(1)
     lengths = torch.where(mask.any(1), T - mask.flip(1).float().argmax(1), 1)  # last unmasked position + 1
@@ -108,7 +115,7 @@ def _completion_logits(model, batch: Batch):
             attention = torch.cat([pm, mask[part, : L - 1].to(dev)], 1)
             positions = pm.sum(1, keepdim=True) + torch.arange(L - 1, device=dev)
             rest = model(input_ids=batch.completion_ids[part, : L - 1].to(dev), attention_mask=attention,
-                         position_ids=positions, past_key_values=cache, use_cache=True).logits  # predict tokens 1 .. L-1
+                         position_ids=positions, use_cache=True, **with_cache(cache)).logits  # predict tokens 1 .. L-1
             logits = torch.cat([logits, rest], 1)
         yield part.to(dev), logits
 

@@ -11,6 +11,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from r1lab.models import autocast, compute_dtype, set_compute_dtype
 from r1lab.rl.algorithms import masked_mean
 
 
@@ -101,6 +102,7 @@ class ValueModel(torch.nn.Module):
         self.head = torch.nn.Linear(policy.config.hidden_size, 1, device=policy.device)
         torch.nn.init.zeros_(self.head.weight)  # V = 0 at the start: no made-up baseline before any data
         torch.nn.init.zeros_(self.head.bias)
+        set_compute_dtype(self, compute_dtype(policy))  # the body computes as the policy does
 
     @property
     def device(self):
@@ -109,6 +111,9 @@ class ValueModel(torch.nn.Module):
     def forward(self, batch) -> torch.Tensor:
         """Values (n, T) of a `Batch`'s rows: the state each completion token was sampled in."""
         dev = self.device
-        hidden = self.body(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev),
-                           position_ids=batch.position_ids.to(dev)).last_hidden_state
-        return self.head(hidden.float()).squeeze(-1)[:, batch.prompt_len - 1 : -1]  # float32 head whatever the body's dtype
+        with autocast(self):
+            hidden = self.body(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev),
+                               position_ids=batch.position_ids.to(dev)).last_hidden_state
+        # The head in fp32 whatever the body computes in (FSDP's mixed precision hands it its weights in bf16).
+        values = F.linear(hidden.float(), self.head.weight.float(), self.head.bias.float())
+        return values.squeeze(-1)[:, batch.prompt_len - 1 : -1]

@@ -27,7 +27,7 @@ from r1lab.config import SFTConfig
 from r1lab.data.files import read_table
 from r1lab.data.format import apply_template, response_prefix
 from r1lab.guards import BadStepCounter, step_problem
-from r1lab.models import enable_gradient_checkpointing, load_model, restore_weights, save_model, trained_system
+from r1lab.models import autocast, enable_gradient_checkpointing, load_model, restore_weights, save_model, trained_system
 from r1lab.optim import lr_lambda
 from r1lab.progress import console, progress_bar
 from r1lab.store import checkpoint
@@ -177,7 +177,8 @@ def count_targets(rows: list[dict]) -> int:
 def _loss_sum(model, batch: dict) -> torch.Tensor:
     """Summed cross-entropy of the labelled tokens; logits at t predict the token at t+1."""
     dev = model.device
-    out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev), use_cache=False)
+    with autocast(model):
+        out = model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev), use_cache=False)
     targets = batch["labels"][:, 1:].to(dev)  # (B, L-1)
     keep = targets != IGNORE
     logits = out.logits[:, :-1][keep].float()  # (n_targets, V): only labelled positions go to fp32
@@ -339,8 +340,9 @@ def sft_from_config(model_path: str, data, cfg: SFTConfig, out_dir, *, template:
 
 
 def _sft_from_config(model_path, data, cfg: SFTConfig, out_dir, *, template, system, seed, device, dtype, stage, lora):
-    model, tokenizer = load_model(model_path, device=device, dtype=dtype)
-    if lora is not None and lora.enabled:
+    lora_on = lora is not None and lora.enabled
+    model, tokenizer = load_model(model_path, device=device, dtype=dtype, master_weights=not lora_on)  # LoRA: the base is frozen
+    if lora_on:
         from r1lab.lora import add_lora
 
         model = add_lora(model, lora, seed)
