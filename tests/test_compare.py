@@ -5,7 +5,7 @@ import json
 import pytest
 from helpers import MICRO
 
-from r1lab.experiments.compare import CompareSpec, load_spec, time_to_threshold
+from r1lab.experiments.compare import CompareSpec, _curves, load_spec, time_to_threshold
 from r1lab.ui.cli import main
 
 
@@ -17,6 +17,18 @@ def test_time_to_threshold_uses_the_smoothed_curve():
     assert time_to_threshold(rows, "accuracy", 0.5) == (8, 16.0)
     assert time_to_threshold(rows, "accuracy", 0.9) == (None, None)
     assert time_to_threshold(rows, "accuracy", None) == (None, None)
+
+
+def test_held_out_curve_on_one_step_axis_across_stages(tmp_path):
+    rows = [{"stage": "a", "step": 0, "eval_pass@1": 0.2}, {"stage": "a", "step": 1, "step_time": 2.0, "accuracy": 0.1},
+            {"stage": "a", "step": 2, "step_time": 2.0, "accuracy": 0.3, "eval_pass@1": 0.7},
+            {"stage": "b", "step": 0, "eval_pass@1": 0.1}, {"stage": "b", "step": 1, "step_time": 3.0, "eval_pass@1": 0.9}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    curves = _curves("recipe", tmp_path)
+    assert [r["step"] for r in curves] == [0, 1, 2, 2, 3]  # stage b's step 0 is where a ended
+    assert [r["wall_seconds"] for r in curves] == [0.0, 2.0, 4.0, 4.0, 7.0]
+    points = [r for r in curves if "eval_pass@1" in r]
+    assert time_to_threshold(points, "eval_pass@1", 0.4) == (2, 4.0)  # smoothed: 0.33 at step 0, 0.475 at step 2
 
 
 def test_shipped_specs_load_and_bad_ones_are_named(tmp_path):

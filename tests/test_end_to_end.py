@@ -158,3 +158,22 @@ def test_distill_vs_rl_and_distill_commands(tiny_model_dir, tmp_path, monkeypatc
     assert [row["model"] for row in summary["table"]] == ["teacher", "student", "distilled"]
     assert main(["distill", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "d2")]) == 2
     assert "teacher" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_held_out_evaluation_during_rl_leaves_training_unchanged(tmp_path, monkeypatch):
+    """eval.every adds held-out rows (before step 1, every N steps, at the last) without touching what trains:
+    the engine's random state is put back, so the training samples and the final weights are the same."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("R1LAB_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "r1-zero", "--out", str(tmp_path / "plain"), *MICRO]) == 0
+    assert main(["run", "r1-zero", "--out", str(tmp_path / "evals"), *MICRO, "eval.every=2", "eval.every_n=3"]) == 0
+    plain, evals = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                    for run in ("plain", "evals"))
+    assert [r["step"] for r in evals if "eval_pass@1" in r] == [0, 2, 3]
+    assert all(0.0 <= r["eval_pass@1"] <= 1.0 and r["eval_length"] > 0 and "eval_reflection" in r for r in evals if "eval_pass@1" in r)
+    trained = [r for r in evals if r["step"] > 0]
+    assert [(r["reward"], r["completion_len_mean"]) for r in trained] == [(r["reward"], r["completion_len_mean"]) for r in plain]
+    a, b = (load_file(str(tmp_path / run / "final" / "model.safetensors")) for run in ("plain", "evals"))
+    assert all((a[k] == b[k]).all() for k in a)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from r1lab.evaluation.report import read_jsonl, render_response, smooth, write_report
+from r1lab.evaluation.report import aha_sample, corrects_itself, fastest_rise, read_jsonl, render_response, smooth, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -130,3 +130,54 @@ def test_render_response_escapes_everything():
     assert h == ('a&lt;b <span class="think">&lt;think&gt;</span><span class="think">x</span>'
                  '<span class="think">&lt;/think&gt;</span> <span class="answer">&lt;answer&gt;</span>'
                  '<span class="answer">&amp;</span><span class="answer">&lt;/answer&gt;</span> &lt;think2&gt;')
+
+
+def _sample(step, response, correct):
+    return {"stage": "r1-zero", "step": step, "prompt": "User: Compute 47 + 38 - 26. Assistant: <think>",
+            "response": response, "correct": correct, "answer": "59"}
+
+
+def test_aha_sample_is_the_first_self_correction_that_ends_right():
+    decorative = " 47 + 38 = 75. check 47 + 30 = 77, 77 + 8 = 75 ok. then 75 - 26 = 49. </think> <answer> 49 </answer>"
+    wrong_end = (" 47 + 38 = 75. check 47 + 30 = 77, 77 + 8 = 85, not 75. wait, recheck 47 + 38 = 85. then 85 - 26 = 69."
+                 " </think> <answer> 69 </answer>")
+    confirms = " 47 + 38 = 85. check 47 + 30 = 77, 77 + 8 = 85 ok. then 85 - 26 = 59. </think> <answer> 59 </answer>"
+    aha = (" 47 + 38 = 75. 验算 47 + 30 = 77, 77 + 8 = 85, 不是 75. 等等, 再算 47 + 38 = 85. 然后 85 - 26 = 59."
+           " </think> <answer> 59 </answer>")
+    no_phrase = " 47 + 38 = 75. 47 + 38 = 85. then 85 - 26 = 59. </think> <answer> 59 </answer>"
+    assert not corrects_itself(decorative)  # a "check" that finds nothing (here: copies the wrong sum)
+    assert corrects_itself(wrong_end) and corrects_itself(aha)
+    assert not corrects_itself(confirms) and not corrects_itself(no_phrase)  # nothing wrong / no re-check
+    samples = [_sample(1, decorative, False), _sample(2, confirms, True), _sample(3, no_phrase, True),
+               _sample(4, wrong_end, False), _sample(9, aha, True), _sample(7, aha.replace("75", "65"), True)]
+    assert aha_sample(samples)["step"] == 7  # by step, not by order in the file
+    assert aha_sample(samples[:5])["step"] == 9
+    assert aha_sample(samples[:4]) is None
+
+
+def test_fastest_rise_is_where_the_smoothed_curve_climbs_most():
+    import math
+
+    steps = list(range(1, 201))
+    values = [1 / (1 + math.exp(-(s - 120) / 10)) + 0.05 * (-1) ** s for s in steps]  # noisy logistic, steepest at 120
+    step, slope = fastest_rise(steps, values)
+    assert abs(step - 120) <= 5 and slope > 0.015
+    assert fastest_rise(steps, [0.5 - 0.001 * s for s in steps]) is None  # never rises
+    assert fastest_rise([1, 2], [0.0, 1.0]) is None
+
+
+def test_report_shows_held_out_curves_and_the_aha_moment(tmp_path):
+    rows = [{"stage": "r1-zero", "step": 0, "eval_pass@1": 0.3, "eval_length": 40.0, "eval_reflection": 0.05}]
+    for step in range(1, 41):
+        rows.append({"stage": "r1-zero", "step": step, "accuracy": 0.3 + 0.5 * (step > 20), "completion_len_mean": 40 + step,
+                     "reflection_rate": 0.01 * step})
+        if step % 10 == 0:
+            rows[-1].update({"eval_pass@1": 0.3 + 0.01 * step, "eval_length": 40.0 + step, "eval_reflection": 0.01 * step})
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    aha = (" 47 + 38 = 75. check 47 + 30 = 77, 77 + 8 = 85, not 75. wait, recheck 47 + 38 = 85. then 85 - 26 = 59."
+           " </think> <answer> 59 </answer>")
+    (tmp_path / "samples.jsonl").write_text(json.dumps(_sample(13, aha, True)))
+    page = write_report(tmp_path).read_text()
+    import re
+
+    assert re.search(r"rose fastest at step (19|20|21|22) ", page) and "at r1-zero step 13" in page and "wait, recheck 47 + 38 = 85" in page

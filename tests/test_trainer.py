@@ -91,3 +91,24 @@ def test_checkpoint_write_is_atomic(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert checkpoint.latest(tmp_path).name == "step-000002"
     assert checkpoint.load_state(checkpoint.latest(tmp_path))["step"] == 2
+
+
+def test_held_out_evaluation_rows_before_every_n_steps_and_at_the_end(tiny_model_dir, tmp_path):
+    from helpers import EchoTask
+
+    from r1lab.rl.loop import train_rl
+
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+    engine = make_engine("torch", model, tokenizer, seed=0)
+    calls = []
+
+    def held_out():
+        calls.append(len(calls))
+        return {"eval_pass@1": 0.1 * len(calls), "eval_length": 10.0, "eval_reflection": 0.0}
+
+    train_rl(model, tokenizer, EchoTask(), rl_config(steps=5), tmp_path, engine=engine, template="r1-zero", system="",
+             held_out=held_out, held_out_every=2)
+    rows = metrics_rows(tmp_path)
+    evals = [(r["step"], r["eval_pass@1"]) for r in rows if "eval_pass@1" in r]
+    assert evals == [(0, pytest.approx(0.1)), (2, pytest.approx(0.2)), (4, pytest.approx(0.3)), (5, pytest.approx(0.4))]
+    assert "reward" not in rows[0] and [r["step"] for r in rows[1:]] == [1, 2, 3, 4, 5]  # step 0: before training

@@ -169,6 +169,9 @@ class RunConfig(Strict):
         if n > 1 and self.rollout.engine != "torch":
             raise ConfigError(f"rollout.engine={self.rollout.engine} with {n} processes is not supported yet: "
                               "use rollout.engine=torch with several processes, or one process with vllm")
+        if n > 1 and self.eval.every:
+            raise ConfigError(f"eval.every={self.eval.every} with {n} processes is not supported yet (the evaluation runs "
+                              "on rank 0, and a sharded model needs every rank): use eval.every=0 with several processes")
         if n > 1 and self.lora.r > 0:
             raise ConfigError(f"lora.r > 0 with {n} processes is not supported yet: train LoRA in one process")
         bad = [f"stages.{st.name}.rl.prompts_per_step={self.stage_rl(st).prompts_per_step}"

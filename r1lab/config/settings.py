@@ -194,6 +194,10 @@ class EvalConfig(Strict):
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(**EVAL_SAMPLING),
                                      description="EVAL_SAMPLING, then the run's `sampling` for the rest, changed by these")
     batch_size: int = Field(256, gt=0, description="sequences sampled at once")
+    every: int = Field(0, ge=0, description="rl stages: also evaluate on every_n test problems before the first step, "
+                       "every this many steps and at the last (metrics.jsonl: eval_pass@1, eval_length, eval_reflection); "
+                       "0 = never")
+    every_n: int = Field(100, gt=0, description="test problems (the first of the split) each eval.every evaluation uses")
     extra_tasks: list[str] = Field(default_factory=list, description="more tasks every model is measured on (e.g. tinyworld/general)")
 
     @field_validator("sampling", mode="before")

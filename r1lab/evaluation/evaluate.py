@@ -6,6 +6,7 @@ majority answer among the k, checked once.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from math import comb
 
@@ -37,11 +38,14 @@ def majority_answer(answers: list[str | None], key=lambda a: " ".join(a.split())
 
 def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str | None,
              reflection_phrases: list[str] = REFLECTION_PHRASES, examples: list[Example] | None = None,
-             label: str = "eval") -> dict:
+             label: str = "eval", progress: bool = True) -> dict:
+    """progress=False: no bar of its own (inside another's, as during RL, where two live bars would clash)."""
     examples = list(examples if examples is not None else task.examples("test"))[: cfg.n]
     per_chunk = max(1, cfg.batch_size // cfg.k)
     correct, formatted, lengths, reflective, consistency, cons, samples = [], [], [], [], [], [], []
-    with progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) as bar:
+    bar_of = progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) if progress else \
+        contextlib.nullcontext(lambda *_, **__: None)
+    with bar_of as bar:
         for start in range(0, len(examples), per_chunk):
             chunk = examples[start : start + per_chunk]
             prompts = [render_prompt(e, template, engine.tokenizer, system) for e in chunk]

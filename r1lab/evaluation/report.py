@@ -14,12 +14,17 @@ from pathlib import Path
 # so this works headless and doesn't change the backend of a notebook that imports it.
 from matplotlib.figure import Figure
 
-# file name, title, y label, metric keys ("reward/*" expands to every reward function)
+from r1lab.config import REFLECTION_PHRASES
+
+# file name, title, y label, metric keys ("reward/*" expands to every reward function). The eval_* keys
+# are the held-out evaluations during RL (eval.every): R1-Zero's pictures are of those, not of training samples.
 PLOTS = [
     ("reward", "Reward (total and per function)", "mean reward", ["reward", "reward/*"]),
-    ("accuracy", "Accuracy and format rate", "fraction of completions", ["accuracy", "format_rate"]),
-    ("length", "Completion length", "tokens", ["completion_len_mean", "completion_len_max"]),
-    ("reflection", "Reflection rate", "fraction with reflection words", ["reflection_rate"]),
+    ("accuracy", "Accuracy: training samples, format rate, held-out pass@1", "fraction of completions",
+     ["accuracy", "format_rate", "eval_pass@1"]),
+    ("length", "Response length: training samples and held-out", "tokens", ["completion_len_mean", "eval_length"]),
+    ("reflection", "Reflection rate: training samples and held-out", "fraction with reflection words",
+     ["reflection_rate", "eval_reflection"]),
 ]
 PANELS = ["kl", "clip_frac", "entropy", "zero_std_frac"]  # different scales: one small panel each
 SAMPLES_PER_STEP = 3
@@ -39,6 +44,50 @@ def smooth(values: list[float], window: int | None = None) -> list[float]:
     for v in values:
         csum.append(csum[-1] + v)
     return [(csum[min(n, i + h + 1)] - csum[max(0, i - h)]) / (min(n, i + h + 1) - max(0, i - h)) for i in range(n)]
+
+
+def fastest_rise(steps: list, values: list[float], window: int | None = None) -> tuple[int, float] | None:
+    """(step, slope per step) where the smoothed curve rises fastest: the centred difference across one
+    smoothing window, so a single lucky step does not count. None with fewer than 3 points or no rise."""
+    n = len(values)
+    if n < 3:
+        return None
+    window = max(3, n // 10) if window is None else window
+    s, h = smooth(values, window), max(1, window // 2)
+    slopes = [((s[min(n - 1, i + h)] - s[max(0, i - h)]) / (steps[min(n - 1, i + h)] - steps[max(0, i - h)]), steps[i])
+              for i in range(n)]
+    slope, step = max(slopes, key=lambda t: t[0])
+    return (step, slope) if slope > 0 else None
+
+
+_EQUATION = re.compile(r"(\d+) ([-+*]) (\d+) = (-?\d+)")
+
+
+def corrects_itself(response: str, phrases=REFLECTION_PHRASES) -> bool:
+    """Whether a response writes a wrong equation ("47 + 38 = 75"), then a reflection phrase, then the
+    same equation right ("47 + 38 = 85"): a re-check that found its own mistake and redid it. A check
+    that only confirms ("check ... ok") finds nothing and does not count."""
+    low = response.lower()
+    for wrong in _EQUATION.finditer(response):
+        a, op, b, got = wrong.groups()
+        true = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+        if int(got) == true:
+            continue
+        after = [low.find(p.lower(), wrong.end()) for p in phrases]
+        if not (seen := [i for i in after if i >= 0]):
+            continue
+        if any(m.groups()[:3] == (a, op, b) and int(m.group(4)) == true for m in _EQUATION.finditer(response, min(seen))):
+            return True
+    return False
+
+
+def aha_sample(samples: list[dict], phrases=REFLECTION_PHRASES) -> dict | None:
+    """The first logged completion (by stage order, then step) that corrects itself and is right: R1-Zero's
+    "aha moment", found in the run's own samples. None if no sample does."""
+    stages = list(dict.fromkeys(str(r.get("stage", "run")) for r in samples))
+    ordered = sorted(samples, key=lambda r: (stages.index(str(r.get("stage", "run"))),
+                                             r["step"] if is_number(r.get("step")) else 0))
+    return next((r for r in ordered if r.get("correct") is True and corrects_itself(str(r.get("response", "")), phrases)), None)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -190,6 +239,38 @@ def render_response(text: str, thinking: bool = False) -> str:
     return "".join(out)
 
 
+def _sample_html(r: dict) -> str:
+    prompt, response = str(r.get("prompt", "")), str(r.get("response", ""))
+    # r1-zero prompts end in "<think>": show the pre-filled tag so the response reads whole.
+    if prompt.rstrip().endswith("<think>") and not response.lstrip().startswith("<think>"):
+        response = "<think>" + response
+    ok = {True: "✓ correct", False: "✗ wrong"}.get(r.get("correct"), "")
+    reward = f"reward {format_number(r['reward'])}" if is_number(r.get("reward")) else ""
+    ref = f"reference: {r['answer']}" if "answer" in r else ""
+    meta = " · ".join(p for p in (ok, reward, ref) if p)
+    return (f'<div class="sample"><div class="meta">{html.escape(meta)}</div>'
+            f"<details><summary>prompt</summary><pre>{html.escape(prompt)}</pre></details>"
+            f"<pre>{render_response(response)}</pre></div>")
+
+
+def _aha_html(metrics: list[dict], samples: list[dict]) -> str:
+    """R1-Zero's story in one paragraph: where accuracy rose fastest, and the first sample that caught its own mistake."""
+    parts = []
+    for stage, (steps, values) in metric_series(metrics, "accuracy").items():
+        if (rise := fastest_rise(steps, values)) is not None:
+            parts.append(f"<p>{html.escape(stage)}: training accuracy rose fastest at step {rise[0]} "
+                         f"(smoothed, {10 * rise[1]:+.3f} per 10 steps).</p>")
+    first = aha_sample(samples)
+    if first is not None:
+        found = sum(corrects_itself(str(r.get("response", ""))) and r.get("correct") is True for r in samples)
+        parts.append(f"<p>The aha sample: the first logged completion that re-checks, finds its own mistake, corrects "
+                     f"it and is right, at {html.escape(str(first.get('stage', 'run')))} step {first.get('step')} "
+                     f"({found} of {len(samples)} logged samples do so).</p>{_sample_html(first)}")
+    elif samples:
+        parts.append("<p>No logged completion re-checks, finds its own mistake and ends right.</p>")
+    return "<h2>The aha moment</h2>" + "".join(parts) if parts else ""
+
+
 def _samples_html(samples: list[dict]) -> str:
     by_stage: dict[str, list[dict]] = {}
     for r in samples:
@@ -199,18 +280,7 @@ def _samples_html(samples: list[dict]) -> str:
         steps = sorted({r.get("step") for r in rows if is_number(r.get("step"))}) or [None]
         for step in dict.fromkeys([steps[0], steps[-1]]):  # first and last logged step, once if equal
             parts.append(f"<h3>{html.escape(stage)} · step {step}</h3>")
-            for r in [r for r in rows if r.get("step") == step][:SAMPLES_PER_STEP]:
-                prompt, response = str(r.get("prompt", "")), str(r.get("response", ""))
-                # r1-zero prompts end in "<think>": show the pre-filled tag so the response reads whole.
-                if prompt.rstrip().endswith("<think>") and not response.lstrip().startswith("<think>"):
-                    response = "<think>" + response
-                ok = {True: "✓ correct", False: "✗ wrong"}.get(r.get("correct"), "")
-                reward = f"reward {format_number(r['reward'])}" if is_number(r.get("reward")) else ""
-                ref = f"reference: {r['answer']}" if "answer" in r else ""
-                meta = " · ".join(p for p in (ok, reward, ref) if p)
-                parts.append(f'<div class="sample"><div class="meta">{html.escape(meta)}</div>'
-                             f"<details><summary>prompt</summary><pre>{html.escape(prompt)}</pre></details>"
-                             f"<pre>{render_response(response)}</pre></div>")
+            parts += [_sample_html(r) for r in [r for r in rows if r.get("step") == step][:SAMPLES_PER_STEP]]
     return "<h2>Samples</h2>" + "".join(parts) if parts else ""
 
 
@@ -266,7 +336,7 @@ def write_report(run_dir: str | Path) -> Path:
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style>'
             f'</head><body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(sub)}{html.escape(str(run_dir))}</p>'
             f"{_model_table(summary, files['summary.json'])}{_eval_table(summary, files['summary.json'])}{'<h2>Training</h2>' + imgs if imgs else ''}"
-            f"{_samples_html(samples)}</body></html>")
+            f"{_aha_html(metrics, samples)}{_samples_html(samples)}</body></html>")
     out = run_dir / "report.html"
     out.write_text(page, encoding="utf-8")
     return out

@@ -7,8 +7,9 @@ A spec is YAML (shipped ones in r1lab/experiments/comparisons/, or a path):
     kind: recipe                 # recipe: variants of an r1lab recipe; control: of `r1lab control`
     recipe: r1-zero
     overrides: [rl.steps=100]    # common to every variant
-    threshold: 0.5               # time-to-threshold: first step where the smoothed training accuracy
+    threshold: 0.5               # time-to-threshold: first step where the smoothed `metric`
                                  # (control: the mean return) reaches it
+    metric: accuracy             # recipe: accuracy (training samples) or eval_pass@1 (held-out, with eval.every=N)
     variants:                    # name -> its own overrides
       grpo: []
       ppo-lam0.95: [rl.algorithm=ppo, rl.lam=0.95]
@@ -38,7 +39,10 @@ class CompareSpec(Strict):
     kind: Literal["recipe", "control"] = "recipe"
     recipe: str = Field("r1-zero", description="recipe the variants change (kind: recipe)")
     overrides: list[str] = Field(default_factory=list, description="field=value settings common to every variant")
-    threshold: float | None = Field(None, description="accuracy (recipe) or return (control) for time-to-threshold")
+    threshold: float | None = Field(None, description="`metric` (recipe) or return (control) for time-to-threshold")
+    metric: Literal["accuracy", "eval_pass@1"] = Field(
+        "accuracy", description="recipe: the metrics.jsonl key time-to-threshold is measured on: accuracy (the training "
+        "samples, every step) or eval_pass@1 (held-out problems, logged every eval.every steps)")
     variants: dict[str, list[str]] = Field(min_length=1, description="variant name -> its field=value settings")
 
     @field_validator("variants")
@@ -108,6 +112,9 @@ def _variant_config(spec: CompareSpec, settings: list[str]):
 CURVES = {
     "recipe": [("reward", "Reward", "reward", "step", "GRPO step"), ("accuracy", "Training accuracy", "accuracy", "step", "step"),
                ("length", "Completion length", "completion_len_mean", "step", "step"),
+               ("eval_pass", "Held-out pass@1 (eval.every)", "eval_pass@1", "step", "step"),
+               ("eval_length", "Held-out response length (eval.every)", "eval_length", "step", "step"),
+               ("eval_reflection", "Held-out reflection rate (eval.every)", "eval_reflection", "step", "step"),
                ("accuracy_time", "Training accuracy vs wall time", "accuracy", "wall_seconds", "seconds")],
     "control": [("return_steps", "Return vs environment steps", "mean_return", "env_steps", "environment steps"),
                 ("return_time", "Return vs wall time", "mean_return", "wall_seconds", "seconds")],
@@ -117,12 +124,13 @@ CURVES = {
 def _curves(kind: str, run_dir: Path) -> list[dict]:
     rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     if kind == "recipe":
-        clock = 0.0
+        clock, offset, last, stage = 0.0, 0, 0, None
         for r in rows:  # a recipe's stages are concatenated: one step axis, one clock
+            if r.get("stage") != stage:
+                stage, offset = r.get("stage"), last
             clock += r.get("step_time", 0.0)
             r["wall_seconds"] = clock
-        for i, r in enumerate(rows, 1):
-            r["step"] = i
+            r["step"] = last = offset + (r["step"] if is_number(r.get("step")) else 0)  # eval.every's step 0: before training
     return rows
 
 
@@ -139,12 +147,13 @@ def time_to_threshold(rows: list[dict], key: str, threshold: float | None) -> tu
 
 def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
-    key = "accuracy" if spec.kind == "recipe" else "mean_return"
+    key = spec.metric if spec.kind == "recipe" else "mean_return"
     step, seconds = time_to_threshold(curves, key, spec.threshold)
     row = {"variant": name, "settings": " ".join(spec.variants[name]) or "(defaults)"}
     if spec.kind == "recipe":
         final = summary["stages"][-1]["eval_after"]
-        row.update({"pass@1": final["pass@1"], "cons@k": final.get("cons@k"), "mean_length": final.get("mean_length")})
+        row.update({"pass@1": final["pass@1"], "cons@k": final.get("cons@k"), "mean_length": final.get("mean_length"),
+                    "reflection_rate": final.get("reflection_rate")})
     else:
         row.update({"final_mean_return": summary["final_mean_return"], "env_steps": summary["env_steps"]})
     row.update({"threshold_step": step, "threshold_seconds": seconds, "wall_seconds": summary["wall_seconds"]})
@@ -172,7 +181,7 @@ def write_compare_report(spec: CompareSpec, out: Path) -> dict:
                 drawn = True
         if not drawn:
             continue
-        if spec.threshold is not None and ykey in ("accuracy", "mean_return"):
+        if spec.threshold is not None and ykey in (spec.metric, "mean_return"):
             ax.axhline(spec.threshold, color="grey", ls=":", lw=1)
         ax.set(title=title, xlabel=xlabel, ylabel=ykey)
         ax.grid(alpha=0.3)

@@ -178,13 +178,27 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     engine = run.engine(policy, tokenizer)
     try:
         result = train_rl(policy, tokenizer, task, rl, out, engine=engine, template=run.cfg.template,
-                          system=run.system, seed=run.cfg.seed, stage=stage.name)
+                          system=run.system, seed=run.cfg.seed, stage=stage.name,
+                          held_out=functools.partial(held_out, run, stage, engine), held_out_every=run.cfg.eval.every)
     finally:
         engine.close()
     if dist.is_main():  # every rank holds the whole trained policy
         save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
                                                       "system": run.system})
     return result
+
+
+def held_out(run: Run, stage: StageConfig, engine) -> dict:
+    """The policy being trained on the first eval.every_n test problems, sampled as every evaluation is. The
+    engine's random state is put back after: training samples the same with eval.every on or off."""
+    task, rng = run.task_of(stage), engine.rng_state()
+    try:
+        result = evaluate(engine, task, run.cfg.eval, template=run.cfg.template, system=run.system,
+                          reflection_phrases=run.cfg.stage_rl(stage).reflection_phrases,
+                          examples=task.examples("test")[: run.cfg.eval.every_n], progress=False)
+    finally:
+        engine.set_rng_state(rng)
+    return {"eval_pass@1": result["pass@1"], "eval_length": result["mean_length"], "eval_reflection": result["reflection_rate"]}
 
 
 def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
@@ -301,7 +315,7 @@ def finish(run: Run) -> dict:
     return summary
 
 
-TABLE_METRICS = ("pass@1", "pass@k", "cons@k", "format_rate", "language_consistency", "mean_length")
+TABLE_METRICS = ("pass@1", "pass@k", "cons@k", "format_rate", "language_consistency", "mean_length", "reflection_rate")
 
 
 def table(run: Run) -> list[dict]:
@@ -315,7 +329,7 @@ def table(run: Run) -> list[dict]:
 
 
 SHORT = {"pass@1": "pass@1", "pass@k": "pass@k", "cons@k": "cons@k", "format_rate": "format",
-         "language_consistency": "language", "mean_length": "length"}
+         "language_consistency": "language", "mean_length": "length", "reflection_rate": "reflection"}
 
 
 def print_table(rows: list[dict], title: str) -> None:

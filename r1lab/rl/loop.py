@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,9 +44,14 @@ from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
 
 
 def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, engine, template: str,
-             system: str | None, seed: int = 0, stage: str = "rl") -> dict:
+             system: str | None, seed: int = 0, stage: str = "rl", held_out: Callable[[], dict] | None = None,
+             held_out_every: int = 0) -> dict:
     """cfg.algorithm (GRPO by default) on `task`, sampling with `engine` (from engines.make_engine).
-    Resumes from RUN/checkpoints if present. Returns {"steps", "wall_seconds"}."""
+    Resumes from RUN/checkpoints if present. Returns {"steps", "wall_seconds"}.
+
+    held_out(): metrics of the current policy on held-out problems (eval_pass@1, ...), measured before the
+    first step, every `held_out_every` steps and at the last, into that step's metrics.jsonl row: the
+    curves the report draws are then the test split's, not only the training samples'."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -88,6 +94,9 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     for log in ("metrics.jsonl", "samples.jsonl") if dist.is_main() else ():  # also from step 0: a killed first attempt's rows go
         truncate_jsonl(run_dir / log, lambda row: row.get("step", 0) <= start)
     trainee.train()
+    measure_held_out = held_out if held_out is not None and held_out_every and dist.is_main() else None
+    if measure_held_out is not None and start == 0:
+        append_metrics(run_dir / "metrics.jsonl", {"stage": stage, "step": 0, **measure_held_out()})
 
     def prompt_of(example) -> str:
         return render_prompt(example, template, tokenizer, system)
@@ -117,6 +126,8 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             bad.record(not problem, step, problem)
             stats["skipped_steps"] = bad.total
             metrics = step_metrics(stage, step, seen, stats, cfg, t_gen, time.time() - t0, sched.get_last_lr()[0])
+            if measure_held_out is not None and (step % held_out_every == 0 or step == cfg.steps):
+                metrics |= measure_held_out()  # after step_time: its cost is not the step's
             if dist.is_main():
                 append_metrics(run_dir / "metrics.jsonl", metrics)
                 append_jsonl(run_dir / "samples.jsonl", step_samples(stage, step, seen, cfg))
