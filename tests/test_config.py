@@ -158,3 +158,24 @@ def test_sampling_is_inherited_unless_changed():
 @pytest.mark.parametrize("override", ["rl.lr=.inf", "rl.lr=nan", "sampling.temperature=.inf", "rl.rewards.format=.nan"])
 def test_non_finite_numbers_are_refused(override):
     assert "finite number" in _error("r1-zero", [override])
+
+
+@pytest.mark.parametrize("recipe", ["r1-zero", "r1", "distill", "distill-vs-rl"])
+def test_shipped_recipes_fit_the_tiny_base_context(recipe):
+    """Every sampling budget of a shipped recipe leaves room for the tiny world's longest prompt in the base's
+    context (pretrain.max_len), measured with the tiny world's own tokenizer as pretraining builds it."""
+    from r1lab.config import load_config
+    from r1lab.data.format import apply_template
+    from r1lab.tinyworld.build import SYSTEM, corpus, train_tokenizer
+    from r1lab.tinyworld.problems import TinyWorldTask
+
+    cfg = load_config(recipe, ["teacher=."] if recipe in ("distill", "distill-vs-rl") else [])
+    task = TinyWorldTask("tinyworld", train_size=2000, test_size=400)
+    small = cfg.pretrain.model_copy(update={"corpus_docs": 3000})
+    tokenizer = train_tokenizer(corpus(small, task), cfg.pretrain.vocab_size)
+    longest = max(len(tokenizer(apply_template(e.prompt, "r1-zero", system=SYSTEM))["input_ids"])
+                  for split in ("train", "test") for e in task.examples(split))
+    budgets = {cfg.sampling.max_new_tokens, cfg.eval.sampling.max_new_tokens,
+               *(cfg.stage_rl(st).sampling.max_new_tokens for st in cfg.stages if st.kind == "rl"),
+               *(cfg.stage_sampling(st).max_new_tokens for st in cfg.stages if st.kind == "generate")}
+    assert longest + max(budgets) <= cfg.pretrain.max_len, (longest, budgets)
