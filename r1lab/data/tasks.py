@@ -11,6 +11,11 @@ from __future__ import annotations
 from r1lab.data.example import Task
 
 
+def is_dataset(name: str) -> bool:
+    """Whether task `name` is a dataset (a file, directory or hub id) rather than a built-in generator."""
+    return not (name == "tinyworld" or name.startswith(("tinyworld/", "reasoning-gym:")))
+
+
 def load_task(
     name: str,
     *,
@@ -33,8 +38,7 @@ def load_task(
         raise ValueError(f"test_size must be a positive int, got {test_size!r}")
     if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
         raise ValueError(f"train_size must be a positive int or None, got {train_size!r}")
-    is_dataset = not (name == "tinyworld" or name.startswith("tinyworld/") or name.startswith("reasoning-gym:"))
-    if not is_dataset:
+    if not is_dataset(name):
         dataset_only = {"test_file": test_file, "config": config, "test_split": test_split,
                         "split": None if split == "train" else split, "prompt_format": None if prompt_format == "text" else prompt_format}
         given = [f"data.{k}" for k, v in dataset_only.items() if v is not None]

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from r1lab.config import ConfigError, RunConfig
+from r1lab.data.tasks import is_dataset
 
 NOT_COMPARED = {"data": ("allow_changed",)}  # overrides for one resume, not part of the experiment
 NOT_RECORDED = ("log",)  # where a run reports (store/trackers.py), not what it is: a resume may change it
@@ -26,14 +27,10 @@ def _comparable(cfg: RunConfig) -> dict:
     return dumped
 
 
-def _is_file_task(name: str) -> bool:
-    return not (name == "tinyworld" or name.startswith(("tinyworld/", "reasoning-gym:")))
-
-
 def data_files(cfg: RunConfig) -> list[Path]:
     """Every local file the run's tasks read (file tasks, test_file); a directory counts as its files."""
     names = {cfg.task, *(st.task for st in cfg.stages if st.task), *cfg.eval.extra_tasks}
-    paths = [Path(n) for n in sorted(names) if _is_file_task(n)]
+    paths = [Path(n) for n in sorted(names) if is_dataset(n)]
     if cfg.data.test_file:
         paths.append(Path(cfg.data.test_file))
     files = []
@@ -49,7 +46,7 @@ def fingerprints(cfg: RunConfig, tasks: dict | None = None) -> dict[str, str]:
 
     out = {}
     for name, task in sorted((tasks or {}).items()):
-        if _is_file_task(name) and is_hub_id(name):
+        if is_dataset(name) and is_hub_id(name):
             rows = [[ex.id, ex.prompt, ex.answer, list(ex.messages or ())] for split in ("train", "test") for ex in task.examples(split)]
             out[f"hub:{name}"] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
     for path in data_files(cfg):

@@ -14,7 +14,9 @@ def reward_tokenizer(path: str):
     reads its score at the last token that is not padding (HF sequence classification finds it by pad_token_id)."""
     from transformers import AutoTokenizer
 
-    if not Path(path).expanduser().exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+    from r1lab.hub import is_hub_id
+
+    if not Path(path).expanduser().exists() and not is_hub_id(path):
         raise FileNotFoundError(f"rl.reward_model: no such directory '{path}'")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
