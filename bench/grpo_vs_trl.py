@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import os
 import subprocess
 import sys
@@ -50,8 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402  (puts the repo root on sys.path)
-
-SYSTEM, TEMPLATE = "", "r1-zero"  # the tiny world's template, without the paper's system text
+import workloads  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,14 +59,14 @@ SYSTEM, TEMPLATE = "", "r1-zero"  # the tiny world's template, without the paper
 
 
 def _common_setup(args):
+    """The child's task, template and system text (its workload's)."""
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from r1lab.tinyworld.problems import TinyWorldTask
-
-    return TinyWorldTask("tinyworld")
+    w = workloads.WORKLOADS[args.workload]
+    return (workloads.make_task(w), *workloads.template(w))
 
 
 def _prompt_order(task, seed: int, count: int):
@@ -76,7 +76,7 @@ def _prompt_order(task, seed: int, count: int):
     return PromptStream(task.examples("train"), seed).next(count)
 
 
-def _evaluator(args, task, tokenizer):
+def _evaluator(args, task, tokenizer, template, system):
     """pass@1 on held-out problems with r1lab's evaluator: same seed, same problems for both frameworks."""
     from r1lab.config import EvalConfig
     from r1lab.engines import make_engine
@@ -86,7 +86,7 @@ def _evaluator(args, task, tokenizer):
 
     def run(model) -> float:
         t0 = time.perf_counter()
-        result = evaluate(make_engine("torch", model, tokenizer, seed=1234), task, cfg, template=TEMPLATE, system=SYSTEM)
+        result = evaluate(make_engine("torch", model, tokenizer, seed=1234), task, cfg, template=template, system=system)
         print(f"  eval pass@1 {result['pass@1']:.3f} ({time.perf_counter() - t0:.1f}s)", flush=True)
         return result["pass@1"]
 
@@ -105,7 +105,7 @@ def child_r1lab(args) -> dict:
     from r1lab.rl.algorithms import ALGORITHMS
     from r1lab.rl.loop import train_rl
 
-    task = _common_setup(args)
+    task, template, system = _common_setup(args)
     model, tok = load_model(args.model_dir, device="cpu", dtype="fp32")
     steps = args.warmup + args.steps
     cfg = RLConfig(steps=steps, prompts_per_step=args.prompts, group_size=args.group, lr=args.lr, schedule="constant",
@@ -124,7 +124,8 @@ def child_r1lab(args) -> dict:
             t0 = time.perf_counter()
             r = self.engine.generate(prompts, sampling, n)
             seq = sum(len(r.prompt_ids[i // n]) for i in range(len(r.texts))) + int(r.lengths.sum())
-            rollouts.append((time.perf_counter() - t0, int(r.lengths.sum()), seq, sum(map(len, r.prompt_ids)) + int(r.lengths.sum())))
+            rollouts.append((time.perf_counter() - t0, int(r.lengths.sum()), seq, sum(map(len, r.prompt_ids)) + int(r.lengths.sum()),
+                             r.lengths.tolist()))
             return r
 
         def __getattr__(self, name):  # load_weights, rng_state, set_rng_state, close
@@ -136,7 +137,7 @@ def child_r1lab(args) -> dict:
     engine = TimedEngine(make_engine("torch", model, tok, seed=args.seed))
     curve = []
     if args.mode == "tta":
-        evaluate = _evaluator(args, task, tok)
+        evaluate = _evaluator(args, task, tok, template, system)
         curve.append((0, evaluate(model)))
         save = r1lab.store.checkpoint.save
 
@@ -146,12 +147,12 @@ def child_r1lab(args) -> dict:
 
         r1lab.store.checkpoint.save = save_and_eval
     with tempfile.TemporaryDirectory() as run_dir:
-        train_rl(model, tok, task, cfg, Path(run_dir), engine=engine, template=TEMPLATE, system=SYSTEM, seed=args.seed)
+        train_rl(model, tok, task, cfg, Path(run_dir), engine=engine, template=template, system=system, seed=args.seed)
         metrics = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     rows = [{"step_s": m["step_time"], "gen_s": g, "gen_tokens": gt, "seq_tokens": st, "reward": m["reward"],
              "accuracy": m.get("accuracy"), "completion_len": m["completion_len_mean"], "gen_run_tokens": gr,
-             "train_run_tokens": m.get("tokens_trained", 0), "trained_frac": m.get("trained_frac")}
-            for m, (g, gt, st, gr) in zip(metrics, rollouts)]
+             "train_run_tokens": m.get("tokens_trained", 0), "trained_frac": m.get("trained_frac"), "lengths": lengths}
+            for m, (g, gt, st, gr, lengths) in zip(metrics, rollouts)]
     return {"steps": rows, "curve": curve, "params": _common.n_params(model), "threads": torch.get_num_threads()}
 
 
@@ -165,21 +166,23 @@ def child_trl(args) -> dict:
     from r1lab.models import load_tokenizer
     from r1lab.rewards.registry import Rewards
 
-    task = _common_setup(args)
+    task, template, system = _common_setup(args)
     tok = load_tokenizer(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
     steps = (args.warmup + args.steps) * args.mu  # TRL counts optimizer steps; a generation serves mu of them
     examples = _prompt_order(task, args.seed, (args.warmup + args.steps) * args.prompts)
-    data = Dataset.from_list([{"prompt": apply_template(e.prompt, TEMPLATE, tok, SYSTEM), "idx": i} for i, e in enumerate(examples)])
+    data = Dataset.from_list([{"prompt": apply_template(e.prompt, template, tok, system), "idx": i} for i, e in enumerate(examples)])
     rewards_fn = Rewards({"accuracy": 1.0, "format": 1.0}, task, {"helpfulness": 1.0})
     eos = tok.eos_token_id
-    accuracy = []
+    accuracy, equal_groups = [], []
 
     def reward(prompts, completions, completion_ids, idx, **_):
         responses = ["<think>" + c for c in completions]  # the template pre-fills <think>, as r1lab's response_prefix
         infos = [{"num_tokens": len(ids), "max_tokens": args.max_new, "truncated": eos not in ids} for ids in completion_ids]
         totals, per_fn = rewards_fn(responses, [examples[i] for i in idx], infos)
         accuracy.append(sum(a >= 1.0 for a in per_fn["accuracy"]) / len(totals))
+        groups = [totals[j:j + args.group] for j in range(0, len(totals), args.group)]  # TRL keeps a group together
+        equal_groups.append(sum(max(g) == min(g) for g in groups) / len(groups))
         return totals
 
     rollouts = []
@@ -189,7 +192,7 @@ def child_trl(args) -> dict:
         t0 = time.perf_counter()
         completion_ids, logprobs = generate(self, prompt_ids, *a, **kw)
         gen = sum(map(len, completion_ids))
-        rollouts.append((time.perf_counter() - t0, gen, gen + sum(map(len, prompt_ids))))
+        rollouts.append((time.perf_counter() - t0, gen, gen + sum(map(len, prompt_ids)), list(map(len, completion_ids))))
         return completion_ids, logprobs
 
     GRPOTrainer._generate_single_turn = timed_generate
@@ -204,7 +207,7 @@ def child_trl(args) -> dict:
 
     callbacks = [Timer()]
     if args.mode == "tta":
-        evaluate = _evaluator(args, task, tok)
+        evaluate = _evaluator(args, task, tok, template, system)
         curve.append((0, evaluate(model)))
 
         class Eval(TrainerCallback):  # after Timer: evaluation is outside the step's time
@@ -234,7 +237,8 @@ def child_trl(args) -> dict:
         rows.append({"step_s": sum(step_times[cycle]), "gen_s": rollouts[i][0], "gen_tokens": rollouts[i][1],
                      "seq_tokens": rollouts[i][2], "reward": logs[i * args.mu]["reward"] if i * args.mu < len(logs) else None,
                      "accuracy": accuracy[i], "completion_len": rollouts[i][1] / (args.prompts * args.group),
-                     "own_step_time": sum(h.get("step_time", 0.0) for h in logs[cycle])})
+                     "own_step_time": sum(h.get("step_time", 0.0) for h in logs[cycle]), "lengths": rollouts[i][3],
+                     "equal_groups": equal_groups[i]})
     return {"steps": rows, "curve": curve, "params": _common.n_params(model), "threads": torch.get_num_threads()}
 
 
@@ -243,9 +247,9 @@ def child_trl(args) -> dict:
 
 
 def run_child(framework: str, mode: str, model_dir: Path, args, log_dir: Path) -> dict:
-    out = log_dir / f"{framework}-{mode}-{model_dir.name}-seed{args.seed}.json"
+    out = log_dir / f"{framework}-{mode}-{args.workload}-seed{args.seed}.json"
     cmd = [sys.executable, __file__, "--child", framework, "--mode", mode, "--model-dir", str(model_dir), "--result", str(out)]
-    for name in ("steps", "warmup", "prompts", "group", "max_new", "temperature", "mu", "beta", "lr", "micro", "seed",
+    for name in ("workload", "steps", "warmup", "prompts", "group", "max_new", "temperature", "mu", "beta", "lr", "micro", "seed",
                  "threads", "tta_every", "tta_eval_n", "train_all_rows"):
         value = getattr(args, name)
         if isinstance(value, bool):
@@ -259,7 +263,7 @@ def run_child(framework: str, mode: str, model_dir: Path, args, log_dir: Path) -
             cmd += [f"--{name.replace('_', '-')}", str(value)]
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
-    print(f"[{time.strftime('%H:%M:%S')}] {framework:5s} {mode:10s} {model_dir.name} seed {args.seed} ... ", end="", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {framework:5s} {mode:10s} {args.workload} seed {args.seed} ... ", end="", flush=True)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode != 0:
@@ -270,7 +274,10 @@ def run_child(framework: str, mode: str, model_dir: Path, args, log_dir: Path) -
 
 
 def summarise(result: dict, args, warmup: int, peak_gflops: float) -> dict:
+    import statistics
+
     rows = result["steps"][warmup:]
+    lengths = [n for r in rows for n in r["lengths"]]
     n = result["params"]
     step_s = sum(r["step_s"] for r in rows)
     gen_s = sum(r["gen_s"] for r in rows)
@@ -294,6 +301,10 @@ def summarise(result: dict, args, warmup: int, peak_gflops: float) -> dict:
                                / max(step_s - gen_s, 1e-9) / (peak_gflops * 1e9),
         "peak_rss_mb": result["peak_rss_mb"],
         "completion_len": sum(r["completion_len"] for r in rows) / len(rows),
+        "completion_len_sd": statistics.pstdev(lengths),
+        "completion_len_p10_p90": statistics.quantiles(lengths, n=10)[::8],
+        # TRL: counted from its rewards; r1lab: the rows it skipped (advantage 0, which is a group of equal rewards)
+        "equal_groups": (sum(r["equal_groups"] if "equal_groups" in r else 1 - r["trained_frac"] for r in rows) / len(rows)),
         "rewards": [r["reward"] for r in result["steps"]],
         "accuracy": [r["accuracy"] for r in result["steps"]],
         "params": n,
@@ -328,7 +339,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the ~2M model, a few steps, a short time-to-accuracy run (< 5 min)")
     ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--sizes", default=None, help="comma-separated from " + ",".join(_common.SIZES) + " (default 2M,10M; quick: 2M)")
+    ap.add_argument("--workloads", default=None, help="comma-separated from " + ",".join(workloads.WORKLOADS) +
+                    " (default: the family, " + ",".join(workloads.FAMILY) + "; quick: digits; all: every one)")
     ap.add_argument("--init", choices=["pretrained", "random"], default=None,
                     help="pretrained (default): tiny-world models pretrained by r1lab, built and cached on first use; "
                          "random: random init, whose completions all run to --max-new with reward 0 (quick: pretrained "
@@ -338,7 +350,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--group", type=int, default=8)
-    ap.add_argument("--max-new", type=int, default=64)
+    ap.add_argument("--max-new", type=int, default=None, help="new tokens at most (default: the workload's)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--mu", type=int, default=1)
     ap.add_argument("--beta", type=float, default=0.0)
@@ -357,6 +369,7 @@ def main():
     ap.add_argument("--child", choices=["r1lab", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="throughput", choices=["throughput", "tta"], help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--workload", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -366,7 +379,11 @@ def main():
         Path(args.result).write_text(json.dumps(result))
         return
 
-    sizes = (args.sizes or ("2M" if args.quick else "2M,10M")).split(",")
+    sizes = (args.workloads or ("digits" if args.quick else ",".join(workloads.FAMILY)))
+    sizes = list(workloads.WORKLOADS) if sizes == "all" else sizes.split(",")
+    unknown = [w for w in sizes if w not in workloads.WORKLOADS]
+    if unknown:
+        sys.exit(f"--workloads: unknown {', '.join(unknown)} (choose from {', '.join(workloads.WORKLOADS)})")
     args.steps = args.steps or (3 if args.quick else 8)
     args.tta_steps = args.tta_steps if args.tta_steps is not None else (10 if args.quick else 30)
     args.tta_eval_n = args.tta_eval_n or (50 if args.quick else 100)
@@ -386,37 +403,46 @@ def main():
     t_start = time.perf_counter()
     peak = _common.matmul_peak()
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads); load average {os.getloadavg()[0]:.2f}")
-    report = {"settings": {k: getattr(args, k) for k in ("prompts", "group", "max_new", "temperature", "mu", "beta", "lr",
+    report = {"settings": {k: getattr(args, k) for k in ("prompts", "group", "temperature", "mu", "beta", "lr",
                                                            "micro", "steps", "warmup", "seed", "threads", "train_all_rows")},
               "matmul_peak_gflops": [peak], "load_average_start": os.getloadavg()[0], "models": {}}
 
     if args.init is None:
-        cached = all(_common.pretrained_model_dir(size, build=False) for size in sizes)
+        cached = all(_common.pretrained_model_dir(workloads.WORKLOADS[w].size, build=False) for w in sizes
+                     if workloads.WORKLOADS[w].task == "tinyworld")
         args.init = "pretrained" if cached or not args.quick else "random"
         if args.init == "random":
             print("--quick: the pretrained models are not built yet, so random init (run once without --quick to build them)")
     report["settings"]["init"] = args.init
     raw = {}
+    if args.init == "random" and any(workloads.WORKLOADS[w].task != "tinyworld" for w in sizes):
+        sys.exit("--init random is for the tinyworld workloads (a random digits model never writes an answer)")
+    max_new = args.max_new
     for size in sizes:
+        w = workloads.WORKLOADS[size]
         if args.init == "pretrained":
-            model_dir = _common.pretrained_model_dir(size)
+            model_dir = workloads.model_dir(size)
         else:
-            model_dir = _common.make_model_dir(size, work / f"model-{size}", seed=args.seed)
+            model_dir = _common.make_model_dir(w.size, work / f"model-{w.size}", seed=args.seed)
         raw[size] = {}
+        run_args = argparse.Namespace(**{**vars(args), "workload": size, "max_new": max_new or w.max_new})
         for fw in frameworks:
-            raw[size][fw] = run_child(fw, "throughput", model_dir, args, work)
+            raw[size][fw] = run_child(fw, "throughput", model_dir, run_args, work)
             report["matmul_peak_gflops"].append(_common.matmul_peak())  # the load on the machine may change
     # The fractions use the highest peak measured in the run: under a changing load that is the
     # conservative choice (a peak measured in a busy moment would flatter every fraction).
     peak = report["matmul_peak"] = max(report["matmul_peak_gflops"])
     report["models"] = {size: {fw: summarise(res, args, args.warmup, peak) for fw, res in runs.items()} for size, runs in raw.items()}
+    report["workloads"] = {size: {**asdict(workloads.WORKLOADS[size]), "max_new": max_new or workloads.WORKLOADS[size].max_new}
+                           for size in sizes}
 
     base = _common.base_model_dir()
     if args.tta_steps and base is None:
         print("time-to-accuracy: skipped, no pretrained tiny-world base in the cache (run `r1lab run r1-zero` once)")
     elif args.tta_steps:
         seeds = [args.seed + i for i in range(args.tta_seeds)]
-        tta = {fw: [run_child(fw, "tta", base, argparse.Namespace(**{**vars(args), "seed": seed}), work) for seed in seeds]
+        tta_args = {**vars(args), "workload": "tinyworld-base", "max_new": max_new or workloads.WORKLOADS["tinyworld-base"].max_new}
+        tta = {fw: [run_child(fw, "tta", base, argparse.Namespace(**{**tta_args, "seed": seed}), work) for seed in seeds]
                for fw in frameworks}
         base_p = tta[frameworks[0]][0]["curve"][0][1]  # the same model and evaluator for every run
         threshold = args.tta_threshold if args.tta_threshold is not None else round(base_p + 0.10, 3)
@@ -442,6 +468,8 @@ def main():
     report["wall_seconds"] = time.perf_counter() - t_start
     _headline(report, sizes, frameworks)
     print_table(report, sizes, frameworks)
+    if frameworks == ["r1lab", "trl"]:
+        print_family(report, sizes)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
@@ -470,6 +498,8 @@ def _headline(report: dict, sizes: list[str], frameworks: list[str]) -> None:
                           "peak_fraction_trl": report["models"][s]["trl"]["peak_fraction"],
                           "work_fraction_r1lab": report["models"][s]["r1lab"]["work_fraction"]} for s in sizes},
     })
+    ratios = [m["speedup_step"] for m in report["per_model"].values()]
+    report["speedup_step_range"] = [min(ratios), max(ratios)]
     tta = report.get("time_to_accuracy")
     if tta:  # the pretrained base: completions that end (EOS) at different lengths, as in real runs
         report["base_speedup_step"] = tta["trl"]["s_per_step"] / tta["r1lab"]["s_per_step"]
@@ -478,10 +508,26 @@ def _headline(report: dict, sizes: list[str], frameworks: list[str]) -> None:
         report["tta_seconds_r1lab"], report["tta_seconds_trl"] = tta["r1lab"]["seconds_to_threshold"], tta["trl"]["seconds_to_threshold"]
 
 
+def print_family(report: dict, sizes: list[str]) -> None:
+    """One line per workload (bench/README.md's family table): what varies, and r1lab against TRL."""
+    print("\n| workload | params | vocabulary | completion length (mean, sd) | equal groups (r1lab) | s/step r1lab / TRL | "
+          "speedup | rollout speedup | generation % of peak r1lab / TRL | update % of peak r1lab / TRL |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        r, t, w = report["models"][size]["r1lab"], report["models"][size]["trl"], report["workloads"][size]
+        print(f"| {size} | {r['params'] / 1e6:.2f}M | {w['vocab'] if w['task'] == 'digits' else 438} | "
+              f"{r['completion_len']:.1f}, {r['completion_len_sd']:.1f} | {r['equal_groups']:.0%} | "
+              f"{r['s_per_step']:.3f} / {t['s_per_step']:.3f} | **{t['s_per_step'] / r['s_per_step']:.2f}x** | "
+              f"{r['rollout_tok_s'] / t['rollout_tok_s']:.2f}x | {r['gen_peak_fraction']:.0%} / {t['gen_peak_fraction']:.0%} | "
+              f"{r['train_peak_fraction']:.0%} / {t['train_peak_fraction']:.0%} |")
+    lo, hi = report["speedup_step_range"]
+    print(f"\nr1lab's step is {lo:.2f}x to {hi:.2f}x faster than TRL's over these workloads")
+
+
 def print_table(report: dict, sizes: list[str], frameworks: list[str]) -> None:
     both = frameworks == ["r1lab", "trl"]
     s = report["settings"]
-    print(f"\n{s['prompts']} prompts x {s['group']} completions, <= {s['max_new']} new tokens, T={s['temperature']}, "
+    print(f"\n{s['prompts']} prompts x {s['group']} completions, T={s['temperature']}, "
           f"mu={s['mu']}, beta={s['beta']}, fp32; {s['steps']} timed steps after {s['warmup']} warm-up; matmul peak "
           f"{report['matmul_peak']:.1f} GFLOP/s (highest of {len(report['matmul_peak_gflops'])} measured); load average {report['load_average_start']:.2f} -> {report['load_average_end']:.2f}")
     rows = [("s/step", "s_per_step", ".3f", True), ("  of which sampling (s)", "gen_s_per_step", ".3f", True),
@@ -489,11 +535,14 @@ def print_table(report: dict, sizes: list[str], frameworks: list[str]) -> None:
             ("peak RSS (MB)", "peak_rss_mb", ",.0f", True), ("fraction of matmul peak", "peak_fraction", ".1%", False),
             ("  sampling phase", "gen_peak_fraction", ".1%", False), ("  training phase", "train_peak_fraction", ".1%", False),
             ("useful work / peak", "work_fraction", ".1%", False), ("rows trained", "trained_frac", ".1%", None),
-            ("mean completion length", "completion_len", ".1f", None)]
+            ("mean completion length", "completion_len", ".1f", None), ("  its standard deviation", "completion_len_sd", ".1f", None),
+            ("groups with equal rewards", "equal_groups", ".1%", None)]
     for size in sizes:
         res = report["models"][size]
         n = res[frameworks[0]]["params"]
-        print(f"\n{size} model ({n / 1e6:.2f}M parameters, {s['init']} init)")
+        w = report["workloads"][size]
+        shape = f"hidden {w['hidden']}, vocabulary {w['vocab']}" if w["task"] == "digits" else f"tiny world {w['size']}"
+        print(f"\n{size} ({shape}, {n / 1e6:.2f}M parameters, {s['init']} init, <= {w['max_new']} new tokens)")
         print(f"  {'':26s}" + "".join(f"{fw:>12s}" for fw in frameworks) + ("   r1lab/TRL" if both else ""))
         for label, key, spec, lower_better in rows:
             vals = [res[fw][key] for fw in frameworks]

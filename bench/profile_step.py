@@ -1,6 +1,7 @@
 """Where r1lab's GRPO step spends its time: rollout, training batch, update (and optionally a torch.profiler table).
 
-    python bench/profile_step.py --size 2M --steps 3 [--profiler] [--model DIR] [--root DIR]
+    python bench/profile_step.py --workload digits --steps 3 [--profiler] [--root DIR]
+    python bench/profile_step.py --size 2M [--model DIR]     # a random-init tiny-world model of --size, or DIR
 
 --root runs another checkout's r1lab (e.g. the code before a change) on the same model and prompts.
 """
@@ -19,11 +20,12 @@ from _common import make_model_dir, n_params
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", default=None, help="a workload of bench/workloads.py (its model, task and max new tokens)")
     ap.add_argument("--size", default="2M")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--group", type=int, default=8)
-    ap.add_argument("--max-new", type=int, default=64)
+    ap.add_argument("--max-new", type=int, default=None, help="default: the workload's, else 64")
     ap.add_argument("--profiler", action="store_true")
     ap.add_argument("--model", default=None, help="a model directory instead of a random-init --size model (whose "
                     "rewards are all 0, so no row is trained: pass a pretrained one to profile the update)")
@@ -45,14 +47,20 @@ def main():
     from r1lab.rl.batch import Batch
     from r1lab.rl.rollouts import PromptStream, sample_step
     from r1lab.rl.step import score, update
-    from r1lab.tinyworld.problems import TinyWorldTask
+    import workloads
 
     print("r1lab from", r1lab.__file__)
 
-    d = Path(args.model) if args.model else make_model_dir(args.size, Path(tempfile.gettempdir()) / f"r1lab-bench-{args.size}")
+    w = workloads.WORKLOADS[args.workload or "tinyworld-2M"]
+    if args.workload:
+        d = workloads.model_dir(args.workload)
+    else:
+        d = Path(args.model) if args.model else make_model_dir(args.size, Path(tempfile.gettempdir()) / f"r1lab-bench-{args.size}")
+    args.max_new = args.max_new or (w.max_new if args.workload else 64)
     model, tok = load_model(str(d), device="cpu", dtype="fp32")
     N = n_params(model)
-    task = TinyWorldTask("tinyworld")
+    task = workloads.make_task(w)
+    template, system = workloads.template(w)
     cfg = RLConfig(prompts_per_step=args.prompts, group_size=args.group, sampling=SamplingConfig(max_new_tokens=args.max_new))
     rewards_fn = Rewards(cfg.rewards, task, cfg.general_rewards)
     stream = PromptStream(task.examples("train"), 0)
@@ -62,7 +70,7 @@ def main():
     model.train()
 
     def prompt_of(e):
-        return apply_template(e.prompt, "r1-zero", tok, "")
+        return apply_template(e.prompt, template, tok, system)
 
     for step in range(args.steps + 1):
         prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profiler and step == args.steps else None

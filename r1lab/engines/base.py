@@ -65,6 +65,7 @@ class Engine(Protocol):
     tokenizer: object
     pad_id: int
     exact_logprobs: bool  # its log-probs are the trainer's (same weights, same kernels): no mismatch to correct
+    in_process: bool  # it computes in this process (the torch engine), not in workers of its own (vLLM)
 
     def generate(self, prompts: list[str], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
         """n completions per prompt with these sampling settings (temperature, top_p, top_k, max_new_tokens, stop).

@@ -29,6 +29,7 @@ from r1lab.models import autocast, cache_of, with_cache
 class TorchEngine:
     """The sampler for any HF causal LM in this process (CPU or GPU); the fast path where it applies."""
 
+    in_process = True
     exact_logprobs = True  # the trainer's own weights and arithmetic: its log-probs are the old log-probs
 
     def __init__(self, model, tokenizer, seed: int = 0, fast: bool = True):

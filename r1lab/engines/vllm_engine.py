@@ -27,6 +27,7 @@ from r1lab.engines.base import Rollout
 
 
 class VLLMEngine:
+    in_process = False
     exact_logprobs = False  # its log-probs come from other kernels than the trainer's
 
     def __init__(self, model, tokenizer, seed: int = 0, gpu_memory_utilization: float = 0.3, sleep: bool = False):

@@ -41,6 +41,7 @@ from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
+from r1lab.threads import ThreadFit
 
 
 def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, engine, template: str,
@@ -101,17 +102,20 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     def prompt_of(example) -> str:
         return render_prompt(example, template, tokenizer, system)
 
+    fit_threads = ThreadFit(enabled=weights.device.type == "cpu" and getattr(engine, "in_process", False))
     with progress_bar(f"{stage}: {cfg.algorithm}", cfg.steps) as bar:
         bar(start)
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.time()
             rewards_fn.trainer_state = TrainerState(global_step=step - 1, max_steps=cfg.steps)
+            fit_threads()
             seen, train, stats = sample_step(engine, stream, rewards_fn, prompt_of, cfg, algorithm.resample_zero_spread)
             t_gen = time.time() - t0
             # non-finite rewards on any rank: no update at all this step (divergence guard)
             problem = "; ".join(filter(None, dist.all_gather_objects(step_problem({}, train.rewards) if train is not None else "")))
             if train is not None and not problem:  # None: dapo found no group with reward spread, nothing to learn from
                 batch = Batch.from_rollout(train.rollout, train.rewards, engine.pad_id)
+                stats["threads"] = fit_threads()
                 stats |= rl_step(trainee, opt, batch, cfg, ref=ref, value_model=value_model)
                 dist.copy_weights(trainee, policy)
                 problem = step_problem(stats)  # stats are every rank's: the ranks agree
