@@ -35,6 +35,8 @@ def test_shipped_specs_load_and_bad_ones_are_named(tmp_path):
     spec = load_spec("ppo-vs-grpo", ["rl.steps=5"])
     assert list(spec.variants) == ["grpo", "ppo-lam0.95", "ppo-lam1.0"] and spec.overrides[-1] == "rl.steps=5"
     assert load_spec("cartpole").kind == "control" and "dapo" in load_spec("grpo-family").variants
+    aha = load_spec("aha-ablation")
+    assert aha.metric == "eval_pass@1" and aha.variants["no-careful-styles"] == ["pretrain.careful_styles=false"]
     with pytest.raises(ValueError, match="unknown comparison 'nope'"):
         load_spec("nope")
     bad = tmp_path / "bad.yaml"

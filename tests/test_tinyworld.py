@@ -130,3 +130,26 @@ def test_pretrain_saves_a_whole_model_once(tmp_path):
     assert pretrain(cfg, out) == out and (out / "r1lab.json").stat().st_mtime_ns == written  # finished: reused
     model, tokenizer = load_model(str(out), device="cpu")
     assert model.config.num_hidden_layers == 1 and tokenizer.tokenize("<think>") == ["<think>"]
+
+
+@pytest.mark.parametrize("kind", ["arithmetic", "countdown"])
+def test_corpus_without_careful_styles(kind):
+    """The aha-ablation's corpus: no solution checks, redoes or searches on; the other styles keep their shares."""
+    rng = random.Random(3)
+    with_careful = [worked_solution(rng, sample_problem(rng, kind)) for _ in range(800)]
+    without = [worked_solution(rng, sample_problem(rng, kind), careful_styles=False) for _ in range(800)]
+    assert all(format_reward(r) == 1.0 for r in without)
+    assert not any(mark in r for r in without for mark in ("wait, recheck", " check ", "再算", "验算"))
+    assert any("wait, recheck" in r for r in with_careful)
+    if kind == "countdown":  # searches: only the impatient one or two tries are left
+        assert max(r.count("try ") for r in without) <= 2 < max(r.count("try ") for r in with_careful)
+    mean_len = lambda rs: sum(map(len, rs)) / len(rs)  # noqa: E731
+    assert mean_len(without) < mean_len(with_careful)
+
+
+def test_careful_styles_flag_keys_its_own_base_only():
+    from r1lab.tinyworld.build import cache_dir
+
+    default = cache_dir(PretrainConfig())
+    assert cache_dir(PretrainConfig(careful_styles=True)) == default  # bases built before the flag stay cached
+    assert cache_dir(PretrainConfig(careful_styles=False)) != default

@@ -24,6 +24,8 @@ class PretrainConfig(Strict):
     batch_size: int = Field(32, gt=0)
     steps: int = Field(800, gt=0)
     lr: float = Field(5e-3, gt=0)
+    careful_styles: bool = Field(True, description="the corpus holds the long, careful worked solutions (those that "
+                                 "check, redo or keep searching); false drops them: the aha-ablation's base")
 
     @model_validator(mode="after")
     def _heads_divide(self):

@@ -41,7 +41,7 @@ def corpus(cfg, task: TinyWorldTask) -> list[str]:
     for i in range(cfg.corpus_docs):
         ex = general[i % len(general)] if rng.random() < GENERAL_SHARE else train[i % len(train)]
         prompt = apply_template(ex.prompt, "r1-zero", system=SYSTEM)
-        response = worked_solution(rng, ex)
+        response = worked_solution(rng, ex, cfg.careful_styles)
         assert response.startswith(THINK)
         docs.append(prompt + response[len(THINK):] + EOS)
     return docs
@@ -96,7 +96,9 @@ def build_model(cfg, vocab_size: int):
 
 
 def cache_dir(cfg) -> Path:
-    made_by = {**cfg.model_dump(), "world": WORLD_VERSION}  # bump WORLD_VERSION when building changes
+    # Bump WORLD_VERSION when building changes. careful_styles is keyed only when off, so the bases built
+    # before it existed (with every style) stay cached.
+    made_by = {**cfg.model_dump(exclude=set() if not cfg.careful_styles else {"careful_styles"}), "world": WORLD_VERSION}
     key = hashlib.sha256(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / f"tinyworld-{key}"
 

@@ -32,6 +32,9 @@ from r1lab.data.example import Example, Task
 # RL has a behaviour to select: think instead of guess (and, in countdown, keep searching).
 ARITH_STYLES = {"guess": 0.55, "slip": 0.12, "careful": 0.12, "verify": 0.10, "catch": 0.11}
 COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.25, "search": 0.20, "catch": 0.15}
+# The long, careful styles: they check, redo or keep searching. pretrain.careful_styles=false drops them
+# from the corpus (`r1lab compare aha-ablation`: does RL's growth come from selecting them?).
+CAREFUL_STYLES = ("verify", "catch", "search")
 # Bump when problems or solutions change: the cached base models are keyed on it.
 WORLD_VERSION = 6
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -234,16 +237,21 @@ def mix_language(rng: random.Random, thinking: str) -> str:
     return _WORDS.sub(swap, thinking)
 
 
-def worked_solution(rng: random.Random, example: Example) -> str:
-    """The response a document of the corpus shows for `example`: '<think> … </think> <answer> … </answer>'."""
+def worked_solution(rng: random.Random, example: Example, careful_styles: bool = True) -> str:
+    """The response a document of the corpus shows for `example`: '<think> … </think> <answer> … </answer>'.
+    careful_styles=False: never one of CAREFUL_STYLES (the other styles keep their relative shares)."""
     kind = example.meta["kind"]
     if kind == "general":
         return f"<think> </think> <answer> {example.answer} </answer>"
+
+    def styles(shares: dict[str, float]) -> dict[str, float]:
+        return shares if careful_styles else {k: v for k, v in shares.items() if k not in CAREFUL_STYLES}
+
     if kind == "arithmetic":
-        style = _pick(rng, ARITH_STYLES)
+        style = _pick(rng, styles(ARITH_STYLES))
         thinking, answer = arithmetic_solution(rng, example.meta["steps"], style)
     else:
-        style = _pick(rng, COUNTDOWN_STYLES)
+        style = _pick(rng, styles(COUNTDOWN_STYLES))
         thinking, answer = countdown_solution(rng, example.meta["numbers"], example.meta["target"], style)
     if rng.random() < MIXED_SHARE[style]:
         thinking = mix_language(rng, thinking)

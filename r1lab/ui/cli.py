@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     ctl.add_argument("overrides", nargs="*", help="ControlConfig fields (r1lab/config/control.py), e.g. seed=1 lr=3e-4 group_size=16")
 
     cmp = sub.add_parser("compare", help="run variants (algorithms, settings) on the same task, seed and budget; one overlaid report")
-    cmp.add_argument("spec", help="comparison name (ppo-vs-grpo, grpo-family, cartpole) or path to a YAML spec")
+    cmp.add_argument("spec", help="comparison name (ppo-vs-grpo, grpo-family, cartpole, aha-ablation) or path to a YAML spec")
     cmp.add_argument("--out", required=True, help="directory: one run directory per variant, compare.json, report.html")
     cmp.add_argument("overrides", nargs="*", help="field=value settings for every variant, e.g. rl.steps=50")
 
