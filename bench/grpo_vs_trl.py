@@ -151,7 +151,8 @@ def child_r1lab(args) -> dict:
         metrics = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     rows = [{"step_s": m["step_time"], "gen_s": g, "gen_tokens": gt, "seq_tokens": st, "reward": m["reward"],
              "accuracy": m.get("accuracy"), "completion_len": m["completion_len_mean"], "gen_run_tokens": gr,
-             "train_run_tokens": m.get("tokens_trained", 0), "trained_frac": m.get("trained_frac"), "lengths": lengths}
+             "train_run_tokens": m.get("tokens_trained", 0), "trained_frac": m.get("trained_frac"), "lengths": lengths,
+             "threads": m.get("threads")}
             for m, (g, gt, st, gr, lengths) in zip(metrics, rollouts)]
     return {"steps": rows, "curve": curve, "params": _common.n_params(model), "threads": torch.get_num_threads()}
 
