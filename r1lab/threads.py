@@ -2,8 +2,8 @@
 
 Why: torch's CPU ops end with a barrier of its OpenMP threads. When another busy process shares the cores,
 one of our threads is often descheduled at that barrier and the others wait (spinning first) until the
-scheduler brings it back, once per op: a GRPO step of a few thousand small ops went from 1.1 s to 6 s
-median, 27 s at worst, beside one other 2-thread job on 2 cores (bench/README.md, "Under a busy machine").
+scheduler brings it back, once per op: a GRPO step of a few thousand small ops went from 0.96 s to 4.1 s
+median, 6.2 s at worst, beside one other 2-thread job on 2 cores (bench/README.md, "Under a busy machine").
 One thread per free core has no barrier to wait at.
 
 `ThreadFit()` is called between phases of work (the RL loop: before sampling, before the update). It
@@ -11,10 +11,10 @@ reads how much CPU time the machine spent outside this process since the last ca
 this process's own time, its idle spinning threads included) and sets torch's threads to the cores left:
 the starting count on a quiet machine, fewer (at least 1) beside busy processes, back up when they end.
 
-It leaves the threads alone when the user chose them (OMP_NUM_THREADS or R1LAB_THREADS set; a count of 1
-set with torch.set_num_threads), where /proc/stat cannot be read, and where it is not `enabled` (the RL loop:
-a model on a GPU, or an engine in a process of its own, vLLM, whose work would look like a competitor's).
-R1LAB_THREADS=fixed turns it off; a number fixes the count.
+It leaves the threads alone when the user chose them (OMP_NUM_THREADS=N, which torch honours everywhere, or
+R1LAB_THREADS=fixed, which keeps torch's default count), when there is one thread to start with, where
+/proc/stat cannot be read, and where it is not `enabled` (the RL loop: a model on a GPU, or an engine in a
+process of its own, vLLM, whose work would look like a competitor's).
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ class ThreadFit:
     def __init__(self, enabled: bool = True):
         self.max_threads = torch.get_num_threads()
         self.cores = _cores()
-        setting = os.environ.get("R1LAB_THREADS", "").strip()
-        if setting.isdigit() and int(setting) > 0:
-            torch.set_num_threads(int(setting))
-            self.max_threads = int(setting)
-        chosen = setting or os.environ.get("OMP_NUM_THREADS")
+        setting = os.environ.get("R1LAB_THREADS")
+        if setting not in (None, "", "fixed"):
+            raise ValueError(f"R1LAB_THREADS={setting!r}: its one value is 'fixed' (keep torch's thread count); "
+                             "to choose the count, set OMP_NUM_THREADS=N")
+        chosen = setting == "fixed" or os.environ.get("OMP_NUM_THREADS")
         self.enabled = enabled and not chosen and self.max_threads > 1 and _busy_seconds() is not None
         self.others, self.history = 0.0, []
         self._last = self._sample()
