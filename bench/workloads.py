@@ -201,31 +201,19 @@ def _pretrain_digits(w: Workload, out: Path) -> None:
 
 
 def _train(model, tok, steps: int, lr: float, warmup: int = 20) -> float:
-    """Next-token loss on the digits corpus's worked solutions (the prompt's tokens are not predicted)."""
-    import torch
-
-    from r1lab.optim import lr_lambda
-    from r1lab.tinyworld.build import _lm_loss, pack
+    """Next-token loss on the digits corpus's worked solutions (the prompt's tokens are not predicted), with
+    the tiny world's pretraining loop."""
+    from r1lab.tinyworld.build import pack, train_lm
 
     docs = [ex.prompt + worked(*_operands(ex))[len(THINK):] + EOS for ex in DigitsTask().examples("train")]
     blocks, labels = pack(tok(docs)["input_ids"], tok.convert_tokens_to_ids(THINK), 128)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, steps, 0.1, "ramped_cosine"))
-    gen = torch.Generator().manual_seed(0)
     t0 = time.time()
-    model.train()
-    for step in range(steps):
-        rows = torch.randint(0, len(blocks), (32,), generator=gen)
-        loss = _lm_loss(model, blocks[rows], labels[rows])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+
+    def report(step: int, loss: float) -> None:
         if step % 100 == 0 or step == steps - 1:
-            print(f"  step {step}: loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
-    model.eval()
-    return loss.item()
+            print(f"  step {step}: loss {loss:.3f} ({time.time() - t0:.0f}s)", flush=True)
+
+    return train_lm(model, blocks, labels, steps=steps, lr=lr, batch_size=32, warmup=warmup, on_step=report)
 
 
 TUNE_STEPS = 60  # a grown vocabulary: steps of the digits corpus that push the new tokens down (see _grow)

@@ -117,29 +117,37 @@ def pretrain(cfg, out: Path | None = None) -> Path:
     tokenizer = train_tokenizer(docs, cfg.vocab_size)
     model = build_model(cfg, len(tokenizer))
     blocks, labels = pack(tokenizer(docs)["input_ids"], tokenizer.convert_tokens_to_ids(THINK), cfg.max_len)
-    n_blocks = len(blocks)
-
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    steps = cfg.steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(max(1, steps // 20), steps, 0.1, "ramped_cosine"))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    with progress_bar(f"pretraining tiny model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", steps) as bar:
-        for step in range(steps):
-            rows = torch.randint(0, n_blocks, (cfg.batch_size,), generator=gen)
-            loss = _lm_loss(model, blocks[rows], labels[rows])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            bar(loss=f"{loss.item():.3f}")
-    model.eval()
+    with progress_bar(f"pretraining tiny model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", cfg.steps) as bar:
+        loss = train_lm(model, blocks, labels, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size,
+                        warmup=max(1, cfg.steps // 20), seed=cfg.seed, on_step=lambda step, loss: bar(loss=f"{loss:.3f}"))
     meta = {"built_by": "r1lab pretrain", "world_version": WORLD_VERSION,
             "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
-            "final_loss": round(loss.item(), 4), "template": "r1-zero", "system": SYSTEM}
+            "final_loss": round(loss, 4), "template": "r1-zero", "system": SYSTEM}
     return save_model(model, tokenizer, out, meta)  # atomic: `out` (with its r1lab.json) is whole or absent
+
+
+def train_lm(model, blocks: torch.Tensor, labels: torch.Tensor, *, steps: int, lr: float, batch_size: int, warmup: int,
+             seed: int = 0, on_step=None) -> float:
+    """Next-token training on packed blocks (from `pack`): AdamW (0.9, 0.95, weight decay 0.1), a ramped cosine
+    to 10% of `lr`, gradients clipped at 1, `batch_size` random blocks a step. on_step(step, loss) after each
+    step. Leaves the model in eval mode; returns the last loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, steps, 0.1, "ramped_cosine"))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        rows = torch.randint(0, len(blocks), (batch_size,), generator=gen)
+        loss = _lm_loss(model, blocks[rows], labels[rows])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if on_step is not None:
+            on_step(step, loss.item())
+    model.eval()
+    return loss.item()
 
 
 def pack(docs: list[list[int]], think_id: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
