@@ -26,7 +26,7 @@ SIZES = {
 # Pretraining budgets of the benchmark's pretrained models: r1lab's own tiny-world pretraining (cached
 # like the demo's base; "1M" is the demo's base itself). Enough to learn the format and to end with EOS,
 # so completions stop at different lengths and rewards differ within groups, as in real runs.
-PRETRAIN = {"1M": dict(steps=800), "2M": dict(steps=500), "10M": dict(steps=160, lr=3e-3), "50M": dict(steps=100, lr=2e-3)}
+PRETRAIN = {"1M": dict(steps=1600), "2M": dict(steps=500), "10M": dict(steps=160, lr=3e-3), "50M": dict(steps=100, lr=2e-3)}
 
 
 def pretrained_model_dir(size: str, build: bool = True) -> Path | None:

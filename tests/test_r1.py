@@ -105,7 +105,7 @@ def test_task_names_pick_kinds():
 
 def test_language_mixing_is_one_choice_per_document_and_favours_careful_styles():
     rng = random.Random(3)
-    mixed_by_guessing = {True: [], False: []}
+    mixed_by_guessing, mixed_shares = {True: [], False: []}, []
     for _ in range(3000):
         ex = sample_problem(rng, rng.choice(["arithmetic", "countdown"]))
         response = worked_solution(rng, ex)
@@ -115,13 +115,15 @@ def test_language_mixing_is_one_choice_per_document_and_favours_careful_styles()
         mixed = share is not None and share < 1.0
         if mixed:
             assert words[0] in CHINESE.values(), thinking  # the choice shows at the first word
-            assert share < 0.6  # and most words follow it
-        guessing = "it is about" in thinking or "maybe" in thinking or "大约是" in thinking or "也许" in thinking
+            mixed_shares.append(share)
+        guessing = (any(w in thinking for w in ("is about", "大约是", "maybe", "也许"))
+                    and not any(w in thinking for w in ("check", "验算")))  # an estimate left unchecked
         if share is not None:
             mixed_by_guessing[guessing].append(mixed)
+    assert sum(mixed_shares) / len(mixed_shares) < 0.3  # and most words follow it (a short one may not)
     rate = {g: sum(v) / len(v) for g, v in mixed_by_guessing.items()}
     assert rate[True] == pytest.approx(MIXED_SHARE["guess"], abs=0.04)
-    assert rate[False] > 0.3  # working docs mix more: accuracy-only RL drifts toward mixing
+    assert rate[False] > rate[True] + 0.08  # working docs mix more: accuracy-only RL drifts toward mixing
 
 
 # ---------------------------------------------------------------- rewards for all-scenario RL

@@ -53,11 +53,11 @@ def test_full_report(run_dir):
     with pytest.warns(UserWarning, match=r"metrics.jsonl:21"):
         out = write_report(run_dir)
     assert out == run_dir / "report.html"
-    for name in ("reward", "accuracy", "length", "reflection", "health"):
+    for name in ("reward", "accuracy", "length", "reflection", "r1-zero", "health"):
         data = (run_dir / "plots" / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
     page = out.read_text()
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6
     assert "tinyworld-r1zero" in page and "tiny-llama" in page
     for number in ("0.125", "0.6875", "0.7188", "64", "0.98"):
         assert f"<td>{number}</td>" in page
@@ -153,6 +153,19 @@ def test_aha_sample_is_the_first_self_correction_that_ends_right():
     assert aha_sample(samples)["step"] == 7  # by step, not by order in the file
     assert aha_sample(samples[:5])["step"] == 9
     assert aha_sample(samples[:4]) is None
+
+
+def test_a_rejected_estimate_corrected_by_an_honest_check_is_an_aha():
+    """World v8's aha: the first estimate is wrong, the check shows it (every equation right), then the
+    response tries again and ends on another answer."""
+    aha = (" x is about 6. check 7 * 6 = 42, 42 + 23 = 65, not 72, too small. wait, try 7: 7 * 7 = 49, 49 + 23 = 72 ok."
+           " </think> <answer> 7 </answer>")
+    mixed = aha.replace("x is about", "x大约是").replace("check", "验算").replace("wait", "等等")
+    dishonest = aha.replace("42 + 23 = 65", "42 + 23 = 61")  # the check that rejected 6 was itself wrong
+    lucky = " x is about 6. 7 * 6 = 42, 42 + 23 = 65. </think> <answer> 7 </answer>"  # no re-check between
+    first_right = " x is about 7. check 7 * 7 = 49, 49 + 23 = 72 ok. </think> <answer> 7 </answer>"
+    assert corrects_itself(aha) and corrects_itself(mixed)
+    assert not corrects_itself(dishonest) and not corrects_itself(lucky) and not corrects_itself(first_right)
 
 
 def test_fastest_rise_is_where_the_smoothed_curve_climbs_most():

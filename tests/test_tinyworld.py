@@ -1,5 +1,6 @@
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -37,13 +38,35 @@ def test_countdown_verifier():
     assert score("9" * 5000, ex) == 0.0 and score(None, ex) == 0.0
 
 
-def test_arithmetic_values_stay_two_digit_and_answers_check():
+def test_arithmetic_problems_are_solved_by_their_x_and_checks_end_right():
     rng = random.Random(1)
+    kinds = set()
     for _ in range(2000):
-        question, steps = arithmetic_problem(rng)
-        assert all(0 <= result <= 99 for *_, result in steps), question
-        thinking, answer = arithmetic_solution(rng, steps, "careful")
-        assert answer == steps[-1][3]
+        question, (a, op, b, c, x) = arithmetic_problem(rng)
+        assert question == f"Solve {a} * x {op} {b} = {c}" and 1 <= x <= 9 and 10 <= c <= 99
+        assert (a * x + b if op == "+" else a * x - b) == c
+        thinking, answer = arithmetic_solution(rng, (a, op, b, c, x), "check")
+        assert answer == x and thinking.endswith(" ok.")  # a check style always ends on a check that holds
+        kinds.add(op)
+        for step in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", thinking):  # every equation it writes is right
+            assert eval(" ".join(step[:3])) == int(step[3]), thinking
+    assert kinds == {"+", "-"}
+
+
+def test_arithmetic_styles_differ_only_in_whether_they_check():
+    """The guess and the impatient check stop at the estimate; the check style corrects a wrong one."""
+    rng = random.Random(5)
+    for _ in range(300):
+        _, parts = arithmetic_problem(rng)
+        state = rng.getstate()
+        guess = arithmetic_solution(rng, parts, "guess")
+        rng.setstate(state)
+        impatient = arithmetic_solution(rng, parts, "impatient")
+        rng.setstate(state)
+        check = arithmetic_solution(rng, parts, "check")
+        assert guess[1] == impatient[1]  # the same estimate, answered
+        if guess[1] != parts[-1]:
+            assert impatient[0].endswith("give up.") and "wait, try" in check[0] and check[1] == parts[-1]
 
 
 @pytest.mark.parametrize("kind, styles", [("arithmetic", ARITH_STYLES), ("countdown", COUNTDOWN_STYLES)])
@@ -55,10 +78,11 @@ def test_corpus_is_imperfect_but_well_formed(kind, styles):
         response = worked_solution(rng, ex)
         assert format_reward(response) == 1.0
         scores.append(score(extract_answer(response), ex))
-        reflective += "wait, recheck" in response
+        reflective += " check " in response or " wait" in response
     accuracy = sum(scores) / len(scores)
     assert 0.2 < accuracy < 0.7, accuracy  # partly right: RL has behaviour to select for
-    assert reflective > 50  # some solutions catch their own slip
+    if kind == "arithmetic":
+        assert 50 < reflective < 600  # some solutions check; most do not
 
 
 def test_test_split_is_fixed_and_never_in_train_or_corpus():
@@ -88,20 +112,9 @@ def test_pack_keeps_documents_whole_and_labels_responses():
 def test_tokenizer_keeps_digits_apart():
     docs = corpus(PretrainConfig(corpus_docs=300), TinyWorldTask("tinyworld", train_size=300, test_size=10))
     tok = train_tokenizer(docs, 320)
-    pieces = tok.convert_ids_to_tokens(tok("Compute 47 + 85 = 132")["input_ids"])
+    pieces = tok.convert_ids_to_tokens(tok("Solve 47 + 85 = 132")["input_ids"])
     assert [p for p in pieces if any(c.isdigit() for c in p)] == ["Ġ4", "7", "Ġ8", "5", "Ġ1", "3", "2"]
     assert tok.decode(tok(docs[0])["input_ids"]) == docs[0]
-
-
-def test_arithmetic_question_means_what_its_steps_compute():
-    """The question, read with normal precedence, equals the answer the steps chain to."""
-    rng = random.Random(4)
-    products = 0
-    for _ in range(3000):
-        question, steps = arithmetic_problem(rng)
-        products += "*" in question
-        assert eval(question.removeprefix("Compute ")) == steps[-1][3], question  # only digits, + - * ( )
-    assert products > 50
 
 
 def test_cache_key_follows_config_and_world_version(monkeypatch, tmp_path):
@@ -139,8 +152,9 @@ def test_corpus_without_careful_styles(kind):
     with_careful = [worked_solution(rng, sample_problem(rng, kind)) for _ in range(800)]
     without = [worked_solution(rng, sample_problem(rng, kind), careful_styles=False) for _ in range(800)]
     assert all(format_reward(r) == 1.0 for r in without)
-    assert not any(mark in r for r in without for mark in ("wait, recheck", " check ", "再算", "验算"))
-    assert any("wait, recheck" in r for r in with_careful)
+    assert not any(mark in r for r in without for mark in ("wait, try", "等等"))
+    if kind == "arithmetic":
+        assert any("wait, try" in r for r in with_careful)
     if kind == "countdown":  # searches: only the impatient one or two tries are left
         assert max(r.count("try ") for r in without) <= 2 < max(r.count("try ") for r in with_careful)
     mean_len = lambda rs: sum(map(len, rs)) / len(rs)  # noqa: E731
@@ -153,3 +167,45 @@ def test_careful_styles_flag_keys_its_own_base_only():
     default = cache_dir(PretrainConfig())
     assert cache_dir(PretrainConfig(careful_styles=True)) == default  # bases built before the flag stay cached
     assert cache_dir(PretrainConfig(careful_styles=False)) != default
+
+
+def test_census_reads_styles_and_judges_check_lines():
+    from r1lab.data.example import Example
+    from r1lab.tinyworld.census import check_parts, first_estimate_right, style_of
+
+    ex = Example(id="q", prompt="Solve 7 * x + 23 = 72", answer="7", meta={"kind": "arithmetic", "parts": (7, "+", 23, 72, 7)})
+    rng = random.Random(0)
+    for style in ARITH_STYLES:  # every style the corpus writes is read back as itself
+        for _ in range(20):
+            response = worked_solution_in(rng, ex, style)
+            right_at_once = extract_answer(response) == "7" and "wait" not in response and "等等" not in response
+            # an impatient check whose estimate was right reads exactly like a check that held at once
+            assert style_of(response, ex) == ("check" if style == "impatient" and right_at_once else style)
+    honest = " x is about 6. check 7 * 6 = 42, 42 + 23 = 65, not 72, too small. wait, try 7: 7 * 7 = 49, 49 + 23 = 72 ok."
+    assert check_parts(honest, ex) == [{"copies b": True, "sum right": True, "verdict follows": True}] * 2
+    assert first_estimate_right(honest, ex) is False
+    decorative = " x大约是 6. 验算 7 * 6 = 42, 42 + 22 = 71 好."  # b miscopied, sum wrong, and "ok" under 71
+    assert check_parts(decorative, ex) == [{"copies b": False, "sum right": False, "verdict follows": False}]
+    countdown = sample_problem(random.Random(1), "countdown")
+    assert style_of(" try 3 + 5 = 8, 8 * 7 = 56 no. give up.", countdown) == "impatient"
+    assert style_of(" maybe (3 + 5) * 7.", countdown) == "guess"
+
+
+def worked_solution_in(rng, example, style):
+    from r1lab.tinyworld.problems import arithmetic_solution, mix_language
+
+    thinking, answer = arithmetic_solution(rng, example.meta["parts"], style)
+    thinking = mix_language(rng, thinking) if rng.random() < 0.5 else thinking
+    return f" {thinking} </think> <answer> {answer} </answer>"
+
+
+def test_census_runs_on_a_model_directory(tiny_model_dir):
+    from r1lab.tinyworld.census import census
+
+    table = census(str(tiny_model_dir), n=4, temperature=1.0, k=2)
+    checks = table.pop("checks")
+    for kind in ("arithmetic", "countdown"):
+        rows = [row for key, row in table.items() if key.startswith(kind + "/")]
+        assert sum(row["samples"] for row in rows) == 4 and abs(sum(row["share"] for row in rows) - 1) < 1e-9
+        assert all(0 <= row["accuracy"] <= 1 for row in rows)
+    assert all(0 <= part["rate"] <= 1 for part in checks.values())

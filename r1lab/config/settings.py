@@ -22,7 +22,7 @@ class PretrainConfig(Strict):
     heads: int = Field(4, gt=0)
     max_len: int = Field(160, gt=16, description="context length and pretraining block size")
     batch_size: int = Field(32, gt=0)
-    steps: int = Field(800, gt=0)
+    steps: int = Field(1600, gt=0)
     lr: float = Field(5e-3, gt=0)
     careful_styles: bool = Field(True, description="the corpus holds the long, careful worked solutions (those that "
                                  "check, redo or keep searching); false drops them: the aha-ablation's base")

@@ -15,6 +15,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from r1lab.config import REFLECTION_PHRASES
+from r1lab.data.format import extract_answer
 
 # file name, title, y label, metric keys ("reward/*" expands to every reward function). The eval_* keys
 # are the held-out evaluations during RL (eval.every): R1-Zero's pictures are of those, not of training samples.
@@ -26,7 +27,10 @@ PLOTS = [
     ("reflection", "Reflection rate: training samples and held-out", "fraction with reflection words",
      ["reflection_rate", "eval_reflection"]),
 ]
-PANELS = ["kl", "clip_frac", "entropy", "zero_std_frac"]  # different scales: one small panel each
+PANELS = [(k, [k]) for k in ("kl", "clip_frac", "entropy", "zero_std_frac")]  # different scales: one small panel each
+# R1-Zero's three pictures side by side (the paper's Figures 2-3 and the reflection it describes).
+STORY = [("accuracy", ["accuracy", "eval_pass@1"]), ("response length (tokens)", ["completion_len_mean", "eval_length"]),
+         ("reflection rate", ["reflection_rate", "eval_reflection"])]
 SAMPLES_PER_STEP = 3
 
 
@@ -63,22 +67,37 @@ def fastest_rise(steps: list, values: list[float], window: int | None = None) ->
 _EQUATION = re.compile(r"(\d+) ([-+*]) (\d+) = (-?\d+)")
 
 
+_CANDIDATE = re.compile(r"(?:about|大约是|try|试) (-?\d+)")
+
+
+def _true_value(a: str, op: str, b: str) -> int:
+    return {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+
+
 def corrects_itself(response: str, phrases=REFLECTION_PHRASES) -> bool:
-    """Whether a response writes a wrong equation ("47 + 38 = 75"), then a reflection phrase, then the
-    same equation right ("47 + 38 = 85"): a re-check that found its own mistake and redid it. A check
-    that only confirms ("check ... ok") finds nothing and does not count."""
+    """Whether a response finds its own mistake by re-checking and puts it right. Either of:
+    - it writes a wrong equation ("47 + 38 = 75"), then a reflection phrase, then the same equation right;
+    - its first candidate answer ("x is about 6") is not its final answer, a reflection phrase comes
+      between, and every equation it wrote is right: the check that rejected the candidate was honest.
+    A check that only confirms ("check ... ok") finds nothing and does not count."""
     low = response.lower()
-    for wrong in _EQUATION.finditer(response):
+
+    def phrase_after(pos: int) -> int | None:
+        seen = [i for i in (low.find(p.lower(), pos) for p in phrases) if i >= 0]
+        return min(seen) if seen else None
+
+    equations = list(_EQUATION.finditer(response))
+    for wrong in equations:
         a, op, b, got = wrong.groups()
-        true = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
-        if int(got) == true:
+        true = _true_value(a, op, b)
+        if int(got) == true or (start := phrase_after(wrong.end())) is None:
             continue
-        after = [low.find(p.lower(), wrong.end()) for p in phrases]
-        if not (seen := [i for i in after if i >= 0]):
-            continue
-        if any(m.groups()[:3] == (a, op, b) and int(m.group(4)) == true for m in _EQUATION.finditer(response, min(seen))):
+        if any(m.groups()[:3] == (a, op, b) and int(m.group(4)) == true for m in _EQUATION.finditer(response, start)):
             return True
-    return False
+    first, final = _CANDIDATE.search(response), extract_answer(response)
+    return (first is not None and final is not None and first.group(1) != final.strip()
+            and phrase_after(first.end()) is not None
+            and all(int(m.group(4)) == _true_value(*m.groups()[:3]) for m in equations))
 
 
 def aha_sample(samples: list[dict], phrases=REFLECTION_PHRASES) -> dict | None:
@@ -155,20 +174,22 @@ def _plot(path: Path, title: str, ylabel: str, rows: list[dict], keys: list[str]
     return True
 
 
-def _plot_panels(path: Path, rows: list[dict]) -> bool:
-    present = [(k, metric_series(rows, k)) for k in PANELS]
-    present = [(k, s) for k, s in present if s]
+def _plot_panels(path: Path, rows: list[dict], panels: list[tuple[str, list[str]]], title: str) -> bool:
+    """One small panel per (title, metric keys), side by side; panels with no data are left out."""
+    present = [(name, {k: s for k in keys if (s := metric_series(rows, k))}) for name, keys in panels]
+    present = [(name, per_key) for name, per_key in present if per_key]
     if not present:
         return False
     fig = Figure(figsize=(2.9 * len(present), 2.8), dpi=110, layout="constrained")
-    for i, (key, s) in enumerate(present):
+    for i, (name, per_key) in enumerate(present):
         ax = fig.add_subplot(1, len(present), i + 1)
-        _draw(ax, [(st, i, 0, *xy) for i, (st, xy) in enumerate(s.items())])
-        ax.set_title(key, fontsize=10)
-        ax.set_ylabel(key)
-        if len(s) > 1:
+        lines = [(f"{st} · {k}" if len(s) > 1 else k, j, 0, *xy)
+                 for j, (k, s) in enumerate(per_key.items()) for st, xy in s.items()]
+        _draw(ax, lines)
+        ax.set_title(name, fontsize=10)
+        if len(lines) > 1:
             ax.legend(fontsize=7)
-    fig.suptitle("Optimisation health")
+    fig.suptitle(title)
     fig.savefig(path)
     return True
 
@@ -323,9 +344,11 @@ def write_report(run_dir: str | Path) -> Path:
         keys = [k2 for k in keys for k2 in (reward_keys if k == "reward/*" else [k])]
         if _plot(plots / f"{name}.png", title, ylabel, metrics, keys):
             made.append(name)
-    if _plot_panels(plots / "health.png", metrics):
+    if _plot_panels(plots / "r1-zero.png", metrics, STORY, "Accuracy, thinking and reflection over RL (dots: training samples; held-out: eval_*)"):
+        made.append("r1-zero")
+    if _plot_panels(plots / "health.png", metrics, PANELS, "Optimisation health"):
         made.append("health")
-    for name in [p[0] for p in PLOTS] + ["health"]:
+    for name in [p[0] for p in PLOTS] + ["r1-zero", "health"]:
         if name not in made:  # a stale plot from an earlier report would contradict this one
             (plots / f"{name}.png").unlink(missing_ok=True)
 

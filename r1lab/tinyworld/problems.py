@@ -1,19 +1,28 @@
-"""The tiny world's problems, their verifiers, and deliberately imperfect worked solutions.
+"""The tiny world's problems, their verifiers, and worked solutions in several styles.
 
 Two families of checkable reasoning problems, and one of simple questions:
-  arithmetic  "Compute (16 - 7 + 9) * 2"       -> 36 (a two-digit start, 2-3 one-digit steps)
+  arithmetic  "Solve 7 * x + 23 = 72"          -> 7 (x one digit: an inverse, found by estimating and checking)
   countdown   "Make 22 from 3, 5, 7"           -> an expression using each number once
   general     "What comes after 37?"           -> 38, answered without a chain of thought (R1's
               non-reasoning data: the part of the SFT mix that keeps a model from over-thinking)
 
-Worked solutions come in styles, so a model pretrained on them is only partly right and RL has
-behaviour to select for (the point of R1-Zero):
-  guess    answers without working                          (short, mostly wrong)
-  slip     works step by step, makes a slip, leaves it      (wrong)
-  careful  works step by step                               (right)
-  verify   checks each step; a slip is caught by the check  (long, right, reflective)
-  catch    makes a slip, then "wait, recheck" and fixes it  (right, reflective)
-and in about 30% of them the words of the reasoning are mostly Chinese (R1-Zero's language mixing).
+World v8 is built so that thinking longer and re-checking pay only because they change the answer for
+this model: R1-Zero's growing thinking and "aha moment", selected by accuracy rewards alone. Finding x in
+one go is an inverse the ~1M-parameter model does only roughly; checking an x is two easy steps forward
+("7 * 7 = 49, 49 + 23 = 72"), which it learns to do honestly with enough pretraining (1,600 steps: at 800
+its checks are decorative; docs/AHA.md). So a solution that checks its estimate and, on a miss,
+says so and tries again is right far more often than one that stops at the estimate. The styles:
+  arithmetic  guess      "x is about 6."                                   short; right about half the time
+              impatient  the estimate, checked once; a miss is answered anyway ("give up.")
+              check      the estimate, checked; on a miss "not 72, too small. wait, try 7: ..." until the
+                         check holds                                       long, reflective, right
+  countdown   guess      "maybe (3 + 5) * 7."                              short, mostly wrong
+              impatient  one or two tries at random, then "give up."
+              search     tries until one makes the target (or six misses)  long
+The long, careful styles are rare, so the base mostly does not use them: RL has to find that they pay.
+No worked solution carries a slip to copy: the errors the checks catch are the model's own (`census.py`
+measures, on a base, each style's accuracy and how often a check turns a wrong estimate into a right
+answer). In about a third of the working solutions the words are mostly Chinese (R1-Zero's language mixing).
 """
 
 from __future__ import annotations
@@ -27,16 +36,16 @@ import re
 from r1lab.data.example import Example, Task
 
 # Share of each style in the pretraining corpus. Guessing (answering without working) is the base
-# model's main failure: a choice made at the first token, so T=0.6 sampling keeps it, while scattered
-# slips mostly vanish at low temperature. The base lands near the 20-50% pass@1 the demo needs, and
-# RL has a behaviour to select: think instead of guess (and, in countdown, keep searching).
-ARITH_STYLES = {"guess": 0.55, "slip": 0.12, "careful": 0.12, "verify": 0.10, "catch": 0.11}
-COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.25, "search": 0.20, "catch": 0.15}
+# model's main failure: a choice made at the first token, so T=0.6 sampling keeps it. The base lands
+# near the 20-50% pass@1 the demo needs, and RL has behaviour to select: check instead of guess, and
+# keep searching instead of giving up.
+ARITH_STYLES = {"guess": 0.75, "impatient": 0.10, "check": 0.15}
+COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.40, "search": 0.20}
 # The long, careful styles: they check, redo or keep searching. pretrain.careful_styles=false drops them
 # from the corpus (`r1lab compare aha-ablation`: does RL's growth come from selecting them?).
-CAREFUL_STYLES = ("verify", "catch", "search")
+CAREFUL_STYLES = ("check", "search")
 # Bump when problems or solutions change: the cached base models are keyed on it.
-WORLD_VERSION = 6
+WORLD_VERSION = 8
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
@@ -44,71 +53,55 @@ def _pick(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
-def _slip(rng: random.Random, value: int) -> int:
-    wrong = value + rng.choice([-10, -2, -1, 1, 2, 10])
-    return wrong if wrong >= 0 else value + 1
-
-
 # ---------------------------------------------------------------- arithmetic
 
 
-def arithmetic_problem(rng: random.Random) -> tuple[str, list[tuple[int, str, int, int]]]:
-    """Returns the question and its steps [(a, op, b, result)]: a two-digit start, then 2-3 steps
-    adding or subtracting a digit, or multiplying by up to 5; every value stays in 0..99.
-
-    One-digit operands keep the skills few (the same ones countdown needs), so a ~1M-parameter
-    model learns them in minutes on a CPU."""
-    value = rng.randint(10, 50)
-    steps = []
-    for _ in range(rng.choice([2, 2, 3])):
-        ops = ["+", "-"] + (["*"] if 2 <= value <= 19 else [])
-        op = rng.choice(ops)
-        if op == "*":
-            b = rng.randint(2, min(5, 99 // value))
-        elif op == "+":
-            b = rng.randint(2, min(9, 99 - value)) if value <= 97 else None
-        else:
-            b = rng.randint(2, min(9, value)) if value >= 2 else None
-        if b is None:
-            op, b = ("-", 2) if value > 97 else ("+", 2)
-        result = OPS[op](value, b)
-        steps.append((value, op, b, result))
-        value = result
-    text = f"{steps[0][0]}"
-    for i, (_, op, b, _) in enumerate(steps):
-        # The steps run left to right; a product after a sum needs brackets to mean the same.
-        text = f"({text}) {op} {b}" if op == "*" and i > 0 else f"{text} {op} {b}"
-    return f"Compute {text}", steps
+def arithmetic_problem(rng: random.Random) -> tuple[str, tuple[int, str, int, int, int]]:
+    """Returns the question and its parts (a, op, b, c, x) of "Solve a * x op b = c": x and a one-digit,
+    b up to 49, c in 10..99. Checking an x is two easy steps forward ("7 * 7 = 49, 49 + 23 = 72"); finding
+    it in one go is an inverse the model does only roughly (about 4,000 problems: too many to memorise)."""
+    while True:
+        x, a, op = rng.randint(1, 9), rng.randint(2, 9), rng.choice("+-")
+        b = rng.randint(2, 49)
+        c = a * x + b if op == "+" else a * x - b
+        if 10 <= c <= 99:
+            return f"Solve {a} * x {op} {b} = {c}", (a, op, b, c, x)
 
 
-def arithmetic_solution(rng: random.Random, steps, style: str) -> tuple[str, int]:
-    """Returns (thinking, final answer) in the given style."""
-    answer = steps[-1][3]
+def _estimate(rng: random.Random, x: int) -> int:
+    """A first estimate of x, as a rough inverse gives it: right half the time, else one or two off."""
+    off = rng.choices([0, -1, 1, -2, 2], weights=[0.5, 0.2, 0.2, 0.05, 0.05])[0]
+    return min(max(x + off, 1), 9)
+
+
+def _forward(a: int, op: str, b: int, x: int) -> tuple[str, int]:
+    product = a * x
+    value = product + b if op == "+" else product - b
+    return f"{a} * {x} = {product}, {product} {op} {b} = {value}", value
+
+
+def arithmetic_solution(rng: random.Random, parts, style: str) -> tuple[str, int]:
+    """Returns (thinking, final answer) in the given style:
+      guess      "x is about 6."                                               short; right half the time
+      impatient  the estimate, checked once; on a miss "give up." with the estimate   a check that stops early
+      check      the estimate, checked forward; on a miss "not 72, too small. wait, try 7: ..." until
+                 the check holds                                               long, reflective, always right
+    """
+    a, op, b, c, x = parts
+    guess = _estimate(rng, x)
     if style == "guess":
-        guess = max(0, answer + rng.choice([-12, -7, -3, 3, 5, 9, 11, 0]))
-        return f"it is about {guess}.", guess
-    slip_at = rng.randrange(len(steps)) if style in ("slip", "catch", "verify") else -1
-    if style == "verify" and rng.random() < 0.5:
-        slip_at = -1  # half of the verified solutions have nothing to catch
-    lines, value = [], steps[0][0]
-    for i, (_, op, b, result) in enumerate(steps):
-        true = OPS[op](value, b)
-        got = _slip(rng, true) if i == slip_at else true
-        line = f"{value} {op} {b} = {got}."
-        if style == "verify":
-            inv = {"+": "-", "-": "+", "*": "/"}[op]
-            back = got - b if op == "+" else got + b if op == "-" else None
-            if back is None:  # multiplication: check by adding up instead of dividing
-                line += f" check {b} * {value} = {true}" + (" ok." if got == true else f" not {got}. so {value} {op} {b} = {true}.")
-            elif got == true:
-                line += f" check {got} {inv} {b} = {back} ok."
-            else:
-                line += f" check {got} {inv} {b} = {back} not {value}. wait, recheck {value} {op} {b} = {true}."
-        elif style == "catch" and i == slip_at:
-            line += f" wait, recheck {value} {op} {b} = {true}."
-        lines.append(line)
-        value = true if style in ("verify", "catch") or i != slip_at else got
-    return " then ".join(lines), value  # a word per step, so arithmetic thinking can drift into Chinese too
+        return f"x is about {guess}.", guess
+    lines = [f"x is about {guess}. check"]
+    while True:
+        route, value = _forward(a, op, b, guess)
+        if value == c:
+            lines.append(f"{route} ok.")
+            return " ".join(lines), guess
+        if style == "impatient":
+            lines.append(f"{route}, not {c}. give up.")
+            return " ".join(lines), guess
+        guess += 1 if value < c else -1
+        lines.append(f"{route}, not {c}, {'too small' if value < c else 'too big'}. wait, try {guess}:")
 
 
 # ---------------------------------------------------------------- countdown
@@ -183,10 +176,7 @@ def countdown_solution(rng: random.Random, numbers: list[int], target: int, styl
     for c in chains:
         x, op1, y, mid, op2, z, value = c
         if value == target:
-            if style == "catch":
-                lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {_slip(rng, value)} no. wait, recheck {mid} {op2} {z} = {value} yes.")
-            else:
-                lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {value} yes.")
+            lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {value} yes.")
             return " ".join(lines), expr(c)
         lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {value} no.")
         misses += 1
@@ -206,8 +196,8 @@ def sample_problem(rng: random.Random, kind: str) -> Example:
         prompt, answer = general_problem(rng)
         return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "general": True})
     if kind == "arithmetic":
-        prompt, steps = arithmetic_problem(rng)
-        return Example(id=prompt, prompt=prompt, answer=str(steps[-1][3]), meta={"kind": kind, "steps": steps})
+        prompt, parts = arithmetic_problem(rng)
+        return Example(id=prompt, prompt=prompt, answer=str(parts[-1]), meta={"kind": kind, "parts": parts})
     prompt, numbers, target = countdown_problem(rng)
     return Example(id=prompt, prompt=prompt, answer=str(target), meta={"kind": kind, "numbers": numbers, "target": target})
 
@@ -218,10 +208,10 @@ def sample_problem(rng: random.Random, kind: str) -> Example:
 # per-word coin would be flattened to English). The Chinese documents come from a more careful source:
 # they guess and give up less. So an accuracy-only RL policy drifts *toward* mixing, as R1-Zero did,
 # and R1's language reward has a pull to work against (the paper: it costs a little accuracy).
-MIXED_SHARE = {"guess": 0.15, "impatient": 0.15, "slip": 0.45, "careful": 0.45, "verify": 0.45, "catch": 0.45, "search": 0.45}
+MIXED_SHARE = {"guess": 0.15, "impatient": 0.15, "check": 0.45, "search": 0.45}
 MIXED_WORD_SHARE = 0.85
 CHINESE = {"try": "试", "no": "不对", "yes": "对", "wait": "等等", "recheck": "再算", "check": "验算", "ok": "好",
-           "not": "不是", "so": "所以", "give up": "放弃", "maybe": "也许", "it is about": "大约是", "then": "然后"}
+           "not": "不是", "too small": "太小", "too big": "太大", "give up": "放弃", "maybe": "也许", "x is about": "x大约是", "then": "然后"}
 _WORDS = re.compile(r"\b(" + "|".join(sorted(map(re.escape, CHINESE), key=len, reverse=True)) + r")\b")
 
 
@@ -249,7 +239,7 @@ def worked_solution(rng: random.Random, example: Example, careful_styles: bool =
 
     if kind == "arithmetic":
         style = _pick(rng, styles(ARITH_STYLES))
-        thinking, answer = arithmetic_solution(rng, example.meta["steps"], style)
+        thinking, answer = arithmetic_solution(rng, example.meta["parts"], style)
     else:
         style = _pick(rng, styles(COUNTDOWN_STYLES))
         thinking, answer = countdown_solution(rng, example.meta["numbers"], example.meta["target"], style)
@@ -346,6 +336,10 @@ def _splits(kinds: tuple[str, ...], train_size: int, test_size: int, seed: int) 
     test = [e for pair in itertools.zip_longest(*per_kind) for e in pair if e is not None]
     exclude = {e.prompt for r in reserved.values() for e in r}
     rng = random.Random(f"tinyworld-train-{seed}")
-    train = [e for i, k in enumerate(kinds) for e in TinyWorldTask._draw(rng, k, train_size // len(kinds) + (i < train_size % len(kinds)), exclude)]
+    per_kind = [TinyWorldTask._draw(rng, k, train_size // len(kinds) + (i < train_size % len(kinds)), exclude) for i, k in enumerate(kinds)]
+    # Kinds stay balanced when one runs out of new problems (arithmetic has ~3,500 beside the reserved
+    # ones): a corpus or an RL run drawn from a lopsided split would mostly practise the other kind.
+    n = min(map(len, per_kind))
+    train = [e for examples in per_kind for e in examples[:n]]
     rng.shuffle(train)
     return test, train

@@ -1,0 +1,116 @@
+"""A model's samples of the tiny world counted by style: the check that the world's careful styles pay.
+
+R1-Zero's growth in length and reflection can only come from RL selecting behaviour the base already has,
+and only where it is right more often at the model's own competence. This counts, for k samples of each
+test problem, the style each response is written in (read from its text, English or mixed), and each
+style's share, accuracy and length. For the check style it also counts how honest the checks are: how
+often a check that says "not" follows a wrong estimate, and how often a wrong estimate ends right.
+
+    python -m r1lab.tinyworld.census MODEL_DIR [N_PROBLEMS] [TEMPERATURE]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from r1lab.data.example import Example
+from r1lab.tinyworld.problems import CHINESE
+
+_WORD = {w: re.escape(w) + "|" + re.escape(CHINESE[w]) for w in CHINESE}
+_ESTIMATE = re.compile(rf"(?:{_WORD['x is about']}) (\d+)")
+
+
+def style_of(response: str, example: Example) -> str:
+    """The style of a tiny-world response (problems.py's names); 'other' if none fits. An impatient check
+    whose estimate was right reads as a check: the two write the same text then."""
+    thinking = response.split("</think>")[0]
+    if example.meta["kind"] == "arithmetic":
+        if not _ESTIMATE.search(thinking):
+            return "other"
+        if not re.search(_WORD["check"], thinking):
+            return "guess"
+        return "impatient" if re.search(_WORD["give up"], thinking) else "check"
+    if re.search(_WORD["maybe"], thinking):
+        return "guess"
+    if not re.search(_WORD["try"], thinking):
+        return "other"
+    return "impatient" if re.search(_WORD["give up"], thinking) and thinking.count("=") <= 4 else "search"
+
+
+def first_estimate_right(response: str, example: Example) -> bool | None:
+    """Whether an arithmetic response's first estimate of x is the answer (None: no estimate)."""
+    found = _ESTIMATE.search(response)
+    return None if found is None else found.group(1) == example.answer
+
+
+_CHECK_LINE = re.compile(rf"(\d+) \* (\d+) = (\d+), (\d+) ([-+]) (\d+) = (\d+),? ?(?:{_WORD['ok']}|{_WORD['not']})")
+
+
+def check_parts(response: str, example: Example) -> list[dict[str, bool]]:
+    """Each check line of an arithmetic response, judged part by part: whether it copied b from the
+    prompt, wrote its sum right, and said "ok" exactly when the value it wrote is c. A model whose
+    verdicts do not follow what it wrote is checking nothing (docs/AHA.md)."""
+    a, op, b, c, x = example.meta["parts"]
+    parts = []
+    for m in _CHECK_LINE.finditer(response):
+        _, _, _, product, sign, b_copy, value = m.groups()
+        true = int(product) + int(b_copy) if sign == "+" else int(product) - int(b_copy)
+        ok = not re.search(_WORD["not"], m.group(0))
+        parts.append({"copies b": int(b_copy) == b, "sum right": int(value) == true, "verdict follows": ok == (int(value) == c)})
+    return parts
+
+
+def census(model_dir: str, n: int = 200, temperature: float = 1.0, k: int = 4, seed: int = 0) -> dict[str, dict]:
+    """k samples of each of n test problems at `temperature`: {kind/style: {share, accuracy, length, samples}}
+    (arithmetic styles also: `first_right`, the first estimate was right; `fixed`, it was wrong and the answer
+    right), and under "checks" each check_parts part's rate over every check line."""
+    from r1lab.config import SamplingConfig
+    from r1lab.data.format import extract_answer, render_prompt, response_prefix
+    from r1lab.engines import make_engine
+    from r1lab.models import load_model, trained_system
+    from r1lab.tinyworld.problems import TinyWorldTask, score
+
+    model, tokenizer = load_model(model_dir, device="cpu", dtype="fp32")
+    engine = make_engine("torch", model, tokenizer, seed=seed)
+    examples = TinyWorldTask("tinyworld", test_size=n, seed=seed).examples("test")
+    prompts = [render_prompt(e, "r1-zero", tokenizer, trained_system(model_dir)) for e in examples]
+    sampling = SamplingConfig(temperature=temperature, top_p=1.0 if temperature == 1.0 else 0.95, max_new_tokens=140)
+    rows: dict[str, list[tuple[float, int, bool | None]]] = {}
+    checks: dict[str, list[bool]] = {}
+    for start in range(0, len(examples), 64):
+        rollout = engine.generate(prompts[start : start + 64], sampling, n=k)
+        for r, text in enumerate(rollout.texts):
+            ex = examples[start + r // k]
+            response = response_prefix(prompts[start + r // k]) + text
+            right = score(extract_answer(response), ex)
+            first = first_estimate_right(response, ex) if ex.meta["kind"] == "arithmetic" else None
+            if ex.meta["kind"] == "arithmetic":
+                for line in check_parts(response, ex):
+                    for part, right in line.items():
+                        checks.setdefault(part, []).append(right)
+            rows.setdefault(f"{ex.meta['kind']}/{style_of(response, ex)}", []).append((right, int(rollout.lengths[r]), first))
+    engine.close()
+    per_kind = {kind: sum(len(v) for key, v in rows.items() if key.startswith(kind)) for kind in ("arithmetic", "countdown")}
+    table = {}
+    for key, v in sorted(rows.items()):
+        table[key] = {"share": len(v) / per_kind[key.split("/")[0]], "accuracy": sum(a for a, _, _ in v) / len(v),
+                      "length": sum(n for _, n, _ in v) / len(v), "samples": len(v)}
+        if key.startswith("arithmetic/"):
+            wrong_first = [a for a, _, first in v if first is False]
+            table[key]["first_right"] = sum(first is True for _, _, first in v) / len(v)
+            table[key]["fixed"] = sum(wrong_first) / len(v)  # share of all samples: a wrong estimate, ended right
+    table["checks"] = {part: {"rate": sum(v) / len(v), "lines": len(v)} for part, v in checks.items()}
+    return table
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    table = census(args[0], *(int(args[1]),) if len(args) > 1 else (), *(float(args[2]),) if len(args) > 2 else ())
+    print(f"{'kind/style':22} {'share':>6} {'accuracy':>9} {'length':>7} {'samples':>8} {'1st right':>9} {'fixed':>6}")
+    checks = table.pop("checks")
+    for key, row in table.items():
+        extra = f" {row['first_right']:9.2f} {row['fixed']:6.2f}" if "fixed" in row else ""
+        print(f"{key:22} {row['share']:6.2f} {row['accuracy']:9.2f} {row['length']:7.1f} {row['samples']:8d}{extra}")
+    for part, row in checks.items():
+        print(f"check lines: {part:16} {row['rate']:.2f} of {row['lines']}")
