@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from r1lab.config import SamplingConfig
+from r1lab.data.example import Example
 from r1lab.engines import make_engine
 from r1lab.sft.generate import FilterConfig, generate, read_kept, reformat_for_readability, score_sample, select
 from r1lab.tinyworld.problems import TinyWorldTask
 
 TASK = TinyWorldTask("tinyworld", train_size=50, test_size=10)
-EX = TASK.examples("test")[0]  # Compute 40 + 8 - 8 -> 40
+# A crafted example (the filters do not care which world wrote it), scored by the tiny world's rules.
+EX = Example(id="q", prompt="Compute 40 + 8 - 8", answer="40", meta={"kind": "arithmetic"})
 GOOD = "<think> 40 + 8 = 48. 48 - 8 = 40. check 40 + 8 = 48 ok. </think> <answer> 40 </answer>"
 
 
@@ -19,7 +21,7 @@ def reasons(response, truncated=False, num_tokens=20, **filters):
 
 
 def test_example_is_what_the_crafted_samples_assume():
-    assert (EX.prompt, EX.answer) == ("Compute 40 + 8 - 8", "40")
+    assert TASK.score("40", EX) == 1.0 and TASK.score("41", EX) == 0.0
 
 
 def test_a_correct_clean_sample_is_kept_with_its_scores():
