@@ -3,8 +3,8 @@
 R1-Zero's growth in length and reflection can only come from RL selecting behaviour the base already has,
 and only where it is right more often at the model's own competence. This counts, for k samples of each
 test problem, the style each response is written in (read from its text, English or mixed), and each
-style's share, accuracy and length. For the check style it also counts how honest the checks are: how
-often a check that says "not" follows a wrong estimate, and how often a wrong estimate ends right.
+style's share, accuracy and length. For arithmetic it also counts how often a wrong first estimate ends
+right, and judges every check line (copied b, sum right, verdict agrees with the value written).
 
     python -m r1lab.tinyworld.census MODEL_DIR [N_PROBLEMS] [TEMPERATURE]
 """
@@ -51,7 +51,7 @@ def check_parts(response: str, example: Example) -> list[dict[str, bool]]:
     """Each check line of an arithmetic response, judged part by part: whether it copied b from the
     prompt, wrote its sum right, and said "ok" exactly when the value it wrote is c. A model whose
     verdicts do not follow what it wrote is checking nothing (docs/AHA.md)."""
-    a, op, b, c, x = example.meta["parts"]
+    b, c = example.meta["parts"][2:4]
     parts = []
     for m in _CHECK_LINE.finditer(response):
         _, _, _, product, sign, b_copy, value = m.groups()
@@ -87,8 +87,8 @@ def census(model_dir: str, n: int = 200, temperature: float = 1.0, k: int = 4, s
             first = first_estimate_right(response, ex) if ex.meta["kind"] == "arithmetic" else None
             if ex.meta["kind"] == "arithmetic":
                 for line in check_parts(response, ex):
-                    for part, right in line.items():
-                        checks.setdefault(part, []).append(right)
+                    for part, holds in line.items():  # not `right`: that is this sample's score
+                        checks.setdefault(part, []).append(holds)
             rows.setdefault(f"{ex.meta['kind']}/{style_of(response, ex)}", []).append((right, int(rollout.lengths[r]), first))
     engine.close()
     per_kind = {kind: sum(len(v) for key, v in rows.items() if key.startswith(kind)) for kind in ("arithmetic", "countdown")}
