@@ -1,6 +1,7 @@
 """Where r1lab's GRPO step spends its time: rollout, training batch, update (and optionally a torch.profiler table).
 
     python bench/profile_step.py --workload digits --steps 3 [--profiler] [--root DIR]
+    python bench/profile_step.py --workload digits --decode     # one decode step: matmuls, attention, the rest
     python bench/profile_step.py --size 2M [--model DIR]     # a random-init tiny-world model of --size, or DIR
 
 --root runs another checkout's r1lab (e.g. the code before a change) on the same model and prompts.
@@ -31,6 +32,7 @@ def main():
                     "rewards are all 0, so no row is trained: pass a pretrained one to profile the update)")
     ap.add_argument("--root", default=None, help="import r1lab from this folder instead of this checkout")
     ap.add_argument("--rows", type=int, default=25, help="rows of the profiler table")
+    ap.add_argument("--decode", action="store_true", help="time one full-batch decode step and its parts instead")
     args = ap.parse_args()
     if args.root:
         import sys
@@ -59,6 +61,8 @@ def main():
     args.max_new = args.max_new or (w.max_new if args.workload else 64)
     model, tok = load_model(str(d), device="cpu", dtype="fp32")
     N = n_params(model)
+    if args.decode:
+        return decode_parts(model, args.prompts, args.group, args.max_new)
     task = workloads.make_task(w)
     template, system = workloads.template(w)
     cfg = RLConfig(prompts_per_step=args.prompts, group_size=args.group, sampling=SamplingConfig(max_new_tokens=args.max_new))
@@ -96,6 +100,60 @@ def main():
               f"({6 * N * train_tokens / (t3 - t2) / 1e9:.1f} GFLOP/s, {stats['trained_frac']:.0%} of rows trained)  gen tokens {gen_tokens}")
     if args.profiler:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+@torch.no_grad()
+def decode_parts(model, prompts: int, group: int, max_new: int, prompt_len: int = 10, repeats: int = 3):
+    """ms per decode step of the fast decoder at batch prompts x group with a cache of prompt_len + max_new
+    columns, against its linear layers alone at the same shapes and its attention alone, reading each
+    layer's own cache (as the step does) or one layer's cache four times (the same ops on bytes that stay
+    in the CPU's caches: the difference is memory traffic)."""
+    from r1lab.engines.fast_decoder import FastDecoder, KVCache
+
+    model.eval()
+    dec = FastDecoder.of(model)
+    B = prompts * group
+    valid = torch.ones(prompts, prompt_len, dtype=torch.bool)
+    cache = KVCache(dec, valid, group, max_new)
+    dec.prefill(torch.randint(0, 10, (prompts, prompt_len)), torch.arange(prompt_len).repeat(prompts, 1), valid, cache)
+    cache.rebuild(None, max_new)
+    t = max_new // 2
+    for i in range(t + 1):
+        cache.open(i)
+    tokens, positions = torch.randint(0, 10, (B,)), torch.full((B,), prompt_len + t)
+    x = torch.randn(B, model.config.hidden_size)
+    ffn = dec.layers[0]["down"].pairs[0][0].size(1)
+
+    def linears():
+        for layer in dec.layers:
+            layer["qkv"](x)
+            layer["o"](x, residual=x)
+            layer["down"](layer["gate_up"](x)[:, :ffn], residual=x)
+        model.lm_head(x)
+
+    q = torch.randn(B * dec.kv_heads, dec.heads // dec.kv_heads, dec.head_dim)
+
+    def attention(caches):
+        for k, v in caches:
+            k, v = k.view(q.size(0), -1, dec.head_dim), v.view(q.size(0), -1, dec.head_dim)
+            torch.bmm(torch.baddbmm(cache.bias, q, k.transpose(1, 2)).softmax(-1), v)
+
+    parts = {"step": lambda: dec.step(tokens, positions, t, cache), "linear layers": linears,
+             "attention, each layer's cache": lambda: attention(zip(cache.k, cache.v)),
+             "attention, one cache x layers": lambda: attention([(cache.k[0], cache.v[0])] * len(cache.k))}
+    kv_mb = 2 * sum(k.numel() * k.element_size() for k in cache.k) / 2**20
+    print(f"decode step at batch {B}, {cache.k[0].size(2)} key columns, {len(cache.k)} layers: the keys and values "
+          f"read per step are {kv_mb:.1f} MB")
+    for name, fn in parts.items():
+        for _ in range(10):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(100):
+                fn()
+            times.append((time.perf_counter() - t0) * 10)  # ms per call
+        print(f"  {name:32s} " + "  ".join(f"{ms:.2f}" for ms in times) + " ms")
 
 
 if __name__ == "__main__":
