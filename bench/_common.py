@@ -112,4 +112,12 @@ def matmul_peak(seconds: float = 1.0, n: int = 1024) -> float:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. Linux: VmHWM, the peak of this program's own memory. Not
+    ru_maxrss there: a child started by fork + exec inherits its parent's peak in it (the forked copy was
+    as large as the parent), so a child of a parent that pretrained a model in-process reported the parent's
+    size, whatever it used itself."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -18,7 +18,7 @@ Measured per step (one batch of rollouts and its mu passes):
                   step_time; TRL: on_step_begin -> on_step_end of a callback, which covers the same work)
   rollout tok/s   generated tokens / time in the sampler (r1lab: the engine's generate; TRL: its generate)
   train tok/s     (prompt + completion tokens) * mu / (step time - sampler time)
-  peak RSS        ru_maxrss of the child at its end
+  peak RSS        the child's peak resident memory at its end (Linux: VmHWM; _common.peak_rss_mb)
   peak fraction   matmul FLOPs the step ran / s/step / matmul peak. TRL: 2 N T + 6 N T mu (+ 2 N T for the
                   reference pass if beta > 0), T = prompt + completion tokens of every row (the decoding
                   of finished rows' padding is not counted). r1lab: 2 N (completion tokens + each prompt
