@@ -15,7 +15,7 @@ import re
 import sys
 
 from r1lab.data.example import Example
-from r1lab.tinyworld.problems import CHINESE
+from r1lab.tinyworld.problems import CHINESE, OPS
 
 _WORD = {w: re.escape(w) + "|" + re.escape(CHINESE[w]) for w in CHINESE}
 _ESTIMATE = re.compile(rf"(?:{_WORD['x is about']}) (\d+)")
@@ -55,7 +55,7 @@ def check_parts(response: str, example: Example) -> list[dict[str, bool]]:
     parts = []
     for m in _CHECK_LINE.finditer(response):
         _, _, _, product, sign, b_copy, value = m.groups()
-        true = int(product) + int(b_copy) if sign == "+" else int(product) - int(b_copy)
+        true = OPS[sign](int(product), int(b_copy))
         ok = not re.search(_WORD["not"], m.group(0))
         parts.append({"copies b": int(b_copy) == b, "sum right": int(value) == true, "verdict follows": ok == (int(value) == c)})
     return parts

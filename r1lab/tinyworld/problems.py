@@ -63,7 +63,7 @@ def arithmetic_problem(rng: random.Random) -> tuple[str, tuple[int, str, int, in
     while True:
         x, a, op = rng.randint(1, 9), rng.randint(2, 9), rng.choice("+-")
         b = rng.randint(2, 49)
-        c = a * x + b if op == "+" else a * x - b
+        c = OPS[op](a * x, b)
         if 10 <= c <= 99:
             return f"Solve {a} * x {op} {b} = {c}", (a, op, b, c, x)
 
@@ -76,7 +76,7 @@ def _estimate(rng: random.Random, x: int) -> int:
 
 def _forward(a: int, op: str, b: int, x: int) -> tuple[str, int]:
     product = a * x
-    value = product + b if op == "+" else product - b
+    value = OPS[op](product, b)
     return f"{a} * {x} = {product}, {product} {op} {b} = {value}", value
 
 
