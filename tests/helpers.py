@@ -46,7 +46,7 @@ def train(model, tokenizer, cfg, run_dir, seed=0, engine=None, task=None):
 
 # A whole recipe in seconds: a micro tiny-world base, RL and evaluation (CLI overrides).
 MICRO = ["model=tinyworld", "pretrain.steps=6", "pretrain.corpus_docs=300", "pretrain.vocab_size=320",
-         "pretrain.hidden_size=32", "pretrain.intermediate_size=64", "pretrain.layers=2", "pretrain.heads=4",
+         "pretrain.hidden_size=32", "pretrain.intermediate_size=64", "pretrain.layers=2", "pretrain.heads=4", "pretrain.census=4",
          "data.test_size=4", "rl.steps=3", "rl.prompts_per_step=2", "rl.group_size=3", "rl.checkpoint_every=2",
          "sampling.max_new_tokens=12", "eval.k=2"]
 

@@ -201,9 +201,12 @@ def test_every_algorithm_raises_reward(tiny, tmp_path, algorithm):
     first, last = sum(r["reward"] for r in rows[:3]) / 3, sum(r["reward"] for r in rows[-3:]) / 3
     assert last > first + 0.2, (first, last)
     extra = {"dapo": ("groups_dropped", "resample_rounds"), "ppo": ("value_loss", "value_clip_frac", "explained_variance")}
+    # Loss statistics exist where an update ran: DAPO skips a step whose groups all saturated the reward.
+    updated = [r for r in rows if "loss" in r and "trained_frac" in r]
+    assert len(updated) >= len(rows) // 2, [sorted(r) for r in rows]
     for key in ("loss", "entropy", "grad_norm", "advantage_abs", "trained_frac", *extra.get(algorithm, ())):
-        assert math.isfinite(rows[-1][key]), key
-    trained = [r for r in rows if r["trained_frac"] > 0]  # loss statistics exist where some row was trained
+        assert math.isfinite(updated[-1][key]), key
+    trained = [r for r in updated if r["trained_frac"] > 0]  # loss statistics exist where some row was trained
     assert trained and all(math.isfinite(trained[-1][key]) for key in ("clip_frac", "kl"))
 
 

@@ -23,6 +23,11 @@ def test_r1_zero_cli_micro_run_and_resume(tmp_path, monkeypatch, capsys):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert (run / "report.html").stat().st_size > 1000
+    # The micro base's checks were judged when it was built: decorative after 6 steps, and the run says so.
+    checks = summary["base_checks"]
+    assert checks["problems"] == 4 and checks["honest"] is False and "DECORATIVE" in checks["text"]
+    assert "The base model has DECORATIVE checks" in (run / "report.html").read_text()
+    assert "has DECORATIVE checks" in capsys.readouterr().err
     for plot in ("reward", "accuracy", "length", "reflection"):
         assert (run / "plots" / f"{plot}.png").exists()
     assert (run / "final" / "config.json").exists() and (run / "final" / "tokenizer.json").exists()

@@ -156,14 +156,17 @@ def test_aha_sample_is_the_first_self_correction_that_ends_right():
 
 
 def test_a_rejected_estimate_corrected_by_an_honest_check_is_an_aha():
-    """World v8's aha: the first estimate is wrong, the check shows it (every equation right), then the
+    """The tiny world's aha: the first estimate is wrong, the check shows it (every equation right), then the
     response tries again and ends on another answer."""
-    aha = (" x is about 6. check 7 * 6 = 42, 42 + 23 = 65, not 72, too small. wait, try 7: 7 * 7 = 49, 49 + 23 = 72 ok."
-           " </think> <answer> 7 </answer>")
+    aha = (" x is about 6. check 7 * 6 = 42, 42 + 23 = 65, 72 - 65 = 7, too small. wait, try 7: 7 * 7 = 49, 49 + 23 = 72,"
+           " 72 - 72 = 0 ok. </think> <answer> 7 </answer>")
     mixed = aha.replace("x is about", "x大约是").replace("check", "验算").replace("wait", "等等")
     dishonest = aha.replace("42 + 23 = 65", "42 + 23 = 61")  # the check that rejected 6 was itself wrong
     lucky = " x is about 6. 7 * 6 = 42, 42 + 23 = 65. </think> <answer> 7 </answer>"  # no re-check between
-    first_right = " x is about 7. check 7 * 7 = 49, 49 + 23 = 72 ok. </think> <answer> 7 </answer>"
+    first_right = " x is about 7. check 7 * 7 = 49, 49 + 23 = 72, 72 - 72 = 0 ok. </think> <answer> 7 </answer>"
+    too_big = aha.replace("x is about 6. check 7 * 6 = 42, 42 + 23 = 65, 72 - 65 = 7, too small. wait, try 7",
+                          "x is about 8. check 7 * 8 = 56, 56 + 23 = 79, 72 - 79 = -7, too big. wait, try 7")
+    assert corrects_itself(too_big) and not corrects_itself(too_big.replace("= -7", "= 7"))  # a wrong difference
     assert corrects_itself(aha) and corrects_itself(mixed)
     assert not corrects_itself(dishonest) and not corrects_itself(lucky) and not corrects_itself(first_right)
 

@@ -48,7 +48,7 @@ def test_arithmetic_problems_are_solved_by_their_x_and_checks_end_right():
         thinking, answer = arithmetic_solution(rng, (a, op, b, c, x), "check")
         assert answer == x and thinking.endswith(" ok.")  # a check style always ends on a check that holds
         kinds.add(op)
-        for step in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)", thinking):  # every equation it writes is right
+        for step in re.findall(r"(\d+) ([-+*]) (\d+) = (-?\d+)", thinking):  # every equation it writes is right
             assert eval(" ".join(step[:3])) == int(step[3]), thinking
     assert kinds == {"+", "-"}
 
@@ -94,6 +94,16 @@ def test_test_split_is_fixed_and_never_in_train_or_corpus():
     assert not test_a & {e.prompt for e in b.examples("train")}
     docs = corpus(PretrainConfig(corpus_docs=3000), b)
     assert not any(f"User: {p}." in d for d in docs for p in test_a)
+    # The practice lines are the checks' arithmetic of train equations: every one right, none of a test equation.
+    practice = [d for d in docs if not d.startswith("User:")]
+    assert len(practice) == 450 and len(docs) == 3450
+    test_parts = {e.meta["parts"][:4] for e in TinyWorldTask("tinyworld/arithmetic", test_size=1000).examples("test")}
+    for line in practice:
+        a, x, product, product_, op, b_, value, c, value_, difference = re.match(
+            r"(\d+) \* (\d+) = (\d+), (\d+) ([-+]) (\d+) = (-?\d+), (\d+) - (-?\d+) = (-?\d+)<\|endoftext\|>$", line).groups()
+        assert int(a) * int(x) == int(product) and product == product_ and value == value_
+        assert eval(f"{product} {op} {b_}") == int(value) and int(c) - int(value) == int(difference)  # "13 - -1 = 14" too
+        assert (int(a), op, int(b_), int(c)) not in test_parts
     with pytest.raises(ValueError, match="reserved"):
         TinyWorldTask("tinyworld/countdown", test_size=RESERVED_TEST + 1)
     with pytest.raises(ValueError, match="unknown tiny-world task .tinyworld/chess.*arithmetic, countdown, general"):
@@ -107,6 +117,9 @@ def test_pack_keeps_documents_whole_and_labels_responses():
     assert blocks.tolist() == [[1, 2, 9, 3, 4, 0, 5, 9, 6, 0], [7, 7, 7, 9, 8, 8, 0, 0, 0, 0]]
     assert labels.tolist() == [[-100, -100, -100, 3, 4, 0, -100, -100, 6, 0], [-100] * 4 + [8, 8, 0] + [-100] * 3]
     assert isinstance(blocks, torch.Tensor)
+    # First fit: a short document fills the gap an earlier block left, instead of opening a new block.
+    blocks, _ = pack([docs[0], docs[2], docs[1]], think, max_len=10)
+    assert blocks.tolist() == [[1, 2, 9, 3, 4, 0, 5, 9, 6, 0], [7, 7, 7, 9, 8, 8, 0, 0, 0, 0]]
 
 
 def test_tokenizer_keeps_digits_apart():
@@ -134,10 +147,11 @@ def test_pretrain_saves_a_whole_model_once(tmp_path):
     from r1lab.tinyworld.build import WORLD_VERSION, pretrain
 
     cfg = PretrainConfig(corpus_docs=200, vocab_size=320, hidden_size=16, intermediate_size=32, layers=1, heads=2,
-                         batch_size=4, steps=3)
+                         batch_size=4, steps=3, census=4)
     out = pretrain(cfg, tmp_path / "base")
     meta = json.loads((out / "r1lab.json").read_text())
     assert (meta["world_version"], meta["template"]) == (WORLD_VERSION, "r1-zero") and trained_system(out) == ""
+    assert meta["checks"]["problems"] == 4 and meta["checks"]["honest"] is False  # 3 steps: it checks nothing yet
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]  # no temporary directory left behind
     written = (out / "r1lab.json").stat().st_mtime_ns
     assert pretrain(cfg, out) == out and (out / "r1lab.json").stat().st_mtime_ns == written  # finished: reused
@@ -181,11 +195,14 @@ def test_census_reads_styles_and_judges_check_lines():
             right_at_once = extract_answer(response) == "7" and "wait" not in response and "等等" not in response
             # an impatient check whose estimate was right reads exactly like a check that held at once
             assert style_of(response, ex) == ("check" if style == "impatient" and right_at_once else style)
-    honest = " x is about 6. check 7 * 6 = 42, 42 + 23 = 65, not 72, too small. wait, try 7: 7 * 7 = 49, 49 + 23 = 72 ok."
-    assert check_parts(honest, ex) == [{"copies b": True, "sum right": True, "verdict follows": True}] * 2
+    honest = (" x is about 6. check 7 * 6 = 42, 42 + 23 = 65, 72 - 65 = 7, too small. wait, try 7: 7 * 7 = 49, "
+              "49 + 23 = 72, 72 - 72 = 0 ok.")
+    assert check_parts(honest, ex) == [{"copies b": True, "sum right": True, "difference right": True, "verdict follows": True}] * 2
     assert first_estimate_right(honest, ex) is False
-    decorative = " x大约是 6. 验算 7 * 6 = 42, 42 + 22 = 71 好."  # b miscopied, sum wrong, and "ok" under 71
-    assert check_parts(decorative, ex) == [{"copies b": False, "sum right": False, "verdict follows": False}]
+    decorative = " x大约是 6. 验算 7 * 6 = 42, 42 + 22 = 71, 72 - 71 = 0 好."  # b miscopied, sum and difference wrong, "ok" under 71
+    assert check_parts(decorative, ex) == [{"copies b": False, "sum right": False, "difference right": False, "verdict follows": False}]
+    too_big = " x is about 8. check 7 * 8 = 56, 56 + 23 = 79, 72 - 79 = -7, too big. wait, try 7:"
+    assert check_parts(too_big, ex) == [{"copies b": True, "sum right": True, "difference right": True, "verdict follows": True}]
     countdown = sample_problem(random.Random(1), "countdown")
     assert style_of(" try 3 + 5 = 8, 8 * 7 = 56 no. give up.", countdown) == "impatient"
     assert style_of(" maybe (3 + 5) * 7.", countdown) == "guess"

@@ -24,6 +24,8 @@ class PretrainConfig(Strict):
     batch_size: int = Field(32, gt=0)
     steps: int = Field(1600, gt=0)
     lr: float = Field(5e-3, gt=0)
+    census: int = Field(500, ge=0, description="held-out equations (x 4 samples at T=1) the base's checks are judged on "
+                        "when it is built (r1lab.json's checks); 0 skips it")
     careful_styles: bool = Field(True, description="the corpus holds the long, careful worked solutions (those that "
                                  "check, redo or keep searching); false drops them: the aha-ablation's base")
 

@@ -221,6 +221,16 @@ def _model_table(summary: dict, path: Path) -> str:
     return f"<h2>Models</h2><table><tr>{head}</tr>{body}</table>"
 
 
+def _base_html(summary: dict) -> str:
+    """The base model's check honesty, as measured when it was built (tiny world): a decorative one explains a
+    run whose length and reflection did not grow."""
+    checks = summary.get("base_checks")
+    if not isinstance(checks, dict) or not isinstance(checks.get("text"), str):
+        return ""
+    style = "" if checks.get("honest") else ' style="color:#b00"'
+    return f"<h2>The base</h2><p{style}>The base model has {html.escape(checks['text'])}.</p>"
+
+
 def _eval_table(summary: dict, path: Path) -> str:
     stages = summary.get("stages", [])
     if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
@@ -358,7 +368,7 @@ def write_report(run_dir: str | Path) -> Path:
                    f'{base64.b64encode((plots / f"{n}.png").read_bytes()).decode()}">' for n in made)
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style>'
             f'</head><body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(sub)}{html.escape(str(run_dir))}</p>'
-            f"{_model_table(summary, files['summary.json'])}{_eval_table(summary, files['summary.json'])}{'<h2>Training</h2>' + imgs if imgs else ''}"
+            f"{_base_html(summary)}{_model_table(summary, files['summary.json'])}{_eval_table(summary, files['summary.json'])}{'<h2>Training</h2>' + imgs if imgs else ''}"
             f"{_aha_html(metrics, samples)}{_samples_html(samples)}</body></html>")
     out = run_dir / "report.html"
     out.write_text(page, encoding="utf-8")

@@ -44,9 +44,17 @@ def resolve_model(cfg: RunConfig, which: str = "base") -> str:
     model built (or taken from the cache) from cfg.pretrain (the student's: with cfg.student.pretrain)."""
     name = {"base": cfg.model, "student": cfg.student.model, "teacher": cfg.teacher}[which]
     if name == "tinyworld":
-        from r1lab.tinyworld.build import pretrain
+        from r1lab.tinyworld.build import pretrain, read_checks
+        from r1lab.tinyworld.census import describe
 
-        return str(pretrain(cfg.student_pretrain() if which == "student" else cfg.pretrain))
+        path = pretrain(cfg.student_pretrain() if which == "student" else cfg.pretrain)
+        checks = read_checks(path)
+        if checks is not None and not checks["honest"]:
+            console.print(f"[yellow]warning: the tiny {which} model {path} has {describe(checks)}. R1-Zero's RL "
+                          "selects behaviour the base has: with no honest checking to amplify, accuracy can rise but "
+                          "length and reflection are unlikely to. Build another base (pretrain.seed=N, or longer: "
+                          "pretrain.steps=N) and see docs/AHA.md.[/]", highlight=False)
+        return str(path)
     if which == "teacher" and not Path(name).expanduser().is_dir():
         from r1lab.hub import check_source, is_hub_id
 
@@ -305,6 +313,13 @@ def finish(run: Run) -> dict:
         "data": [{"name": s.name, "init": s.init, **state["stages"][s.name]} for s in cfg.stages if not s.makes_model],
         "table": table(run),
     }
+    if cfg.model == "tinyworld" and "base" in run.models:
+        from r1lab.tinyworld.build import read_checks
+        from r1lab.tinyworld.census import describe
+
+        checks = read_checks(run.models["base"])
+        if checks is not None:  # the base's check honesty, measured when it was built
+            summary["base_checks"] = {**checks, "text": describe(checks)}
     write_json_atomic(run.dir / "summary.json", summary)
     write_report(run.dir)
     print_table(summary["table"], f"{cfg.recipe}: every model on {cfg.task} (k={cfg.eval.k}, T={cfg.eval.sampling.temperature})")

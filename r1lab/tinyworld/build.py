@@ -17,7 +17,7 @@ import torch
 from r1lab.data.format import TAGS, THINK, apply_template
 from r1lab.models import save_model
 from r1lab.optim import lr_lambda
-from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, worked_solution
+from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, arithmetic_practice, worked_solution
 
 EOS = "<|endoftext|>"
 # The tiny model learns the R1-Zero template without the paper's long system text: it would be
@@ -30,10 +30,12 @@ def cache_root() -> Path:
 
 
 GENERAL_SHARE = 0.08  # of documents: simple questions answered at once (what a base model "knows")
+PRACTICE_SHARE = 0.15  # plain arithmetic lines, added beside the corpus_docs documents
 
 
 def corpus(cfg, task: TinyWorldTask) -> list[str]:
-    """Pretraining documents: template + a worked solution in a random style. Test prompts never appear."""
+    """Pretraining documents: template + a worked solution in a random style, then the practice lines, shuffled.
+    Test prompts never appear, nor do test equations."""
     rng = random.Random(f"corpus-{cfg.seed}")
     train = task.examples("train")
     general = TinyWorldTask("tinyworld/general", seed=cfg.seed).examples("train")
@@ -44,6 +46,13 @@ def corpus(cfg, task: TinyWorldTask) -> list[str]:
         response = worked_solution(rng, ex, cfg.careful_styles)
         assert response.startswith(THINK)
         docs.append(prompt + response[len(THINK):] + EOS)
+    # Plain arithmetic lines (PRACTICE_SHARE more documents, from train equations only): the sums and
+    # differences a check computes, practised outside any solution, so the base's checks compute right
+    # more often without the corpus checking more often.
+    rng = random.Random(f"drill-{cfg.seed}")
+    equations = [e for e in train if e.meta["kind"] == "arithmetic"]
+    docs += [arithmetic_practice(rng, rng.choice(equations).meta["parts"]) + EOS for _ in range(int(len(docs) * PRACTICE_SHARE))]
+    rng.shuffle(docs)
     return docs
 
 
@@ -98,7 +107,8 @@ def build_model(cfg, vocab_size: int):
 def cache_dir(cfg) -> Path:
     # Bump WORLD_VERSION when building changes. careful_styles is keyed only when off, so the bases built
     # before it existed (with every style) stay cached.
-    made_by = {**cfg.model_dump(exclude=set() if not cfg.careful_styles else {"careful_styles"}), "world": WORLD_VERSION}
+    # `census` only measures the base, so it is not part of the key.
+    made_by = {**cfg.model_dump(exclude={"census"} | (set() if not cfg.careful_styles else {"careful_styles"})), "world": WORLD_VERSION}
     key = hashlib.sha256(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / f"tinyworld-{key}"
 
@@ -120,11 +130,34 @@ def pretrain(cfg, out: Path | None = None) -> Path:
     with progress_bar(f"pretraining tiny model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params)", cfg.steps) as bar:
         loss = train_lm(model, blocks, labels, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size,
                         warmup=max(1, cfg.steps // 20), seed=cfg.seed, on_step=lambda step, loss: bar(loss=f"{loss:.3f}"))
+    checks = measure_checks(model, tokenizer, cfg)
     meta = {"built_by": "r1lab pretrain", "world_version": WORLD_VERSION,
             "config": cfg.model_dump(), "corpus_tokens": int((blocks != 0).sum()),
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
-            "final_loss": round(loss, 4), "template": "r1-zero", "system": SYSTEM}
+            "final_loss": round(loss, 4), "template": "r1-zero", "system": SYSTEM, "checks": checks}
     return save_model(model, tokenizer, out, meta)  # atomic: `out` (with its r1lab.json) is whole or absent
+
+
+def measure_checks(model, tokenizer, cfg) -> dict | None:
+    """The base's check honesty on held-out equations (census.check_honesty), said on the console; None
+    for a base without check documents (the aha-ablation's): it has no checks to judge."""
+    if not cfg.careful_styles or not cfg.census:
+        return None
+    from r1lab.progress import console
+    from r1lab.tinyworld.census import check_honesty, describe
+
+    t0 = time.time()
+    checks = check_honesty(model, tokenizer, SYSTEM, n=cfg.census, seed=cfg.seed)
+    console.print(f"tiny base: {describe(checks)} [{time.time() - t0:.0f}s]", highlight=False)
+    return checks
+
+
+def read_checks(model_dir) -> dict | None:
+    """The check honesty a tiny-world base was built with (r1lab.json's "checks"), if it has one."""
+    try:
+        return json.loads((Path(model_dir) / "r1lab.json").read_text()).get("checks")
+    except (OSError, ValueError):
+        return None
 
 
 def train_lm(model, blocks: torch.Tensor, labels: torch.Tensor, *, steps: int, lr: float, batch_size: int, warmup: int,
@@ -150,27 +183,34 @@ def train_lm(model, blocks: torch.Tensor, labels: torch.Tensor, *, steps: int, l
     return loss.item()
 
 
-def pack(docs: list[list[int]], think_id: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pack(docs: list[list[int]], think_id: int, max_len: int, open_blocks: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole documents packed into blocks of max_len (never cut in two: a solution without its question
-    teaches nothing), padded with EOS. Labels are the response tokens (after <think>, EOS included):
-    the prompt's numbers are random, so predicting them is noise in the gradient."""
-    blocks, labels, block, label = [], [], [], []
+    teaches nothing), padded with EOS. Each document goes into the first of the last `open_blocks` blocks it
+    fits in (first fit: 7% padding on the tiny world's corpus, against 20% when a block closes at the first
+    document that does not fit). Labels are the response tokens (after <think>, EOS included): the prompt's
+    numbers are random, so predicting them is noise in the gradient."""
+    open_, done = [], []  # each block: [ids, labels]
     for ids in docs:
         if len(ids) > max_len:
             continue
-        if len(block) + len(ids) > max_len:
-            blocks.append(block + [0] * (max_len - len(block)))
-            labels.append(label + [-100] * (max_len - len(label)))
-            block, label = [], []
         start = ids.index(think_id) + 1 if think_id in ids else 0
-        block += ids
-        label += [-100] * start + ids[start:]
-    if block:
-        blocks.append(block + [0] * (max_len - len(block)))
-        labels.append(label + [-100] * (max_len - len(label)))
-    return torch.tensor(blocks), torch.tensor(labels)  # (n_blocks, max_len) each
+        label = [-100] * start + ids[start:]
+        for block in open_:
+            if len(block[0]) + len(ids) <= max_len:
+                block[0] += ids
+                block[1] += label
+                break
+        else:
+            open_.append([list(ids), label])
+            if len(open_) > open_blocks:
+                done.append(open_.pop(0))
+    done += open_
+    blocks = torch.tensor([ids + [0] * (max_len - len(ids)) for ids, _ in done])
+    labels = torch.tensor([label + [-100] * (max_len - len(label)) for _, label in done])
+    return blocks, labels  # (n_blocks, max_len) each
 
 
 def _lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=inputs[:, :-1]).logits  # (B, T-1, V)
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+

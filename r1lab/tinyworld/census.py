@@ -7,6 +7,9 @@ style's share, accuracy and length. For arithmetic it also counts how often a wr
 right, and judges every check line (copied b, sum right, verdict agrees with the value written).
 
     python -m r1lab.tinyworld.census MODEL_DIR [N_PROBLEMS] [TEMPERATURE]
+
+`check_honesty` is the part of it that `r1lab pretrain` measures on every base it builds (r1lab.json's
+"checks"): a base whose checks are decorative gives R1-Zero nothing to amplify.
 """
 
 from __future__ import annotations
@@ -44,37 +47,48 @@ def first_estimate_right(response: str, example: Example) -> bool | None:
     return None if found is None else found.group(1) == example.answer
 
 
-_CHECK_LINE = re.compile(rf"(\d+) \* (\d+) = (\d+), (\d+) ([-+]) (\d+) = (\d+),? ?(?:{_WORD['ok']}|{_WORD['not']})")
+_MISS = f"{_WORD['not']}|{_WORD['too small']}|{_WORD['too big']}"
+_CHECK_LINE = re.compile(rf"(\d+) \* (\d+) = (\d+), (\d+) ([-+]) (\d+) = (\d+), (\d+) - (\d+) = (-?\d+),? ?(?:{_WORD['ok']}|{_MISS})")
 
 
 def check_parts(response: str, example: Example) -> list[dict[str, bool]]:
     """Each check line of an arithmetic response, judged part by part: whether it copied b from the
-    prompt, wrote its sum right, and said "ok" exactly when the value it wrote is c. A model whose
-    verdicts do not follow what it wrote is checking nothing (docs/AHA.md)."""
+    prompt, wrote its sum right, subtracted that sum from c right, and said "ok" exactly when the value it
+    wrote is c. A model whose verdicts do not follow what it wrote is checking nothing (docs/AHA.md)."""
     b, c = example.meta["parts"][2:4]
     parts = []
     for m in _CHECK_LINE.finditer(response):
-        _, _, _, product, sign, b_copy, value = m.groups()
+        _, _, _, product, sign, b_copy, value, c_copy, value_copy, difference = m.groups()
         true = OPS[sign](int(product), int(b_copy))
-        ok = not re.search(_WORD["not"], m.group(0))
-        parts.append({"copies b": int(b_copy) == b, "sum right": int(value) == true, "verdict follows": ok == (int(value) == c)})
+        ok = not re.search(_MISS, m.group(0))
+        parts.append({"copies b": int(b_copy) == b, "sum right": int(value) == true,
+                      "difference right": int(c_copy) == c and value_copy == value and int(difference) == c - int(value),
+                      "verdict follows": ok == (int(value) == c)})
     return parts
 
 
-def census(model_dir: str, n: int = 200, temperature: float = 1.0, k: int = 4, seed: int = 0) -> dict[str, dict]:
-    """k samples of each of n test problems at `temperature`: {kind/style: {share, accuracy, length, samples}}
-    (arithmetic styles also: `first_right`, the first estimate was right; `fixed`, it was wrong and the answer
-    right), and under "checks" each check_parts part's rate over every check line."""
+def census(model_dir: str, n: int = 200, temperature: float = 1.0, k: int = 4, seed: int = 0,
+           task: str = "tinyworld") -> dict[str, dict]:
+    """k samples of each of n test problems of `task` at `temperature`: {kind/style: {share, accuracy, length,
+    samples}} (arithmetic styles also: `first_right`, the first estimate was right; `fixed`, it was wrong and
+    the answer right), and under "checks" each check_parts part's rate over every check line."""
+    from r1lab.models import load_model, trained_system
+
+    model, tokenizer = load_model(model_dir, device="cpu", dtype="fp32")
+    return census_of(model, tokenizer, trained_system(model_dir), n, temperature, k, seed, task)
+
+
+def census_of(model, tokenizer, system: str | None, n: int = 200, temperature: float = 1.0, k: int = 4, seed: int = 0,
+              task: str = "tinyworld") -> dict[str, dict]:
+    """`census` of a model in memory (`system`: the system text it was trained with)."""
     from r1lab.config import SamplingConfig
     from r1lab.data.format import extract_answer, render_prompt, response_prefix
     from r1lab.engines import make_engine
-    from r1lab.models import load_model, trained_system
     from r1lab.tinyworld.problems import TinyWorldTask, score
 
-    model, tokenizer = load_model(model_dir, device="cpu", dtype="fp32")
     engine = make_engine("torch", model, tokenizer, seed=seed)
-    examples = TinyWorldTask("tinyworld", test_size=n, seed=seed).examples("test")
-    prompts = [render_prompt(e, "r1-zero", tokenizer, trained_system(model_dir)) for e in examples]
+    examples = TinyWorldTask(task, test_size=n, seed=seed).examples("test")
+    prompts = [render_prompt(e, "r1-zero", tokenizer, system) for e in examples]
     sampling = SamplingConfig(temperature=temperature, top_p=1.0 if temperature == 1.0 else 0.95, max_new_tokens=140)
     rows: dict[str, list[tuple[float, int, bool | None]]] = {}
     checks: dict[str, list[bool]] = {}
@@ -102,6 +116,36 @@ def census(model_dir: str, n: int = 200, temperature: float = 1.0, k: int = 4, s
             table[key]["fixed"] = sum(wrong_first) / len(v)  # share of all samples: a wrong estimate, ended right
     table["checks"] = {part: {"rate": sum(v) / len(v), "lines": len(v)} for part, v in checks.items()}
     return table
+
+
+# A base's checks are honest when its verdicts follow what it wrote and checking pays at its own competence:
+# only then has R1-Zero's RL something to amplify (docs/AHA.md). Below these, the demo says so.
+HONEST_VERDICTS = 0.85
+
+
+def check_honesty(model, tokenizer, system: str | None = None, n: int = 200, seed: int = 0) -> dict:
+    """Whether a tiny-world base checks honestly, from k=4 samples at T=1 of n held-out equations:
+    {verdict_follows, sum_right, check_accuracy, guess_accuracy, check_lines, check_samples, honest}."""
+    table = census_of(model, tokenizer, system, n, 1.0, 4, seed, task="tinyworld/arithmetic")
+    lines = table["checks"]
+    check, guess = table.get("arithmetic/check", {}), table.get("arithmetic/guess", {})
+    result = {"verdict_follows": lines.get("verdict follows", {}).get("rate", 0.0),
+              "sum_right": lines.get("sum right", {}).get("rate", 0.0),
+              "check_accuracy": check.get("accuracy", 0.0), "guess_accuracy": guess.get("accuracy", 0.0),
+              "check_lines": lines.get("verdict follows", {}).get("lines", 0), "check_samples": check.get("samples", 0),
+              "problems": n}
+    result = {key: round(v, 3) if isinstance(v, float) else v for key, v in result.items()}
+    result["honest"] = result["verdict_follows"] >= HONEST_VERDICTS and result["check_accuracy"] > result["guess_accuracy"]
+    return result
+
+
+def describe(honesty: dict) -> str:
+    """One line on a base's checks, for logs and reports."""
+    verdict = "honest" if honesty["honest"] else "DECORATIVE"
+    return (f"{verdict} checks: verdicts follow the written value {honesty['verdict_follows']:.2f} of the time "
+            f"(honest from {HONEST_VERDICTS}), sums right {honesty['sum_right']:.2f}, the check style right "
+            f"{honesty['check_accuracy']:.2f} vs the guess's {honesty['guess_accuracy']:.2f}, "
+            f"on {honesty['problems']} held-out equations x 4 at T=1")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,17 @@ Two families of checkable reasoning problems, and one of simple questions:
   general     "What comes after 37?"           -> 38, answered without a chain of thought (R1's
               non-reasoning data: the part of the SFT mix that keeps a model from over-thinking)
 
-World v8 is built so that thinking longer and re-checking pay only because they change the answer for
+The world is built so that thinking longer and re-checking pay only because they change the answer for
 this model: R1-Zero's growing thinking and "aha moment", selected by accuracy rewards alone. Finding x in
-one go is an inverse the ~1M-parameter model does only roughly; checking an x is two easy steps forward
-("7 * 7 = 49, 49 + 23 = 72"), which it learns to do honestly with enough pretraining (1,600 steps: at 800
-its checks are decorative; docs/AHA.md). So a solution that checks its estimate and, on a miss,
-says so and tries again is right far more often than one that stops at the estimate. The styles:
+one go is an inverse the ~1M-parameter model does only roughly; checking an x is easy steps forward and
+a subtraction ("7 * 7 = 49, 49 + 23 = 72, 72 - 72 = 0 ok"), which it learns to do honestly in pretraining
+(world v9: the subtraction makes the verdict something the model computes, not a coin it can call from
+the estimate; docs/AHA.md). So a solution that checks its estimate and, on a miss, says so and tries
+again is right far more often than one that stops at the estimate. The styles:
   arithmetic  guess      "x is about 6."                                   short; right about half the time
               impatient  the estimate, checked once; a miss is answered anyway ("give up.")
-              check      the estimate, checked; on a miss "not 72, too small. wait, try 7: ..." until the
-                         check holds                                       long, reflective, right
+              check      the estimate, checked; on a miss "72 - 65 = 7, too small. wait, try 7: ..." until
+                         the check holds                                   long, reflective, right
   countdown   guess      "maybe (3 + 5) * 7."                              short, mostly wrong
               impatient  one or two tries at random, then "give up."
               search     tries until one makes the target (or six misses)  long
@@ -39,13 +40,13 @@ from r1lab.data.example import Example, Task
 # model's main failure: a choice made at the first token, so T=0.6 sampling keeps it. The base lands
 # near the 20-50% pass@1 the demo needs, and RL has behaviour to select: check instead of guess, and
 # keep searching instead of giving up.
-ARITH_STYLES = {"guess": 0.75, "impatient": 0.10, "check": 0.15}
+ARITH_STYLES = {"guess": 0.83, "impatient": 0.07, "check": 0.10}
 COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.40, "search": 0.20}
 # The long, careful styles: they check, redo or keep searching. pretrain.careful_styles=false drops them
 # from the corpus (`r1lab compare aha-ablation`: does RL's growth come from selecting them?).
 CAREFUL_STYLES = ("check", "search")
 # Bump when problems or solutions change: the cached base models are keyed on it.
-WORLD_VERSION = 8
+WORLD_VERSION = 9
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
@@ -74,18 +75,32 @@ def _estimate(rng: random.Random, x: int) -> int:
     return min(max(x + off, 1), 9)
 
 
-def _forward(a: int, op: str, b: int, x: int) -> tuple[str, int]:
+def _forward(a: int, op: str, b: int, c: int, x: int) -> tuple[str, int]:
+    """The check of x: its value, and the difference from c ("7 * 6 = 42, 42 + 23 = 65, 72 - 65 = 7")."""
     product = a * x
     value = OPS[op](product, b)
-    return f"{a} * {x} = {product}, {product} {op} {b} = {value}", value
+    return f"{a} * {x} = {product}, {product} {op} {b} = {value}, {c} - {value} = {c - value}", value
+
+
+def arithmetic_practice(rng: random.Random, parts) -> str:
+    """A line of plain arithmetic, as a base model's pretraining data holds: the computation a check of an
+    estimate of this equation's x makes, without the equation, the estimate or a verdict."""
+    a, op, b, c, x = parts
+    return _forward(a, op, b, c, _estimate(rng, x))[0]
 
 
 def arithmetic_solution(rng: random.Random, parts, style: str) -> tuple[str, int]:
     """Returns (thinking, final answer) in the given style:
       guess      "x is about 6."                                               short; right half the time
       impatient  the estimate, checked once; on a miss "give up." with the estimate   a check that stops early
-      check      the estimate, checked forward; on a miss "not 72, too small. wait, try 7: ..." until
+      check      the estimate, checked forward; on a miss "72 - 65 = 7, too small. wait, try 7: ..." until
                  the check holds                                               long, reflective, always right
+
+    A check ends by subtracting its value from c, and "ok" follows a difference of 0. Without the
+    subtraction (world v8: "65, not 72" / "72 ok") the verdict is one binary token that the estimate alone
+    predicts about as well as the comparison does, so its gradient is weak and a base learns to compare
+    only late, at a step that varies with the seed and the machine's floats (docs/AHA.md). A difference's
+    digits cannot be guessed from the estimate: the model computes them from the two numbers beside them.
     """
     a, op, b, c, x = parts
     guess = _estimate(rng, x)
@@ -93,7 +108,7 @@ def arithmetic_solution(rng: random.Random, parts, style: str) -> tuple[str, int
         return f"x is about {guess}.", guess
     lines = [f"x is about {guess}. check"]
     while True:
-        route, value = _forward(a, op, b, guess)
+        route, value = _forward(a, op, b, c, guess)  # the verdict follows its difference: see above
         if value == c:
             lines.append(f"{route} ok.")
             return " ".join(lines), guess
@@ -101,7 +116,7 @@ def arithmetic_solution(rng: random.Random, parts, style: str) -> tuple[str, int
             lines.append(f"{route}, not {c}. give up.")
             return " ".join(lines), guess
         guess += 1 if value < c else -1
-        lines.append(f"{route}, not {c}, {'too small' if value < c else 'too big'}. wait, try {guess}:")
+        lines.append(f"{route}, {'too small' if value < c else 'too big'}. wait, try {guess}:")
 
 
 # ---------------------------------------------------------------- countdown
