@@ -29,6 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
+
+from r1lab.evaluation.report import read_jsonl
+
 # Issue 23's targets for every seed.
 TARGETS = {"pass@1 gain": 0.20, "length ratio": 1.3, "reflection ratio": 2.0, "reflection after": 0.15,
            "verdict_follows": 0.85}
@@ -42,10 +46,6 @@ def run(args: list[str], log: Path) -> float:
     if done.returncode:
         sys.exit(f"r1lab {' '.join(args)} failed (exit {done.returncode}); its output is in {log}")
     return time.time() - t0
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def demo_row(seed: int, run_dir: Path, wall: float | None) -> dict:
