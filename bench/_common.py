@@ -77,7 +77,7 @@ def base_model_dir() -> Path | None:
 def make_model_dir(size: str, out: Path, seed: int = 0) -> Path:
     """A randomly initialised tiny-world Llama of `size`, saved as an HF directory with the tokenizer."""
     from r1lab.config import PretrainConfig
-    from r1lab.models import load_tokenizer
+    from r1lab.models.io import load_tokenizer
     from r1lab.tinyworld.build import build_model
 
     out = Path(out)

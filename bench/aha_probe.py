@@ -28,7 +28,7 @@ from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
 from r1lab.config import PretrainConfig
 from r1lab.data.format import THINK, apply_template
-from r1lab.models import save_model
+from r1lab.models.io import save_model
 from r1lab.tinyworld import build
 from r1lab.tinyworld.census import check_honesty, describe
 from r1lab.tinyworld.problems import OPS, TinyWorldTask

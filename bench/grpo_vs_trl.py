@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,7 +52,6 @@ sys.path.insert(0, str(HERE))
 
 import _common  # noqa: E402  (puts the repo root on sys.path)
 import workloads  # noqa: E402
-
 
 # ---------------------------------------------------------------------------------------------
 # Children: one framework, one model, one process
@@ -101,7 +100,7 @@ def child_r1lab(args) -> dict:
     import r1lab.store.checkpoint
     from r1lab.config import RLConfig, SamplingConfig
     from r1lab.engines import make_engine
-    from r1lab.models import load_model
+    from r1lab.models.io import load_model
     from r1lab.rl.algorithms import ALGORITHMS
     from r1lab.rl.loop import train_rl
 
@@ -164,7 +163,7 @@ def child_trl(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from r1lab.data.format import apply_template
-    from r1lab.models import load_tokenizer
+    from r1lab.models.io import load_tokenizer
     from r1lab.rewards.registry import Rewards
 
     task, template, system = _common_setup(args)

@@ -39,17 +39,18 @@ def main():
 
         sys.path.insert(0, args.root)
 
+    import workloads
+
     import r1lab
     from r1lab.config import RLConfig, SamplingConfig
     from r1lab.data.format import apply_template
     from r1lab.engines import make_engine
-    from r1lab.models import load_model
+    from r1lab.models.io import load_model
     from r1lab.rewards.registry import Rewards
     from r1lab.rl.algorithms import ALGORITHMS
     from r1lab.rl.batch import Batch
     from r1lab.rl.rollouts import PromptStream, sample_step
     from r1lab.rl.step import score, update
-    import workloads
 
     print("r1lab from", r1lab.__file__)
 

@@ -74,7 +74,7 @@ def baseline_app(path: str, max_tokens_cap: int):
     from r1lab.config import EVAL_SAMPLING, SamplingConfig
     from r1lab.data.format import END_ANSWER, apply_template
     from r1lab.engines.streaming import stream_text
-    from r1lab.models import load_model, trained_system
+    from r1lab.models.io import load_model, trained_system
 
     model, tokenizer = load_model(path, device="cpu", dtype="fp32")
     system = trained_system(path, "r1-zero")

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repo root on sys.path)
+
 from r1lab.data.example import Example, Task
 from r1lab.data.format import END_ANSWER, END_THINK, THINK
 
@@ -184,7 +185,7 @@ def _pretrain_digits(w: Workload, out: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from r1lab.models import save_model
+    from r1lab.models.io import save_model
 
     t0 = time.time()
     tok = digits_tokenizer(w.vocab)
@@ -237,7 +238,7 @@ def _grow(w: Workload, source: Path, out: Path) -> None:
     import torch
     from transformers import AutoConfig, LlamaForCausalLM
 
-    from r1lab.models import load_model, save_model
+    from r1lab.models.io import load_model, save_model
 
     small, _ = load_model(str(source), device="cpu", dtype="fp32")
     cfg = AutoConfig.from_pretrained(source)

@@ -230,7 +230,7 @@ def shard(model: torch.nn.Module) -> torch.nn.Module:
         return model
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-    from r1lab.models import compute_dtype
+    from r1lab.models.device import compute_dtype
 
     precision = MixedPrecisionPolicy(param_dtype=compute_dtype(model), reduce_dtype=torch.float32)
     layer_classes = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or ())}

@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny(tiny_model_dir):
-    from r1lab.models import load_model
+    from r1lab.models.io import load_model
 
     return load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
 

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import digits, rl_config, train
 
 from r1lab import dist
-from r1lab.config import parse_overrides
 from r1lab.engines import make_engine
-from r1lab.models import load_model
+from r1lab.models.io import load_model
+from r1lab.recipes.load import parse_overrides
 from r1lab.rewards.registry import REWARD_FUNCTIONS
 
 

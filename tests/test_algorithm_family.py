@@ -7,8 +7,9 @@ import pytest
 import torch
 from helpers import EchoTask, digits, metrics_rows, rl_config, train
 
-from r1lab.config import RLConfig, SamplingConfig
+from r1lab.config import ConfigError, RLConfig, SamplingConfig
 from r1lab.engines import make_engine
+from r1lab.recipes.load import load_config
 from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
 from r1lab.rl import algorithms as alg
 from r1lab.rl import ppo
@@ -269,8 +270,8 @@ def test_gradient_does_not_depend_on_micro_batch_size(tiny, algorithm):
 
 def test_config_algorithm_field():
     assert RLConfig().algorithm == "grpo" and RLConfig().eps is None  # None: the algorithm's clip range
-    with pytest.raises(ValueError, match="algorithm"):
-        RLConfig(algorithm="trpo")
+    with pytest.raises(ConfigError, match="rl.algorithm: unknown algorithm 'trpo'"):
+        load_config("r1-zero", ["rl.algorithm=trpo"])  # names are checked against ALGORITHMS when a config loads
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "dapo", "gspo", "rloo"])

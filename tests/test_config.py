@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from r1lab.config import ConfigError, EvalConfig, load_config, parse_overrides
+from r1lab.config import ConfigError, EvalConfig
+from r1lab.recipes.load import load_config, parse_overrides
 from r1lab.ui.cli import main
 
 
@@ -164,8 +165,8 @@ def test_non_finite_numbers_are_refused(override):
 def test_shipped_recipes_fit_the_tiny_base_context(recipe):
     """Every sampling budget of a shipped recipe leaves room for the tiny world's longest prompt in the base's
     context (pretrain.max_len), measured with the tiny world's own tokenizer as pretraining builds it."""
-    from r1lab.config import load_config
     from r1lab.data.format import apply_template
+    from r1lab.recipes.load import load_config
     from r1lab.tinyworld.build import SYSTEM, corpus, train_tokenizer
     from r1lab.tinyworld.problems import TinyWorldTask
 

@@ -11,8 +11,9 @@ import pytest
 import yaml
 from helpers import EchoTask, metrics_rows, rl_config, train
 
-from r1lab.config import ConfigError, load_config, validate
+from r1lab.config import ConfigError
 from r1lab.data.example import Example
+from r1lab.recipes.load import load_config, validate
 from r1lab.recipes.rundir import check_run_dir, record_run
 from r1lab.rewards.registry import Rewards, takes_batches
 

@@ -19,15 +19,16 @@ import torch
 from helpers import EchoTask, digits, metrics_rows, rl_config, train
 from rich.console import Console
 
-from r1lab.config import ConfigError, load_config, validate
+from r1lab.config import ConfigError
 from r1lab.data.example import Example
-from r1lab.guards import DivergedError
-from r1lab.models import load_model, load_tokenizer, save_model
+from r1lab.models.io import load_model, load_tokenizer, save_model
+from r1lab.recipes.load import load_config, validate
 from r1lab.recipes.rundir import check_run_dir, record_run
 from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_jsonl
 from r1lab.store.runlock import RunLockedError, run_lock
+from r1lab.train.guards import DivergedError
 from r1lab.ui.cli import main
 
 TESTS = Path(__file__).parent
@@ -97,7 +98,7 @@ def test_sft_nan_loss_stops_without_writing_final(tiny, tmp_path, monkeypatch):
 
 
 def test_entropy_and_kl_explosions_warn():
-    from r1lab.guards import ExplosionWatch
+    from r1lab.train.guards import ExplosionWatch
 
     watch = ExplosionWatch(entropy_max=2.0, kl_max=1.0)
     assert watch({"entropy": 1.0, "kl": 0.1}) == []
@@ -213,7 +214,7 @@ def test_cli_reports_a_full_disk_without_a_traceback(monkeypatch, capsys, tmp_pa
     from r1lab.ui import cli
 
     def dispatch(args):
-        with __import__("r1lab.store.disk", fromlist=["writing"]).writing("checkpoint", tmp_path / "x"):
+        with __import__("r1lab.disk", fromlist=["writing"]).writing("checkpoint", tmp_path / "x"):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cli, "_dispatch", dispatch)
@@ -388,7 +389,7 @@ KILL_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 from helpers import digits, rl_config, train
-from r1lab.models import load_model
+from r1lab.models.io import load_model
 from r1lab.rewards.registry import REWARD_FUNCTIONS
 REWARD_FUNCTIONS["digits"] = lambda task, **_: digits
 model, tokenizer = load_model({model!r}, device="cpu", dtype="fp32")

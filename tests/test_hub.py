@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hub_cache import CHAT_TEMPLATE, cache_repo, gsm8k_like_dataset, qwen_like_model, remote_code_model, trl_like_dataset
-from r1lab.data.tasks import load_task
-from r1lab.hub import is_hub_id
+
+from r1lab.models.hub import is_hub_id
+from r1lab.recipes.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["rl.steps=2", "rl.prompts_per_step=2", "rl.group_size=2", "sampling.max_new_tokens=12", "eval.n=4", "eval.k=1",
@@ -178,7 +178,7 @@ def test_revision_and_trust_remote_code_reach_from_pretrained(hub, tmp_path):
 
 
 def test_a_missing_path_is_reported_as_a_path(tmp_path):
-    from r1lab.models import load_model
+    from r1lab.models.io import load_model
 
     with pytest.raises(FileNotFoundError, match=r"model: '\./nowhere/Qwen2\.5-0\.5B' does not exist"):
         load_model("./nowhere/Qwen2.5-0.5B")
@@ -188,7 +188,7 @@ def test_a_missing_path_is_reported_as_a_path(tmp_path):
 
 @pytest.mark.slow
 def test_hub_datasets_offline_from_the_hub_cache(hub, tmp_path):
-    code = ("from r1lab.data.tasks import load_task\n"
+    code = ("from r1lab.recipes.tasks import load_task\n"
             "t = load_task('openai/gsm8k', config='main')\n"
             "print(len(t.examples('train')), len(t.examples('test')), t.examples('test')[0].id, t.examples('test')[0].answer)\n"
             "try:\n    load_task('openai/gsm8k', config='mian')\nexcept ValueError as e:\n    print('ERR', e)\n"
@@ -229,7 +229,7 @@ def test_conversational_prompts_are_rendered_with_the_template(tmp_path, tiny_mo
     import datasets
 
     from r1lab.data.format import render_prompt
-    from r1lab.models import load_tokenizer
+    from r1lab.models.io import load_tokenizer
 
     datasets.Dataset.from_list(conversations(12)).to_parquet(str(tmp_path / "chat.parquet"))
     task = load_task(str(tmp_path / "chat.parquet"), question_field="prompt", answer_field="solution", test_size=4,
@@ -276,7 +276,7 @@ def test_conversations_differing_only_in_system_text_are_different_prompts(tmp_p
 
 
 def test_push_checks_its_arguments_before_any_network(tmp_path, tiny_model_dir):
-    from r1lab.hub import push
+    from r1lab.models.hub import push
 
     with pytest.raises(FileNotFoundError, match="not a saved model directory"):
         push(tmp_path, "me/model")

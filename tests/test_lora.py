@@ -7,11 +7,12 @@ import pytest
 import torch
 from helpers import InterruptedEngine, digits, metrics_rows, rl_config, train
 
-from r1lab import lora
-from r1lab.config import ConfigError, LoRAConfig, SamplingConfig, SFTConfig, load_config
+from r1lab.config import ConfigError, LoRAConfig, SamplingConfig, SFTConfig
 from r1lab.engines import make_engine
 from r1lab.engines.fast_decoder import FastDecoder
-from r1lab.models import load_model, save_model
+from r1lab.models import lora
+from r1lab.models.io import load_model, save_model
+from r1lab.recipes.load import load_config
 from r1lab.rewards.registry import REWARD_FUNCTIONS
 from r1lab.rl.batch import Batch
 from r1lab.rl.logprobs import forward_logprobs, logprobs_no_grad

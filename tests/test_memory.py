@@ -6,11 +6,13 @@ import copy
 import pytest
 import torch
 
-from r1lab import lora
-from r1lab.config import ConfigError, LoRAConfig, RLConfig, SamplingConfig, load_config, validate
+from r1lab.config import ConfigError, LoRAConfig, RLConfig, SamplingConfig
 from r1lab.engines import make_engine
 from r1lab.engines.fast_decoder import FastDecoder
-from r1lab.models import check_device, enable_gradient_checkpointing, gradient_checkpointing_on
+from r1lab.models import lora
+from r1lab.models.device import check_device
+from r1lab.models.memory import enable_gradient_checkpointing, gradient_checkpointing_on
+from r1lab.recipes.load import load_config, validate
 from r1lab.recipes.preflight import check_run
 from r1lab.rl.batch import Batch, micro_batches
 from r1lab.rl.logprobs import forward_logprobs, logprobs_no_grad

@@ -10,10 +10,11 @@ import torch
 from helpers import digits, rl_config, train
 from safetensors.torch import load_file
 
-from r1lab import lora
 from r1lab.config import LoRAConfig, SamplingConfig, SFTConfig
 from r1lab.engines.torch_engine import TorchEngine
-from r1lab.models import autocast, load_model
+from r1lab.models import lora
+from r1lab.models.device import autocast
+from r1lab.models.io import load_model
 from r1lab.rewards.registry import REWARD_FUNCTIONS
 from r1lab.rl.batch import Batch
 from r1lab.rl.logprobs import forward_logprobs

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from r1lab.config import ConfigError, EvalConfig, load_config
+from r1lab.config import ConfigError, EvalConfig
 from r1lab.data.example import Example
 from r1lab.evaluation.evaluate import evaluate, majority_answer, pass_at_k
+from r1lab.recipes.load import load_config
 from r1lab.rewards.language import language_share
 from r1lab.rewards.registry import Rewards
 from r1lab.rewards.rules import make_helpfulness_reward

@@ -5,8 +5,8 @@ import pytest
 import torch
 from helpers import EchoTask, metrics_rows, rl_config, train
 
-from r1lab.config import load_config
 from r1lab.data.example import Example
+from r1lab.recipes.load import load_config
 from r1lab.recipes.preflight import check_run
 from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
 from r1lab.rewards.reward_model import RewardModel

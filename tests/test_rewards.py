@@ -225,7 +225,7 @@ def test_bad_weight_and_lengths():
 
 
 def test_accuracy_with_file_task_math_verify(tmp_path):
-    from r1lab.data.tasks import load_task
+    from r1lab.recipes.tasks import load_task
 
     path = tmp_path / "half.jsonl"
     path.write_text("".join(f'{{"question": "q{i}", "answer": "#### {i}.5"}}\n' for i in range(5)))

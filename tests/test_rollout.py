@@ -7,7 +7,7 @@ from r1lab.config import SamplingConfig
 from r1lab.engines.base import filter_logits, sample_next
 from r1lab.engines.fast_decoder import FastDecoder
 from r1lab.engines.torch_engine import TorchEngine
-from r1lab.models import load_tokenizer
+from r1lab.models.io import load_tokenizer
 
 PROMPTS = ["User: Compute 3 + 4. Assistant: <think>", "User: Make 12 from 2, 3, 4. Assistant: <think>"]
 

@@ -72,7 +72,7 @@ class InexactEngine:
 
 
 def test_auto_corrects_only_an_inexact_engine(tiny_model_dir, tmp_path):
-    from r1lab.models import load_model
+    from r1lab.models.io import load_model
 
     model, tok = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
     train(model, tok, rl_config(steps=2), tmp_path / "inexact", engine=InexactEngine(make_engine("torch", model, tok)))

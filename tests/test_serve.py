@@ -21,7 +21,7 @@ import torch
 from r1lab.config import SamplingConfig
 from r1lab.data.format import END_ANSWER, apply_template, conversation_prompt, without_reasoning
 from r1lab.engines import Rollout, make_engine
-from r1lab.models import load_model, load_tokenizer
+from r1lab.models.io import load_model, load_tokenizer
 from r1lab.ui.api_chat import ApiChat, api_key_for
 from r1lab.ui.serve import build_app, make_app, serving_in_thread
 from r1lab.ui.serve_api import ServeLimits, cut_at_stop, reasoning_and_content

@@ -6,7 +6,7 @@ import torch
 from r1lab.config import SamplingConfig, SFTConfig
 from r1lab.data.format import apply_template
 from r1lab.engines import make_engine
-from r1lab.models import load_model, load_tokenizer
+from r1lab.models.io import load_model, load_tokenizer
 from r1lab.sft import train as sft
 
 PAIRS = [  # (question, completion as our data writes it: starting with <think>)

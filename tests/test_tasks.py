@@ -6,7 +6,7 @@ import pytest
 from r1lab.data.example import Example, Task
 from r1lab.data.files import gold_answer, math_equal
 from r1lab.data.reasoning_gym import ReasoningGymTask
-from r1lab.data.tasks import load_task
+from r1lab.recipes.tasks import load_task
 
 
 def write_jsonl(path, rows):

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from r1lab.threads import ThreadFit, _busy_seconds, _cores
+from r1lab.train.threads import ThreadFit, _busy_seconds, _cores
 
 pytestmark = pytest.mark.skipif(_busy_seconds() is None or _cores() < 2, reason="needs /proc/stat and 2 cores")
 
@@ -81,11 +81,12 @@ def test_a_wrong_setting_is_named(fitting, monkeypatch):
 
 
 def test_rl_runs_log_their_threads(tmp_path, tiny, fitting):
+    import json
+
     from r1lab.config import RLConfig, SamplingConfig
     from r1lab.engines import make_engine
     from r1lab.rl.loop import train_rl
     from r1lab.tinyworld.problems import TinyWorldTask
-    import json
 
     model, tok = tiny
     cfg = RLConfig(steps=2, prompts_per_step=2, group_size=2, sampling=SamplingConfig(max_new_tokens=8), checkpoint_every=0)

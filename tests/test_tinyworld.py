@@ -143,7 +143,7 @@ def test_cache_key_follows_config_and_world_version(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_saves_a_whole_model_once(tmp_path):
-    from r1lab.models import load_model, trained_system
+    from r1lab.models.io import load_model, trained_system
     from r1lab.tinyworld.build import WORLD_VERSION, pretrain
 
     cfg = PretrainConfig(corpus_docs=200, vocab_size=320, hidden_size=16, intermediate_size=32, layers=1, heads=2,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import metrics_rows
 
-from r1lab.config import ConfigError, ControlConfig, load_config
+from r1lab.config import ConfigError, ControlConfig
+from r1lab.recipes.load import load_config, validate_control
 from r1lab.recipes.rundir import check_run_dir, record_run
 from r1lab.ui.cli import main
 
@@ -161,7 +162,7 @@ def test_nothing_is_imported_without_trackers(tmp_path):
     code = f"""
 import sys
 from pathlib import Path
-from r1lab.config import load_config
+from r1lab.recipes.load import load_config
 from r1lab.store.logs import append_metrics
 from r1lab.store.trackers import reporting
 with reporting(load_config("r1-zero").log, Path({str(tmp_path)!r}), {{}}) as trackers:
@@ -186,8 +187,8 @@ def test_report_to_names_known_installed_trackers(monkeypatch):
     monkeypatch.setitem(sys.modules, "trackio", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"trackio is not installed: pip install 'r1lab\[trackio\]'"):
         load_config("r1-zero", ["log.report_to=[tensorboard, trackio]"])
-    with pytest.raises(ValueError, match="trackio is not installed"):
-        ControlConfig(log={"report_to": ["trackio"]})
+    with pytest.raises(ConfigError, match="trackio is not installed"):
+        validate_control({"log": {"report_to": ["trackio"]}})
 
 
 def test_a_resume_may_change_where_a_run_reports(tmp_path):

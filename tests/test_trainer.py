@@ -3,7 +3,7 @@ import torch
 from helpers import InterruptedEngine, digits, metrics_rows, rl_config, train
 
 from r1lab.engines import make_engine
-from r1lab.models import load_model
+from r1lab.models.io import load_model
 from r1lab.rewards.registry import REWARD_FUNCTIONS
 
 

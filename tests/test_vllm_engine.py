@@ -16,7 +16,7 @@ from helpers import EchoTask, digits, metrics_rows, rl_config, train  # noqa: E4
 
 from r1lab.config import PretrainConfig, SamplingConfig  # noqa: E402
 from r1lab.engines import make_engine  # noqa: E402
-from r1lab.models import load_model  # noqa: E402
+from r1lab.models.io import load_model  # noqa: E402
 from r1lab.rewards.registry import REWARD_FUNCTIONS  # noqa: E402
 from r1lab.rl.batch import Batch  # noqa: E402
 from r1lab.rl.logprobs import forward_logprobs  # noqa: E402
@@ -133,7 +133,7 @@ def test_grpo_with_the_vllm_engine_raises_the_reward(vllm_model_dir, tmp_path, m
 def test_a_lora_policy_syncs_its_merged_weights(vllm_model_dir):
     pytest.importorskip("peft")
     from r1lab.config import LoRAConfig
-    from r1lab.lora import add_lora, merged_model
+    from r1lab.models.lora import add_lora, merged_model
 
     model, tokenizer = load_model(str(vllm_model_dir), device="cpu", dtype="fp32")
     policy = add_lora(model, LoRAConfig(r=8))

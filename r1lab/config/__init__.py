@@ -22,9 +22,8 @@ The run's `gradient_checkpointing` is likewise rl's and sft's unless they set th
 serves every rl and sft stage.
 """
 
-from r1lab.config.base import ConfigError, Strict, apply_changes, changed, error_lines, format_errors
+from r1lab.config.base import Strict, apply_changes, changed, error_lines, format_errors
 from r1lab.config.control import SUPPORTED_ENVS, ControlConfig, check_env
-from r1lab.config.load import load_config, parse_overrides, recipe_path, validate
 from r1lab.config.lora import LoRAConfig
 from r1lab.config.run import MODEL_NAMES, RunConfig, StageConfig, StudentConfig
 from r1lab.config.settings import (
@@ -39,11 +38,11 @@ from r1lab.config.settings import (
                                    RolloutConfig,
                                    SamplingConfig,
                                    SFTConfig,
-                                   check_reward,
 )
+from r1lab.errors import ConfigError
 
 __all__ = ["ConfigError", "Strict", "apply_changes", "changed", "error_lines", "format_errors", "SUPPORTED_ENVS",
-           "ControlConfig", "check_env", "load_config", "parse_overrides", "recipe_path", "validate", "EVAL_SAMPLING",
+           "ControlConfig", "check_env", "EVAL_SAMPLING",
            "MODEL_NAMES", "REFLECTION_PHRASES", "DataConfig", "EvalConfig", "FilterConfig", "LogConfig", "LoRAConfig",
            "PretrainConfig", "RLConfig",
-           "RolloutConfig", "RunConfig", "SamplingConfig", "SFTConfig", "StageConfig", "StudentConfig", "check_reward"]
+           "RolloutConfig", "RunConfig", "SamplingConfig", "SFTConfig", "StageConfig", "StudentConfig"]

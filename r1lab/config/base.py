@@ -8,22 +8,14 @@ from typing import TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from r1lab.errors import ConfigError, did_you_mean  # noqa: F401  (re-exported: config's errors)
+
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A recipe or override is wrong; the message names the field."""
 
 
 class Strict(BaseModel):
     # nan and inf are never meant (rl.lr=.inf): refuse them at load, not as a nan loss an hour later
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-def did_you_mean(word: str, choices) -> str:
-    """" (did you mean 'x'?)" for the closest choice, or ""."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def inner_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from r1lab.config.base import ConfigError, Strict, changed
+from r1lab.config.base import Strict, changed
 from r1lab.config.lora import LoRAConfig
 from r1lab.config.settings import (
     EVAL_SAMPLING,
@@ -21,6 +21,7 @@ from r1lab.config.settings import (
     SamplingConfig,
     SFTConfig,
 )
+from r1lab.errors import ConfigError
 
 MODEL_NAMES = ("base", "student", "teacher")  # models a stage may start from besides earlier stages
 
@@ -249,21 +250,14 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _lora_fits_rl(self):
-        """LoRA's reference model is the base with the adapter disabled: nothing else holds a second copy."""
+    def _lora_resets_no_reference(self):
+        """LoRA's reference model is the base with the adapter disabled: it cannot be reset to the policy.
+        (An algorithm that trains a value model, which LoRA does not support, is refused by recipes/load.py.)"""
         if not self.lora.enabled:
             return self
-        from r1lab.rl.algorithms import ALGORITHMS
-
-        problems = []
-        for st in (st for st in self.stages if st.kind == "rl"):
-            rl = self.stage_rl(st)
-            if ALGORITHMS[rl.algorithm].needs_value_model:
-                problems.append(f"stages.{st.name}.rl.algorithm: {rl.algorithm} trains a value model, a copy of the whole "
-                                "transformer, which LoRA (lora.r > 0) does not support; use a GRPO-family algorithm or lora.r=0")
-            if rl.ref_reset_every:
-                problems.append(f"stages.{st.name}.rl.ref_reset_every: with LoRA (lora.r > 0) the reference is the frozen "
-                                "base model and cannot be reset to the policy; use 0 or lora.r=0")
+        problems = [f"stages.{st.name}.rl.ref_reset_every: with LoRA (lora.r > 0) the reference is the frozen "
+                    "base model and cannot be reset to the policy; use 0 or lora.r=0"
+                    for st in self.stages if st.kind == "rl" and self.stage_rl(st).ref_reset_every]
         if problems:
             raise ValueError("\n".join(problems))
         return self

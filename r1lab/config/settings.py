@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from r1lab.config.base import Strict, did_you_mean
+from r1lab.config.base import Strict
 
 
 class PretrainConfig(Strict):
@@ -70,15 +69,6 @@ class SamplingConfig(Strict):
 
 EVAL_SAMPLING = {"temperature": 0.6, "top_p": 0.95}  # the paper measures (and talks to) models this way, never greedy
 REFLECTION_PHRASES = ("wait", "recheck", "check", "等等", "再算", "验算")  # a response "reflects" if it has one
-
-
-def check_reward(name: str) -> None:
-    """The one place a reward name is checked when a config is loaded: a name in
-    r1lab.rewards.registry.REWARD_FUNCTIONS, or `module:function` that imports, is callable and has a
-    signature r1lab knows how to call (the registry's reward_factory says what is wrong)."""
-    from r1lab.rewards.registry import reward_factory
-
-    reward_factory(name)
 
 
 class RLConfig(Strict):
@@ -144,22 +134,6 @@ class RLConfig(Strict):
                                        "ln(vocabulary size), a near-uniform policy (None = never)")
     kl_warn: float | None = Field(10.0, gt=0, description="warn when the KL to the reference passes this (None = never)")
 
-    @field_validator("algorithm")
-    @classmethod
-    def _known_algorithm(cls, v: str) -> str:
-        from r1lab.rl.algorithms import ALGORITHMS
-
-        if v not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {v!r}{did_you_mean(v, ALGORITHMS)}: known algorithms are {', '.join(ALGORITHMS)}")
-        return v
-
-    @field_validator("rewards", "general_rewards")
-    @classmethod
-    def _known_rewards(cls, weights: dict[str, float]) -> dict[str, float]:
-        for name in weights:
-            check_reward(name)
-        return weights
-
     @model_validator(mode="after")
     def _reward_model_named(self):
         if "reward_model" in {**self.rewards, **self.general_rewards} and not self.reward_model:
@@ -179,15 +153,6 @@ class RolloutConfig(Strict):
     def options(self) -> dict:
         """What make_engine passes to the engine (each engine takes the ones it uses)."""
         return self.model_dump(exclude={"engine"})
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, v: str) -> str:
-        from r1lab.engines import ENGINES
-
-        if v not in ENGINES:
-            raise ValueError(f"unknown engine {v!r}: known engines are {', '.join(sorted(ENGINES))}")
-        return v
 
 
 class EvalConfig(Strict):
@@ -259,17 +224,8 @@ class LogConfig(Strict):
 
     @field_validator("report_to")
     @classmethod
-    def _known_and_installed(cls, names: list[str]) -> list[str]:
-        """A tracker's client is checked here, at load, so a missing one fails before any model work."""
-        from r1lab.store.trackers import TRACKERS
-
-        for name in names:
-            if name not in TRACKERS:
-                raise ValueError(f"unknown tracker {name!r}{did_you_mean(name, TRACKERS)}: "
-                                 f"known trackers are {', '.join(TRACKERS)}")
-            if importlib.util.find_spec(TRACKERS[name].package) is None:
-                raise ValueError(f"{name} is not installed: pip install 'r1lab[{name}]' (or -e '.[{name}]' in a checkout)")
-        return list(dict.fromkeys(names))
+    def _once_each(cls, names: list[str]) -> list[str]:
+        return list(dict.fromkeys(names))  # which names exist and are installed: recipes/load.py checks
 
 
 class FilterConfig(Strict):

@@ -97,7 +97,7 @@ def read_table(name: str, config: str | None = None) -> dict:
     Errors name the source; used by dataset tasks and by SFT data."""
     import datasets
 
-    from r1lab.hub import is_hub_id
+    from r1lab.models.hub import is_hub_id
 
     p = Path(name).expanduser()
     if not p.exists() and not is_hub_id(name):
@@ -127,7 +127,7 @@ def _load_dataset(name: str, config: str | None, local: bool):
     (datasets alone finds only what it prepared itself)."""
     import datasets
 
-    from r1lab.hub import fetch_hint, offline, unreachable
+    from r1lab.models.hub import fetch_hint, offline, unreachable
 
     def load(source: str):
         try:

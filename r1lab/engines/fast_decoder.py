@@ -12,7 +12,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from r1lab.models import compute_dtype
+from r1lab.models.device import compute_dtype
 
 
 class KVCache:

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from r1lab.models import autocast
+from r1lab.models.device import autocast
 
 
 class _StopWhenSet(StoppingCriteria):

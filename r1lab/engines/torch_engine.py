@@ -23,7 +23,8 @@ import torch
 from r1lab.engines.base import Rollout, sample_next
 from r1lab.engines.fast_decoder import FastDecoder, KVCache
 from r1lab.engines.streaming import stream_text
-from r1lab.models import autocast, cache_of, with_cache
+from r1lab.models.device import autocast
+from r1lab.models.memory import cache_of, with_cache
 
 
 class TorchEngine:

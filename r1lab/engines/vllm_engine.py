@@ -43,8 +43,8 @@ class VLLMEngine:
             raise ValueError("rollout.sleep=true frees accelerator memory between generations: it needs CUDA")
         self.sleep = sleep
         self._dir = tempfile.mkdtemp(prefix="r1lab-vllm-")
-        from r1lab.lora import is_lora, merged_model
-        from r1lab.models import compute_dtype
+        from r1lab.models.device import compute_dtype
+        from r1lab.models.lora import is_lora, merged_model
 
         (merged_model(model) if is_lora(model) else model).save_pretrained(self._dir)  # vLLM starts from plain weights
         tokenizer.save_pretrained(self._dir)
@@ -86,7 +86,7 @@ class VLLMEngine:
 
     def load_weights(self, model) -> None:
         """Copies the policy's current weights into vLLM's model, in place."""
-        from r1lab.lora import is_lora, merged_state_dict
+        from r1lab.models.lora import is_lora, merged_state_dict
 
         self._wake()
         state = merged_state_dict(model) if is_lora(model) else model.state_dict()  # LoRA: sync W + BA

@@ -97,15 +97,12 @@ def run_compare(spec: CompareSpec, out: str | Path) -> dict:
 def _variant_config(spec: CompareSpec, settings: list[str]):
     overrides = [*spec.overrides, *settings]
     if spec.kind == "recipe":
-        from r1lab.config import load_config
+        from r1lab.recipes.load import load_config
 
         return load_config(spec.recipe, overrides)
-    from r1lab.config import ControlConfig, parse_overrides
+    from r1lab.recipes.load import parse_overrides, validate_control
 
-    try:
-        return ControlConfig.model_validate(parse_overrides(overrides))
-    except ValidationError as err:
-        raise ConfigError(format_errors(err, f"control settings {overrides}", ControlConfig)) from None
+    return validate_control(parse_overrides(overrides), f"control settings {overrides}")
 
 
 # What each kind plots: (file, title, y key, x key, x label). Recipe runs log per-step time, not a clock.

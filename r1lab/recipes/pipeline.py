@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,12 +28,12 @@ from pathlib import Path
 from r1lab import dist
 from r1lab.config import RunConfig, StageConfig
 from r1lab.data.limits import fit_context
+from r1lab.disk import atomic_write
 from r1lab.evaluation.evaluate import evaluate
-from r1lab.models import save_model, trained_system
+from r1lab.models.io import save_model, trained_system
 from r1lab.progress import console
 from r1lab.recipes.preflight import check_run
 from r1lab.recipes.rundir import check_run_dir, record_run
-from r1lab.store.disk import writing
 from r1lab.store.runlock import run_lock
 from r1lab.store.trackers import reporting
 
@@ -56,7 +55,7 @@ def resolve_model(cfg: RunConfig, which: str = "base") -> str:
                           "pretrain.steps=N) and see docs/AHA.md.[/]", highlight=False)
         return str(path)
     if which == "teacher" and not Path(name).expanduser().is_dir():
-        from r1lab.hub import check_source, is_hub_id
+        from r1lab.models.hub import check_source, is_hub_id
 
         if not is_hub_id(name):
             raise FileNotFoundError(f"teacher '{name}' is not a model directory (run `r1lab run r1 --out runs/r1` "
@@ -71,7 +70,7 @@ def resolve_system(cfg: RunConfig, model_path: str) -> str | None:
 
 
 def load_task_for(cfg: RunConfig, name: str | None = None):
-    from r1lab.data.tasks import load_task
+    from r1lab.recipes.tasks import load_task
 
     d = cfg.data
     return load_task(name or cfg.task, question_field=d.question_field, answer_field=d.answer_field, test_file=d.test_file,
@@ -80,10 +79,7 @@ def load_task_for(cfg: RunConfig, name: str | None = None):
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with writing("state", path, cleanup=tmp):
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False), "state")
 
 
 class Run:
@@ -134,7 +130,7 @@ class Run:
             write_json_atomic(self.state_path, self.state)
 
     def load(self, name: str, master_weights: bool = False):
-        from r1lab.models import load_model
+        from r1lab.models.io import load_model
 
         what = {"base": "model", "student": "student.model", "teacher": "teacher"}.get(name, f"stages.{name}")
         return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype, master_weights, what,
@@ -170,7 +166,7 @@ def trainable(run: Run, name: str):
     copy the optimizer updates (models.py)."""
     if not run.cfg.lora.enabled:
         return run.load(name, master_weights=True)
-    from r1lab.lora import add_lora
+    from r1lab.models.lora import add_lora
 
     model, tokenizer = run.load(name)
     return add_lora(model, run.cfg.lora, run.cfg.seed), tokenizer
@@ -292,9 +288,7 @@ def finish(run: Run) -> dict:
     models = [s for s in cfg.stages if s.makes_model]
     for name in ("metrics.jsonl", "samples.jsonl"):
         parts = [run.dir / s.name / name for s in models]
-        tmp = run.dir / (name + ".tmp")
-        tmp.write_text("".join(p.read_text() for p in parts if p.exists()))
-        os.replace(tmp, run.dir / name)
+        atomic_write(run.dir / name, "".join(p.read_text() for p in parts if p.exists()), "log")
     last = next(s for s in models if s.name == cfg.final_stage) if cfg.final_stage else models[-1]
     link = run.dir / "final"
     if link.is_symlink() or link.exists():

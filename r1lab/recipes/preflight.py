@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 
 from r1lab.config import ConfigError, RunConfig, StageConfig
-from r1lab.hub import check_source
-from r1lab.lora import check_targets
-from r1lab.models import check_device
+from r1lab.models.device import check_device
+from r1lab.models.hub import check_source
+from r1lab.models.lora import check_targets
 from r1lab.rewards.reward_model import reward_tokenizer
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import yaml
 
 from r1lab.config import ConfigError, RunConfig
-from r1lab.data.tasks import is_dataset
+from r1lab.disk import atomic_write
+from r1lab.recipes.tasks import is_dataset
 
 NOT_COMPARED = {"data": ("allow_changed",)}  # overrides for one resume, not part of the experiment
 NOT_RECORDED = ("log",)  # where a run reports (store/trackers.py), not what it is: a resume may change it
@@ -42,7 +42,7 @@ def data_files(cfg: RunConfig) -> list[Path]:
 def fingerprints(cfg: RunConfig, tasks: dict | None = None) -> dict[str, str]:
     """sha256 of every local data file; of a hub dataset's rows as loaded (`tasks`: name -> Task), keyed
     'hub:NAME', since its files live in a cache that may move to a newer revision."""
-    from r1lab.hub import is_hub_id
+    from r1lab.models.hub import is_hub_id
 
     out = {}
     for name, task in sorted((tasks or {}).items()):
@@ -87,6 +87,4 @@ def record_run(run_dir: Path, cfg: RunConfig, tasks: dict | None = None) -> None
     for name, text in (("config.yaml", lambda: yaml.safe_dump(_comparable(cfg), sort_keys=False, allow_unicode=True)),
                        ("data.json", lambda: json.dumps(fingerprints(cfg, tasks), indent=2))):
         if not (run_dir / name).exists():
-            tmp = run_dir / (name + ".tmp")
-            tmp.write_text(text())
-            os.replace(tmp, run_dir / name)
+            atomic_write(run_dir / name, text(), "run record")

@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from r1lab.config.base import did_you_mean
+from r1lab.errors import did_you_mean
 
 IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 

@@ -37,8 +37,8 @@ import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from r1lab.config.base import did_you_mean
 from r1lab.data.example import Example, Task
+from r1lab.errors import did_you_mean
 from r1lab.rewards.imported import import_reward, is_import_path
 from r1lab.rewards.language import language_consistency_reward
 from r1lab.rewards.reward_model import RewardModel
@@ -71,7 +71,7 @@ BATCH_FIRST = ("completions", "prompts")  # a first parameter so named makes a f
 
 def reward_factory(name: str) -> Callable[..., RewardFn]:
     """The factory of a built-in name, or of your own `module:function` (imported and its signature checked
-    now); a ValueError saying what is wrong. config.check_reward calls this when a config is loaded."""
+    now); a ValueError saying what is wrong. recipes/load.py calls this when a config is loaded."""
     if name in REWARD_FUNCTIONS:
         return REWARD_FUNCTIONS[name]
     if is_import_path(name):

@@ -14,7 +14,7 @@ def reward_tokenizer(path: str):
     reads its score at the last token that is not padding (HF sequence classification finds it by pad_token_id)."""
     from transformers import AutoTokenizer
 
-    from r1lab.hub import is_hub_id
+    from r1lab.models.hub import is_hub_id
 
     if not Path(path).expanduser().exists() and not is_hub_id(path):
         raise FileNotFoundError(f"rl.reward_model: no such directory '{path}'")

@@ -14,7 +14,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from r1lab.models import autocast, cache_of, gradient_checkpointing_on, with_cache
+from r1lab.models.device import autocast
+from r1lab.models.memory import cache_of, gradient_checkpointing_on, with_cache
 from r1lab.rl.batch import Batch, micro_batches
 
 BUCKET_COST = 64  # tokens of padding worth one more forward call (its fixed overhead and smaller matmuls)

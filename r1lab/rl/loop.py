@@ -27,10 +27,9 @@ from r1lab import dist
 from r1lab.config import RLConfig
 from r1lab.data.example import Task
 from r1lab.data.format import render_prompt
-from r1lab.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
-from r1lab.lora import AdapterDisabled, is_lora
-from r1lab.models import enable_gradient_checkpointing, restore_weights
-from r1lab.optim import lr_lambda
+from r1lab.models.io import restore_weights
+from r1lab.models.lora import AdapterDisabled, is_lora
+from r1lab.models.memory import enable_gradient_checkpointing
 from r1lab.progress import console, progress_bar
 from r1lab.rewards.registry import Rewards, TrainerState
 from r1lab.rl.algorithms import ALGORITHMS
@@ -41,7 +40,9 @@ from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
-from r1lab.threads import ThreadFit
+from r1lab.train.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
+from r1lab.train.optim import lr_lambda
+from r1lab.train.threads import ThreadFit
 
 
 def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, engine, template: str,

@@ -11,7 +11,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from r1lab.models import autocast, compute_dtype, set_compute_dtype
+from r1lab.models.device import autocast, compute_dtype, set_compute_dtype
 from r1lab.rl.algorithms import masked_mean
 
 

@@ -19,11 +19,11 @@ import torch
 
 from r1lab import dist
 from r1lab.config import RLConfig
-from r1lab.guards import finite
 from r1lab.rl.algorithms import ALGORITHMS, Algorithm, masked_mean
 from r1lab.rl.batch import Batch, micro_batches
 from r1lab.rl.logprobs import forward_logprobs, logprobs_no_grad
 from r1lab.rl.ppo import explained_variance, token_gae, token_rewards, value_loss, whiten
+from r1lab.train.guards import finite
 
 
 def rl_step(policy, optimizer, batch: Batch, cfg: RLConfig, *, ref=None, value_model=None) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 from r1lab.config import FilterConfig, SamplingConfig
 from r1lab.data.example import Example, Task
 from r1lab.data.format import extract_answer, render_prompt, response_prefix, split_response
+from r1lab.disk import atomic_write
 from r1lab.progress import progress_bar
 from r1lab.rewards.language import language_share
 from r1lab.rewards.rules import RewardFn, format_reward, make_accuracy_reward, repetition_penalty
@@ -183,9 +184,7 @@ def write_reference_answers(examples: list[Example], out_path: str | os.PathLike
         raise ValueError("answers: no examples to write")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    os.replace(tmp, out_path)
+    atomic_write(out_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), "answers")
     return {"prompts": len(rows), "samples": len(rows), "kept": len(rows), "out_path": str(out_path)}
 
 

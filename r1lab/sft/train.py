@@ -26,14 +26,16 @@ import torch.nn.functional as F
 from r1lab.config import SFTConfig
 from r1lab.data.files import read_table
 from r1lab.data.format import apply_template, response_prefix
-from r1lab.guards import BadStepCounter, step_problem
-from r1lab.models import autocast, enable_gradient_checkpointing, load_model, restore_weights, save_model, trained_system
-from r1lab.optim import lr_lambda
+from r1lab.models.device import autocast
+from r1lab.models.io import load_model, restore_weights, save_model, trained_system
+from r1lab.models.memory import enable_gradient_checkpointing
 from r1lab.progress import console, progress_bar
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_metrics, truncate_jsonl
 from r1lab.store.runlock import run_lock
 from r1lab.store.trackers import reporting
+from r1lab.train.guards import BadStepCounter, step_problem
+from r1lab.train.optim import lr_lambda
 
 IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
 
@@ -343,7 +345,7 @@ def _sft_from_config(model_path, data, cfg: SFTConfig, out_dir, *, template, sys
     lora_on = lora is not None and lora.enabled
     model, tokenizer = load_model(model_path, device=device, dtype=dtype, master_weights=not lora_on)  # LoRA: the base is frozen
     if lora_on:
-        from r1lab.lora import add_lora
+        from r1lab.models.lora import add_lora
 
         model = add_lora(model, lora, seed)
     if system is None:

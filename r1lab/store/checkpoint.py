@@ -20,17 +20,11 @@ import numpy as np
 import torch
 
 from r1lab import dist
-from r1lab.store.disk import writing
+from r1lab.disk import atomic_write, writing
 from r1lab.store.manifest import write_manifest
 from r1lab.store.recovery import newest_intact
 
 KEEP = 2  # the newest and one before it: if the newest is found damaged on resume, the older one is used
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict:
@@ -68,7 +62,7 @@ def save(run_dir: Path, step: int, model, tokenizer, state: dict, training=None)
     if dist.is_main():
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)  # the directory appears complete or not at all
-        _write_text_atomic(root / "latest", final.name)
+        atomic_write(root / "latest", final.name, "checkpoint pointer")
         for old in sorted(p for p in root.glob("step-*") if p.name != final.name)[:-(KEEP - 1) or None]:
             shutil.rmtree(old, ignore_errors=True)
     every_rank()  # no rank goes on (or can be stopped) before the checkpoint is complete

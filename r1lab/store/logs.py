@@ -1,15 +1,14 @@
 """JSONL logs (metrics.jsonl, samples.jsonl): append a row per step, cut back to a checkpoint on resume. A metrics row
-also goes to the run's experiment trackers (store/trackers.py)."""
+also goes to the loop's `report` callback (the run's trackers' `log`, store/trackers.py; or anything a caller
+passes, a list's append in a test)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
-from r1lab.store import trackers
-from r1lab.store.disk import writing
+from r1lab.disk import atomic_write, writing
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
@@ -18,10 +17,11 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def append_metrics(path: Path, row: dict) -> None:
-    """A step's metrics row (it names its stage and step) to metrics.jsonl and to every tracker the run reports to."""
+def append_metrics(path: Path, row: dict, report: Callable[[dict], None] | None = None) -> None:
+    """A step's metrics row (it names its stage and step) to metrics.jsonl, then to `report` if given."""
     append_jsonl(path, [row])
-    trackers.report(row, row["step"], row["stage"])
+    if report is not None:
+        report(row)
 
 
 def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
@@ -37,6 +37,4 @@ def truncate_jsonl(path: Path, keep: Callable[[dict], bool]) -> None:
             continue
         if keep(row):
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write(path, "".join(line + "\n" for line in kept), "log")

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from r1lab.disk import atomic_write
 
 MANIFEST = "manifest.json"
 
@@ -27,9 +28,7 @@ def _files(directory: Path) -> list[Path]:
 def write_manifest(directory: Path) -> None:
     directory = Path(directory)
     entries = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(directory)}
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"files": entries}, indent=1))
-    os.replace(tmp, directory / MANIFEST)
+    atomic_write(directory / MANIFEST, json.dumps({"files": entries}, indent=1), "manifest")
 
 
 def damage(directory: Path, required: tuple[str, ...] = ()) -> str:

@@ -9,6 +9,7 @@ import logging
 import os
 from pathlib import Path
 
+from r1lab.disk import atomic_write
 from r1lab.store.manifest import damage
 
 log = logging.getLogger("r1lab.checkpoint")
@@ -36,9 +37,7 @@ def newest_intact(root: Path) -> Path | None:
         if not problem:
             if path.name != named:
                 log.warning("resuming from %s (rebuilt %s from the directory)", path.name, pointer)
-                tmp = root / "latest.tmp"
-                tmp.write_text(path.name)
-                os.replace(tmp, pointer)
+                atomic_write(pointer, path.name, "checkpoint pointer")
             return path
         log.warning("checkpoint %s is damaged (%s): moved aside to %s, trying the one before it", path.name, problem,
                     "damaged-" + path.name)

@@ -10,9 +10,10 @@ A metric is named <stage>/<metric> in wandb and trackio (wandb plots it against 
 a run never collide. A resumed stage logs again the steps after its checkpoint: TensorBoard hides what the
 interrupted attempt logged from there (purge_step); wandb and trackio keep both, the later last.
 
-The clients keep one current run per process, and so does this module: `reporting` opens a run's trackers (on rank
-0 only) for a block, and `report` (called by store/logs.py: append_metrics) sends each row to them. A new tracker is
-one class with `package` and the four methods of TensorBoard below, and one TRACKERS line.
+`reporting` opens a run's trackers (on rank 0 only) for a block and yields them; a training loop gets their `log`
+as its `report(row)` callback (store/logs.py: append_metrics calls it with each metrics row), so no loop reaches
+trackers through global state. A new tracker is one class with `package` and the four methods of TensorBoard
+below, and one TRACKERS line.
 """
 
 from __future__ import annotations
@@ -152,11 +153,12 @@ class Trackers:
             console.print(f"[dim]{type(tracker).__name__.lower()}: {tracker.view}")
         return opened
 
-    def log(self, row: dict, step: int, stage: str) -> None:
-        """A metrics row's numbers (its stage and step are the name's prefix and the x axis)."""
+    def log(self, row: dict) -> None:
+        """A metrics row's numbers to every tracker (its `stage` and `step` are the name's prefix and the x axis):
+        the `report` callback of the training loops."""
         metrics = {k: v for k, v in row.items() if k not in ("stage", "step") and isinstance(v, (int, float))}
         for tracker in self.trackers:
-            tracker.log(metrics, step, stage)
+            tracker.log(metrics, row["step"], row["stage"])
 
     def summary(self, table: list[dict]) -> None:
         """The run's final table: a row per model (recipes) or one row (control, sft)."""
@@ -169,28 +171,19 @@ class Trackers:
         self.trackers = []
 
 
-_current = Trackers()
-
-
 @contextlib.contextmanager
 def reporting(log, run_dir: Path, config: dict, resume: bool = True):
-    """The trackers of `log` (config.LogConfig; None: none) as this process's for the block: `report` sends rows to
-    them. Only rank 0 reports (the others get none); a run that raises is closed as failed. `resume=False`: a new run
-    in each tracker (for a command that starts over, as `r1lab control` does)."""
-    global _current
+    """The trackers of `log` (config.LogConfig; None: none), open for the block. Only rank 0 reports (the others get
+    none); a run that raises is closed as failed. `resume=False`: a new run in each tracker (for a command that starts
+    over, as `r1lab control` does)."""
     wanted = log is not None and log.report_to and dist.is_main()
     trackers = Trackers.open(log, run_dir, config, resume) if wanted else Trackers()
-    previous, _current, ok = _current, trackers, False
+    ok = False
     try:
         yield trackers
         ok = True
     finally:
-        _current = previous
         trackers.close(ok)
-
-
-def report(row: dict, step: int, stage: str) -> None:
-    _current.log(row, step, stage)
 
 
 def _columns(table: list[dict]) -> list[str]:

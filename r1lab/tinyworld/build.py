@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from r1lab.data.format import TAGS, THINK, apply_template
-from r1lab.models import save_model
-from r1lab.optim import lr_lambda
+from r1lab.models.io import save_model
 from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, arithmetic_practice, worked_solution
+from r1lab.train.optim import lr_lambda
 
 EOS = "<|endoftext|>"
 # The tiny model learns the R1-Zero template without the paper's long system text: it would be

@@ -72,7 +72,7 @@ def census(model_dir: str, n: int = 200, temperature: float = 1.0, k: int = 4, s
     """k samples of each of n test problems of `task` at `temperature`: {kind/style: {share, accuracy, length,
     samples}} (arithmetic styles also: `first_right`, the first estimate was right; `fixed`, it was wrong and
     the answer right), and under "checks" each check_parts part's rate over every check line."""
-    from r1lab.models import load_model, trained_system
+    from r1lab.models.io import load_model, trained_system
 
     model, tokenizer = load_model(model_dir, device="cpu", dtype="fp32")
     return census_of(model, tokenizer, trained_system(model_dir), n, temperature, k, seed, task)

@@ -11,7 +11,7 @@ from rich.text import Text
 from r1lab.config import EVAL_SAMPLING, SamplingConfig
 from r1lab.data.format import END_ANSWER, apply_template, response_prefix
 from r1lab.engines import make_engine
-from r1lab.models import load_model, trained_system
+from r1lab.models.io import load_model, trained_system
 from r1lab.ui.chat_input import clean, robust_stdin, too_long
 from r1lab.ui.display import show_response
 

@@ -162,7 +162,7 @@ def _quiet_hf() -> None:
 
 def _dispatch(args) -> int:
     from r1lab import dist
-    from r1lab.config import ConfigError, format_errors, load_config, parse_overrides, validate
+    from r1lab.recipes.load import load_config, parse_overrides, validate
 
     if dist.launched() and args.command != "run":
         raise ValueError(f"`r1lab {args.command}` runs in one process: under torchrun, only `r1lab run` does")
@@ -180,16 +180,10 @@ def _dispatch(args) -> int:
 
         run_recipe(load_config("distill", [f"teacher={args.teacher}", f"student.model={args.student}", *args.overrides]), args.out)
     elif args.command == "control":
-        from pydantic import ValidationError
-
-        from r1lab.config import ControlConfig
         from r1lab.experiments.control import run_control
+        from r1lab.recipes.load import validate_control
 
-        settings = {"algo": args.algo, "env": args.env, **parse_overrides(args.overrides)}
-        try:
-            cfg = ControlConfig.model_validate(settings)
-        except ValidationError as err:
-            raise ConfigError(format_errors(err, "control settings", ControlConfig)) from None
+        cfg = validate_control({"algo": args.algo, "env": args.env, **parse_overrides(args.overrides)})
         summary = run_control(cfg, args.out)
         print(json.dumps({k: summary[k] for k in ("algo", "env", "final_mean_return", "env_steps", "wall_seconds")}, indent=2))
     elif args.command == "compare":
@@ -205,7 +199,7 @@ def _dispatch(args) -> int:
     elif args.command == "eval":
         from r1lab.engines import make_engine
         from r1lab.evaluation.evaluate import evaluate
-        from r1lab.models import load_model
+        from r1lab.models.io import load_model
         from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
 
         settings = {"model": args.model, "task": args.task, "template": args.template, "eval": {"k": args.k, "n": args.n}}
@@ -223,7 +217,7 @@ def _dispatch(args) -> int:
                 json.dump(result, f, indent=2)
     elif args.command == "generate":
         from r1lab.engines import make_engine
-        from r1lab.models import load_model
+        from r1lab.models.io import load_model
         from r1lab.progress import console
         from r1lab.recipes.pipeline import load_task_for, resolve_model, resolve_system
         from r1lab.sft.generate import generate
@@ -280,7 +274,7 @@ def _dispatch(args) -> int:
               name=args.name, device=args.device, dtype=args.dtype, threads=args.threads, limits=limits,
               batch_window_s=args.batch_window_ms / 1000, max_batch_rows=args.max_batch)
     elif args.command == "push":
-        from r1lab.hub import push
+        from r1lab.models.hub import push
 
         print(push(args.model_dir, args.repo_id, private=args.private))
     elif args.command == "report":

@@ -268,7 +268,7 @@ async def wait_for(job: Job, request: Request):
 def model_template(model_path: str, tokenizer) -> str:
     """The template a model was trained with: an r1lab model's (its r1lab.json; trained_system answers
     for the template it names), else the tokenizer's chat template when it has one, else r1-zero."""
-    from r1lab.models import trained_system
+    from r1lab.models.io import trained_system
 
     for template in ("r1-zero", "chat"):
         if trained_system(model_path, template) is not None:
@@ -291,9 +291,9 @@ def build_app(model: str, *, api_key: str | None = None, engine: str = "torch", 
               device: str = "auto", dtype: str = "auto", seed: int = 0, limits: ServeLimits | None = None,
               batch_window_s: float = 0.005, max_batch_rows: int = 64):
     """Loads `model` (a directory, a hub name or 'tinyworld') into the engine `engine` -> (app, what it serves)."""
-    from r1lab.config import validate
     from r1lab.engines import make_engine
-    from r1lab.models import load_model, load_tokenizer, trained_system
+    from r1lab.models.io import load_model, load_tokenizer, trained_system
+    from r1lab.recipes.load import validate
     from r1lab.recipes.pipeline import resolve_model
 
     path = resolve_model(validate({"model": model}, "serve settings"))

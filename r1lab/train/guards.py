@@ -10,7 +10,7 @@ import math
 
 import torch
 
-log = logging.getLogger("r1lab.guards")
+log = logging.getLogger("r1lab.train.guards")
 
 
 class DivergedError(ValueError):

@@ -29,7 +29,7 @@ def add_lora(model, cfg, seed: int = 0):
     """`model` with LoRA adapters (cfg: config.LoRAConfig) on cfg.target_modules; only they require grad.
     The adapters' random init (B = 0, so the model starts equal to its base) is seeded by `seed`, without
     moving torch's global random state."""
-    from r1lab.config import ConfigError
+    from r1lab.errors import ConfigError
 
     try:
         from peft import LoraConfig, get_peft_model
@@ -55,7 +55,7 @@ def check_targets(model, target_modules: list[str] | str) -> None:
     """A ConfigError naming lora.target_modules when a target matches no layer of `model` (peft's rule: a
     list entry matches a module's name or its last parts, a string is a regex of full names), listing the
     layers the model has. `model` may be a skeleton on the meta device: only names and types are read."""
-    from r1lab.config import ConfigError
+    from r1lab.errors import ConfigError
 
     layers = {name: m for name, m in model.named_modules() if _targetable(m)}
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -85,7 +85,7 @@ class AdapterDisabled:
     from, without a second copy of them."""
 
     def __init__(self, model):
-        from r1lab.models import compute_dtype, set_compute_dtype
+        from r1lab.models.device import compute_dtype, set_compute_dtype
 
         self.model = model
         set_compute_dtype(self, compute_dtype(model))  # it runs under the policy's autocast
@@ -127,7 +127,7 @@ def merged_model(model):
     """A plain transformers model (the base model's class) holding merged_state_dict(model): what final/
     saves, loadable by AutoModelForCausalLM and vLLM. Adapted layers get new tensors; the others share
     the policy's."""
-    from r1lab.models import rebuilt
+    from r1lab.models.weights import rebuilt
 
     return rebuilt(model.get_base_model(), merged_state_dict(model))
 

@@ -1,11 +1,13 @@
-"""Write errors said plainly: a full disk (ENOSPC), a read-only filesystem or no permission while writing a
-checkpoint, a model or a log raises one OSError naming what was being written, after removing the
-partial temporary files, instead of a raw torch/safetensors traceback and a half-written directory."""
+"""Writing files safely: `atomic_write` (a whole file or the old one, never half of one), and write errors said
+plainly: a full disk (ENOSPC), a read-only filesystem or no permission while writing a checkpoint, a model or a
+log raises one OSError naming what was being written, after removing the partial temporary files, instead of a
+raw torch/safetensors traceback and a half-written directory."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -47,3 +49,13 @@ def writing(what: str, where: Path, cleanup: Path | None = None):
                         "is intact; free space (or fix permissions) and run the same command to resume")
         plain.errno = code  # set apart: OSError(errno, text) would print "[Errno 28]" before the text
         raise plain from err
+
+
+def atomic_write(path: Path, text: str, what: str = "file") -> None:
+    """`text` to `path` through a temporary file beside it, renamed over it: a reader (or a resume after a kill)
+    finds the old file or the new one, never half of one. `what` names the file in a disk error."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with writing(what, path, cleanup=tmp):
+        tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
