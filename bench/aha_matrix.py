@@ -31,7 +31,7 @@ from pathlib import Path
 
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-from r1lab.evaluation.report import read_jsonl
+from r1lab.store.logs import read_jsonl
 
 # Issue 23's targets for every seed.
 TARGETS = {"pass@1 gain": 0.20, "length ratio": 1.3, "reflection ratio": 2.0, "reflection after": 0.15,

@@ -5,7 +5,7 @@
 The competitor is another training job: a 2-thread PyTorch MLP (hidden 1024, batch 256) stepping AdamW in a
 loop, started before each busy run and stopped after it. For each framework the same workload runs quiet,
 then busy: median, 90th percentile and worst s/step, and the slowdown (busy median / quiet median). r1lab
-runs twice: with its threads fitted to the free cores (the default, r1lab/threads.py) and with them
+runs twice: with its threads fitted to the free cores (the default, r1lab/train/threads.py) and with them
 fixed (R1LAB_THREADS=fixed, as before the fitting existed); `--frameworks r1lab-passive` adds 2 fixed threads
 with OMP_WAIT_POLICY=PASSIVE. The competitor's own speed (its steps/s, alone
 and beside each run) shows whether a framework's gain is taken from the other job.

@@ -193,7 +193,7 @@ def main() -> None:
         import uvicorn
         from transformers.utils import logging as hf_logging
 
-        from r1lab.ui.serve import bound_socket
+        from r1lab.serve.server import bound_socket
 
         hf_logging.disable_progress_bar()
         torch.set_num_threads(args.threads)

@@ -3,7 +3,7 @@ import os
 import pytest
 
 # Tests compare runs bit for bit (resume, evaluation during training): torch's threads must not follow the
-# machine's load between them (r1lab/threads.py). tests/test_threads.py turns the fitting back on.
+# machine's load between them (r1lab/train/threads.py). tests/test_threads.py turns the fitting back on.
 os.environ.setdefault("R1LAB_THREADS", "fixed")
 
 from r1lab.config import PretrainConfig

@@ -262,7 +262,7 @@ def test_gradient_does_not_depend_on_micro_batch_size(tiny, algorithm):
                        sampling=SamplingConfig(max_new_tokens=6))
         params = [p for m in (policy, value_model) if m is not None for p in m.parameters()]
         before = [p.detach().clone() for p in params]
-        rl_step(policy, torch.optim.SGD(params, lr=1.0), batch, cfg, value_model=value_model)  # SGD, lr 1: the step is -grad
+        rl_step(policy, torch.optim.SGD(params, lr=1.0), batch, cfg, alg.ALGORITHMS[algorithm], value_model=value_model)  # SGD, lr 1: the step is -grad
         steps.append([p.detach() - b for p, b in zip(params, before)])
     for a, b in zip(*steps):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
@@ -293,7 +293,7 @@ def test_zero_advantage_rows_are_skipped_and_the_step_is_unchanged(tiny, algorit
             if ref is not None:
                 ref.load_state_dict(policy.state_dict())  # KL 0, and its gradient 0, at every update
             batch = Batch.from_rollout(rollout, torch.tensor(rewards), tokenizer.pad_token_id)
-            stats.append(rl_step(policy, opt, batch, cfg, ref=ref))
+            stats.append(rl_step(policy, opt, batch, cfg, alg.ALGORITHMS[cfg.algorithm], ref=ref))
         runs.append(([p.detach().clone() for p in policy.parameters()], stats))
     (skipped, stats_skipped), (full, stats_full) = runs
     group0 = Batch.from_rollout(rollout, torch.zeros(8), tokenizer.pad_token_id).take(torch.arange(4))

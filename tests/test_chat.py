@@ -9,8 +9,8 @@ from r1lab.config import SamplingConfig
 from r1lab.data.format import apply_template
 from r1lab.engines.streaming import stream_text
 from r1lab.models.io import load_tokenizer, trained_system
+from r1lab.serve.reasoning import thinking_and_answer
 from r1lab.ui.chat import CHAT_SAMPLING, chat
-from r1lab.ui.display import thinking_and_answer
 
 EOS = "<|endoftext|>"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from helpers import MICRO
 
-from r1lab.experiments.compare import CompareSpec, _curves, load_spec, time_to_threshold
+from r1lab.experiments.compare import CompareSpec, load_spec, read_curves, time_to_threshold
 from r1lab.ui.cli import main
 
 
@@ -24,7 +24,7 @@ def test_held_out_curve_on_one_step_axis_across_stages(tmp_path):
             {"stage": "a", "step": 2, "step_time": 2.0, "accuracy": 0.3, "eval_pass@1": 0.7},
             {"stage": "b", "step": 0, "eval_pass@1": 0.1}, {"stage": "b", "step": 1, "step_time": 3.0, "eval_pass@1": 0.9}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    curves = _curves("recipe", tmp_path)
+    curves = read_curves("recipe", tmp_path)
     assert [r["step"] for r in curves] == [0, 1, 2, 2, 3]  # stage b's step 0 is where a ended
     assert [r["wall_seconds"] for r in curves] == [0.0, 2.0, 4.0, 4.0, 7.0]
     points = [r for r in curves if "eval_pass@1" in r]

@@ -125,7 +125,7 @@ def test_the_run_seed_and_template_reach_sft(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import r1lab.sft.train
-    from r1lab.recipes.pipeline import run_sft
+    from r1lab.recipes.stages import run_sft
 
     seen = {}
     monkeypatch.setattr(r1lab.sft.train, "train_sft", lambda *a, **kw: seen.update(kw) or {"steps": 0})

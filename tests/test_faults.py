@@ -21,6 +21,7 @@ from rich.console import Console
 
 from r1lab.config import ConfigError
 from r1lab.data.example import Example
+from r1lab.engines import make_engine
 from r1lab.models.io import load_model, load_tokenizer, save_model
 from r1lab.recipes.load import load_config, validate
 from r1lab.recipes.rundir import check_run_dir, record_run
@@ -62,25 +63,26 @@ def test_infinite_rewards_skip_every_update_and_stop_the_run(tiny, tmp_path):
     assert checkpoint.latest(tmp_path) is None  # and no checkpoint of a bad step was written
 
 
-def test_nan_loss_is_skipped_and_the_good_checkpoint_is_kept(tiny, tmp_path, monkeypatch):
-    from r1lab.rl import step
+def test_nan_loss_is_skipped_and_the_good_checkpoint_is_kept(tiny, tmp_path):
+    from r1lab.rl.loop import train_rl
 
     model, tokenizer = tiny
-    cfg = rl_config(steps=6, prompts_per_step=2, group_size=4, checkpoint_every=1, max_bad_steps=2)
-    real, calls = step.forward_logprobs, []
+    cfg = rl_config(steps=6, prompts_per_step=2, group_size=4, checkpoint_every=1, max_bad_steps=2, beta=0.0)
+    poisoned = []
 
-    def poisoned(policy, micro, temperature, **kw):  # good for two steps, then NaN
-        calls.append(1)
-        out = real(policy, micro, temperature, **kw)
-        return out * float("nan") if len(calls) > 2 else out
+    def nan_logits(module, args, output):  # the training passes (with grad) once poisoned; sampling runs without
+        if poisoned and torch.is_grad_enabled():
+            output.logits = output.logits * float("nan")
+        return output
 
-    monkeypatch.setattr(step, "forward_logprobs", poisoned)
+    model.register_forward_hook(nan_logits)
     with pytest.raises(DivergedError, match="non-finite (loss|gradient norm)"):
-        train(model, tokenizer, cfg, tmp_path)
+        train_rl(model, tokenizer, EchoTask(), cfg, tmp_path, engine=make_engine("torch", model, tokenizer), template="r1-zero",
+                 system="", report=lambda row: poisoned.append(row["step"]) if row["step"] == 2 else None)  # after step 2
     good = checkpoint.latest(tmp_path)
     rows = metrics_rows(tmp_path)
     bad_steps = [r["step"] for r in rows if r["skipped_steps"] > 0]
-    assert len(bad_steps) == 2 and good is not None and int(good.name[5:]) < bad_steps[0]
+    assert bad_steps == [3, 4] and good is not None and int(good.name[5:]) == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the weights never saw a NaN gradient
 
 
@@ -199,7 +201,7 @@ def test_final_model_and_log_write_errors_are_plain(tiny, tmp_path, monkeypatch)
     with pytest.raises(OSError, match="writing model .*final: no space left on device"):
         save_model(model, tokenizer, tmp_path / "final")
     assert list(tmp_path.iterdir()) == []
-    from r1lab.recipes.pipeline import write_json_atomic
+    from r1lab.recipes.run import write_json_atomic
 
     monkeypatch.setattr(Path, "write_text", full)
     with pytest.raises(OSError, match="writing state .*state.json: no space left"):
@@ -211,13 +213,14 @@ def test_final_model_and_log_write_errors_are_plain(tiny, tmp_path, monkeypatch)
 
 
 def test_cli_reports_a_full_disk_without_a_traceback(monkeypatch, capsys, tmp_path):
+    from r1lab.disk import writing
     from r1lab.ui import cli
 
-    def dispatch(args):
-        with __import__("r1lab.disk", fromlist=["writing"]).writing("checkpoint", tmp_path / "x"):
+    def run_on_a_full_disk(args):
+        with writing("checkpoint", tmp_path / "x"):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cli, "_dispatch", dispatch)
+    monkeypatch.setitem(cli.COMMANDS, "run", run_on_a_full_disk)  # the public command table: `r1lab run` runs this
     assert main(["run", "r1-zero", "--out", str(tmp_path)]) == 2
     assert "no space left on device" in capsys.readouterr().err
 

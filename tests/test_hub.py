@@ -247,16 +247,17 @@ def test_conversational_rows_are_not_silently_turned_into_text(tmp_path):
     import datasets
 
     datasets.Dataset.from_list(conversations(12)).to_parquet(str(tmp_path / "chat.parquet"))
-    with pytest.raises(ValueError, match=r"row 0 field 'prompt' is a list, not text .*data.prompt_format=conversational"):
+    with pytest.raises(ValueError, match=r"chat\.parquet\[train\]: row 0 \(counting from 0; a \.parquet file has no lines\) "
+                                         r"field 'prompt' is a list, not text .*data.prompt_format=conversational"):
         load_task(str(tmp_path / "chat.parquet"), question_field="prompt", answer_field="solution", test_size=4)
     bad = conversations(12)
     bad[5]["prompt"] = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     datasets.Dataset.from_list(bad).to_parquet(str(tmp_path / "bad.parquet"))
-    with pytest.raises(ValueError, match=r"row 5 field 'prompt': the last message is the assistant's"):
+    with pytest.raises(ValueError, match=r"row 5 \(counting from 0; .*\) field 'prompt': the last message is the assistant's"):
         load_task(str(tmp_path / "bad.parquet"), question_field="prompt", answer_field="solution", test_size=4,
                   prompt_format="conversational")
     datasets.Dataset.from_list([{"prompt": "plain", "solution": "1"}] * 3).to_parquet(str(tmp_path / "text.parquet"))
-    with pytest.raises(ValueError, match=r"row 0 field 'prompt' is not a list of messages"):
+    with pytest.raises(ValueError, match=r"row 0 \(counting from 0; .*\) field 'prompt' is not a list of messages"):
         load_task(str(tmp_path / "text.parquet"), question_field="prompt", answer_field="solution", test_size=1,
                   prompt_format="conversational")
 

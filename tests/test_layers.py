@@ -24,7 +24,7 @@ FLOORS = [
     {"tinyworld"},
     {"rl", "sft", "evaluation"},
     {"recipes"},
-    {"experiments"},
+    {"experiments", "serve"},
     {"ui"},
     {"__main__"},
 ]

@@ -1,4 +1,4 @@
-"""LoRA through peft (r1lab/lora.py): only the adapters train in RL and SFT, the reference is the base with the
+"""LoRA through peft (r1lab/models/lora.py): only the adapters train in RL and SFT, the reference is the base with the
 adapter disabled, final/ holds the merged model (plain transformers loads it) and final/adapter, resume works."""
 
 import copy

@@ -14,6 +14,7 @@ from r1lab.models.device import check_device
 from r1lab.models.memory import enable_gradient_checkpointing, gradient_checkpointing_on
 from r1lab.recipes.load import load_config, validate
 from r1lab.recipes.preflight import check_run
+from r1lab.rl.algorithms import ALGORITHMS
 from r1lab.rl.batch import Batch, micro_batches
 from r1lab.rl.logprobs import forward_logprobs, logprobs_no_grad
 from r1lab.rl.ppo import ValueModel
@@ -112,7 +113,8 @@ def test_micro_batch_tokens_leave_the_step_unchanged(tiny, algorithm, beta):
         params = [p for m in (policy, value_model) if m is not None for p in m.parameters()]
         before = [p.detach().clone() for p in params]
         torch.manual_seed(0)  # the same minibatch order
-        stats.append(rl_step(policy, torch.optim.SGD(params, lr=1.0), batch, cfg, ref=ref, value_model=value_model))
+        stats.append(rl_step(policy, torch.optim.SGD(params, lr=1.0), batch, cfg, ALGORITHMS[cfg.algorithm], ref=ref,
+                             value_model=value_model))
         steps.append([p.detach() - b for p, b in zip(params, before)])
     for a, b in zip(*steps):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
@@ -150,7 +152,7 @@ def _tiny_run(tiny_model_dir, *overrides):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_fails_naming_the_device(tiny_model_dir, tmp_path):
-    from r1lab.recipes.pipeline import Run
+    from r1lab.recipes.run import Run
     from r1lab.ui.cli import main
 
     with pytest.raises(ConfigError, match="device: 'cuda' needs CUDA"):

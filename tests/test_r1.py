@@ -15,7 +15,9 @@ from r1lab.rewards.language import language_share
 from r1lab.rewards.registry import Rewards
 from r1lab.rewards.rules import make_helpfulness_reward
 from r1lab.sft.generate import read_kept, write_reference_answers
-from r1lab.tinyworld.problems import CHINESE, MIXED_SHARE, TinyWorldTask, sample_problem, score, worked_solution
+from r1lab.tinyworld.language import CHINESE, MIXED_SHARE
+from r1lab.tinyworld.problems import TinyWorldTask, sample_problem, score
+from r1lab.tinyworld.solutions import worked_solution
 
 GENERAL = TinyWorldTask("tinyworld/general", train_size=300, test_size=30)
 

@@ -2,7 +2,10 @@ import json
 
 import pytest
 
-from r1lab.evaluation.report import aha_sample, corrects_itself, fastest_rise, read_jsonl, render_response, smooth, write_report
+from r1lab.evaluation.plots import fastest_rise, smooth
+from r1lab.evaluation.report import render_response, write_report
+from r1lab.store.logs import read_jsonl
+from r1lab.tinyworld.aha import aha_sample, corrects_itself
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -80,7 +83,7 @@ def test_metrics_only(tmp_path):
 
 
 def test_resumed_steps_keep_last_value_and_stale_plots_go(tmp_path):
-    from r1lab.evaluation.report import metric_series
+    from r1lab.evaluation.plots import metric_series
 
     rows = [{"stage": "s", "step": i, "reward": 0.0} for i in (1, 2, 3)] + [{"stage": "s", "step": 2, "reward": 1.0}]
     assert metric_series(rows, "reward") == {"s": ([1, 2, 3], [0.0, 1.0, 0.0])}
@@ -113,6 +116,8 @@ def test_read_jsonl_skips_bad_lines(tmp_path):
     with pytest.warns(UserWarning) as w:
         assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
     assert len(w) == 2
+    p.write_text(json.dumps({"a": "x\u2028y\x85z"}, ensure_ascii=False) + "\n", encoding="utf-8")  # as append_jsonl writes
+    assert read_jsonl(p) == [{"a": "x\u2028y\x85z"}]  # line separators inside a string don't split the row
 
 
 def test_smooth():

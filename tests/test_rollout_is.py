@@ -1,6 +1,7 @@
 """Rollout/train mismatch correction (rl.rollout_is): the trainer's own old log-probs and truncated
 importance weights, for engines whose log-probs are not the trainer's (vLLM)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -31,12 +32,13 @@ def test_importance_weights_use_the_trainers_logprobs_and_cap(tiny, mode):
     model, tokenizer = tiny
     exact = _batch(model, tokenizer)
     mask = exact.completion_mask.bool()
-    shift = torch.zeros_like(exact.old_logprobs)
+    shift = torch.zeros_like(exact.sampling_logprobs)
     shift[0, 0], shift[1, 0] = math.log(3), -math.log(3)  # the sampler: 3x too likely, 3x too unlikely
-    sampled = Batch(**{**exact.__dict__, "old_logprobs": exact.old_logprobs + shift * mask})
+    sampled = Batch(**{**exact.__dict__, "sampling_logprobs": exact.sampling_logprobs + shift * mask})
     cfg = RLConfig(group_size=4, rollout_is=mode, rollout_is_cap=2.0, sampling=SamplingConfig(max_new_tokens=6))
-    corrected, stats = rollout_importance_weights(sampled, model, cfg)
-    torch.testing.assert_close(corrected.old_logprobs * mask, exact.old_logprobs * mask, atol=1e-5, rtol=1e-5)
+    corrected, stats = rollout_importance_weights(sampled, model, cfg, mode)
+    # the old log-probs are the trainer's own, not the sampler's it was given
+    torch.testing.assert_close(corrected.old_logprobs * mask, exact.sampling_logprobs * mask, atol=1e-5, rtol=1e-5)
     w = corrected.is_weights
     low, high = (1 / 3, 2.0) if mode == "truncate" else (1.0, 0.0)  # ratios 1/3 and 3, cap 2
     assert w[0, 0].item() == pytest.approx(low, rel=1e-4) and w[1, 0].item() == pytest.approx(high, abs=1e-6)
@@ -60,12 +62,13 @@ def test_losses_are_weighted_per_token():
 
 
 class InexactEngine:
-    """The torch engine, declaring its log-probs not the trainer's (as vLLM's are not)."""
-
-    exact_logprobs = False
+    """The torch engine, declaring its rollouts' log-probs not the trainer's (as vLLM's are not)."""
 
     def __init__(self, engine):
-        self.engine, self.tokenizer, self.pad_id = engine, engine.tokenizer, engine.pad_id
+        self.engine, self.tokenizer = engine, engine.tokenizer
+
+    def generate(self, *args, **kwargs):
+        return dataclasses.replace(self.engine.generate(*args, **kwargs), exact_logprobs=False)
 
     def __getattr__(self, name):
         return getattr(self.engine, name)

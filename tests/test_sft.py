@@ -7,6 +7,7 @@ from r1lab.config import SamplingConfig, SFTConfig
 from r1lab.data.format import apply_template
 from r1lab.engines import make_engine
 from r1lab.models.io import load_model, load_tokenizer
+from r1lab.sft import data as sft_data
 from r1lab.sft import train as sft
 
 PAIRS = [  # (question, completion as our data writes it: starting with <think>)
@@ -27,7 +28,7 @@ def _cfg(**kw):
 
 def _load(rows, tok=None, template="r1-zero", system=""):
     """load_sft_examples with the run's template and system ("": the tiny model's short prompt)."""
-    return sft.load_sft_examples(rows, _cfg(), tok, template=template, system=system)
+    return sft_data.load_sft_examples(rows, _cfg(), tok, template=template, system=system)
 
 
 def _rows(path):
@@ -47,9 +48,9 @@ def test_labels_mask_prompt_and_padding_and_keep_eos(tok):
     n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
     n_completion = len(tok(completion, add_special_tokens=False)["input_ids"])
     assert (n_prompt, n_completion) == (10, 12)  # the tiny tokenizer's counts; the checks below rely on them
-    long = sft.tokenize_example(tok, {"prompt": prompt, "completion": completion}, max_len=64)
-    short = sft.tokenize_example(tok, {"prompt": prompt, "completion": " 7"}, max_len=64)
-    batch = sft.collate([long, short], tok.pad_token_id)
+    long = sft_data.tokenize_example(tok, {"prompt": prompt, "completion": completion}, max_len=64)
+    short = sft_data.tokenize_example(tok, {"prompt": prompt, "completion": " 7"}, max_len=64)
+    batch = sft_data.collate([long, short], tok.pad_token_id)
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert ids.shape == (2, n_prompt + n_completion + 1)
     eos = tok.eos_token_id
@@ -60,11 +61,11 @@ def test_labels_mask_prompt_and_padding_and_keep_eos(tok):
     assert n_short == n_prompt + 2 and mask[1].sum() == n_short
     assert (labels[1, :n_prompt] == -100).all() and (labels[1, n_short:] == -100).all()  # prompt, then pads (= EOS id)
     assert labels[1, n_short - 1] == eos and labels[1, n_prompt:n_short].ne(-100).all()
-    assert sft.count_targets([long, short]) == (n_completion + 1) + 2
+    assert sft_data.count_targets([long, short]) == (n_completion + 1) + 2
 
-    cut = sft.tokenize_example(tok, {"prompt": prompt, "completion": completion}, max_len=n_prompt + 3)
+    cut = sft_data.tokenize_example(tok, {"prompt": prompt, "completion": completion}, max_len=n_prompt + 3)
     assert cut["truncated"] and len(cut["input_ids"]) == n_prompt + 3 and cut["input_ids"][-1] != eos
-    rows, truncated, dropped = sft.tokenize_examples(tok, [{"prompt": prompt, "completion": completion}] * 2
+    rows, truncated, dropped = sft_data.tokenize_examples(tok, [{"prompt": prompt, "completion": completion}] * 2
                                                       + [{"prompt": prompt * 3, "completion": completion}], n_prompt + 3)
     assert (len(rows), truncated, dropped) == (2, 2, 1)
 
@@ -75,7 +76,7 @@ def test_r1_zero_prompt_keeps_one_think_tag(tmp_path, tok):
     examples = _load(path)
     assert examples[0]["prompt"] == "User: 3+4. Assistant: <think>"
     assert examples[0]["completion"] == " 3+4=7 </think> <answer> 7 </answer>"
-    ids = sft.tokenize_example(tok, examples[0], 64)["input_ids"]
+    ids = sft_data.tokenize_example(tok, examples[0], 64)["input_ids"]
     assert tok.convert_ids_to_tokens(ids).count("<think>") == 1
     import datasets
 
@@ -119,7 +120,7 @@ def test_bad_paths_and_configs(tmp_path):
 def test_gradient_accumulation_is_exact(tiny, tok):
     model, _ = tiny
     examples = _load([{"prompt": q, "completion": c * (i + 1)} for i, (q, c) in enumerate(PAIRS + PAIRS[:1])])
-    rows, _, _ = sft.tokenize_examples(tok, examples, 128)
+    rows, _, _ = sft_data.tokenize_examples(tok, examples, 128)
     assert len({len(r["input_ids"]) for r in rows}) > 1  # micro-batches pad differently
 
     def loss_and_grads(micro):
@@ -129,7 +130,7 @@ def test_gradient_accumulation_is_exact(tiny, tok):
 
     loss2, tokens2, grads2 = loss_and_grads(2)
     loss4, tokens4, grads4 = loss_and_grads(4)
-    assert tokens2 == tokens4 == sft.count_targets(rows)
+    assert tokens2 == tokens4 == sft_data.count_targets(rows)
     assert loss2 == pytest.approx(loss4, rel=1e-5)
     assert loss4 == pytest.approx(sft.evaluate_loss(model, rows, 1, tok.pad_token_id), rel=1e-5)
     for g2, g4 in zip(grads2, grads4):
@@ -177,7 +178,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
 
     model.register_forward_pre_hook(killed_in_step_3)
     with pytest.raises(KeyboardInterrupt):
-        sft.train_sft(model, tok, sft.load_sft_examples(rows, cfg, system=""), cfg, tmp_path / "resumed", system="")
+        sft.train_sft(model, tok, sft_data.load_sft_examples(rows, cfg, system=""), cfg, tmp_path / "resumed", system="")
     assert not (tmp_path / "resumed" / "final").exists()
     resumed = sft.sft_from_config(str(tiny_model_dir), rows, cfg, tmp_path / "resumed", system="", device="cpu", dtype="fp32")
 
@@ -199,8 +200,17 @@ def test_eval_split_holds_out_whole_prompts(tiny):
     _, tok = tiny
     rows = [{"prompt": f"User: q{i % 5}. Assistant: <think>", "completion": f" a{i} </think> <answer> {i} </answer>"}
             for i in range(40)]
-    tokenized, _, _ = sft.tokenize_examples(tok, rows, 128)
-    train, held = sft.split_eval(tokenized, 0.2, seed=0)
-    prompt = lambda r: tuple(t for t, label in zip(r["input_ids"], r["labels"]) if label == sft.IGNORE)  # noqa: E731
+    tokenized, _, _ = sft_data.tokenize_examples(tok, rows, 128)
+    train, held = sft_data.split_eval(tokenized, 0.2, seed=0)
+    prompt = lambda r: tuple(t for t, label in zip(r["input_ids"], r["labels"]) if label == sft_data.IGNORE)  # noqa: E731
     assert len(held) == 8 and len(train) == 32  # one of the five prompts, all eight of its samples
     assert not {prompt(r) for r in held} & {prompt(r) for r in train}
+
+
+def test_every_metrics_row_goes_to_the_loops_logger(tiny_model_dir, tmp_path):
+    model, tok = load_model(str(tiny_model_dir), device="cpu", dtype="fp32", master_weights=True)
+    rows = [{"prompt": q, "completion": c} for q, c in PAIRS] * 2
+    reported = []
+    sft.train_sft(model, tok, sft_data.load_sft_examples(rows, _cfg(), system=""), _cfg(), tmp_path, system="",
+                  report=reported.append)  # the run's trackers' log in a run; here a list, with no patching
+    assert len(reported) == 2 and reported == _rows(tmp_path)

@@ -1,4 +1,4 @@
-"""ThreadFit: torch's threads follow the cores that other processes leave free (r1lab/threads.py)."""
+"""ThreadFit: torch's threads follow the cores that other processes leave free (r1lab/train/threads.py)."""
 
 import subprocess
 import sys
@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from r1lab.train.threads import ThreadFit, _busy_seconds, _cores
+from r1lab.train.threads import ThreadFit, machine_busy_seconds, usable_cores
 
-pytestmark = pytest.mark.skipif(_busy_seconds() is None or _cores() < 2, reason="needs /proc/stat and 2 cores")
+pytestmark = pytest.mark.skipif(machine_busy_seconds() is None or usable_cores() < 2, reason="needs /proc/stat and 2 cores")
 
 BUSY = "import time\nwhile True: pass\n"
 
@@ -35,12 +35,12 @@ def test_threads_drop_beside_busy_processes_and_come_back(fitting):
     assert fit.enabled and fit.max_threads == 2
     alone = _window(fit)  # 2 on a quiet machine; whatever else runs here now decides it
     assert alone == 2 or fit.others > 0.7, f"a quiet machine keeps the threads (others: {fit.others:.2f} cores)"
-    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(_cores())]
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(fit.cores)]
     try:
         time.sleep(0.5)
         fit()  # starts a window inside the busy period
         assert _window(fit) == 1, f"every core busy elsewhere: one thread (others: {fit.others:.2f} cores)"
-        assert torch.get_num_threads() == 1 and fit.others > _cores() - 1
+        assert torch.get_num_threads() == 1 and fit.others > fit.cores - 1
     finally:
         for p in busy:
             p.kill()

@@ -9,17 +9,8 @@ from r1lab.config import PretrainConfig
 from r1lab.data.format import extract_answer
 from r1lab.rewards.rules import format_reward
 from r1lab.tinyworld.build import corpus, pack, train_tokenizer
-from r1lab.tinyworld.problems import (
-    ARITH_STYLES,
-    COUNTDOWN_STYLES,
-    RESERVED_TEST,
-    TinyWorldTask,
-    arithmetic_problem,
-    arithmetic_solution,
-    sample_problem,
-    score,
-    worked_solution,
-)
+from r1lab.tinyworld.problems import RESERVED_TEST, TinyWorldTask, arithmetic_problem, sample_problem, score
+from r1lab.tinyworld.solutions import ARITH_STYLES, COUNTDOWN_STYLES, arithmetic_solution, worked_solution
 
 
 def _countdown(numbers, target):
@@ -209,7 +200,8 @@ def test_census_reads_styles_and_judges_check_lines():
 
 
 def worked_solution_in(rng, example, style):
-    from r1lab.tinyworld.problems import arithmetic_solution, mix_language
+    from r1lab.tinyworld.language import mix_language
+    from r1lab.tinyworld.solutions import arithmetic_solution
 
     thinking, answer = arithmetic_solution(rng, example.meta["parts"], style)
     thinking = mix_language(rng, thinking) if rng.random() < 0.5 else thinking

@@ -1,11 +1,11 @@
 """log.report_to: each tracker's own reader finds the metrics.jsonl rows, the config and the final table, offline, in
 RUN/trackers/; a resumed run continues its tracker runs; a missing or unknown tracker fails at load."""
 
-import itertools
 import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -77,15 +77,22 @@ stages:
   - {{name: tuned, kind: sft, init: base, data: [traces]}}
 """)
     run = tmp_path / "run"
-    import r1lab.rl.loop
-
-    # Killed in step 4 of the rl stage: steps 1-3 were reported, the checkpoint is step 2's, so 3 is reported again.
-    calls, rl_step = itertools.count(1), r1lab.rl.loop.rl_step
-    monkeypatch.setattr(r1lab.rl.loop, "rl_step", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt)
-                        if next(calls) == 4 else rl_step(*a, **kw))
-    assert main(["run", str(recipe), "--out", str(run)]) == 130
-    monkeypatch.setattr(r1lab.rl.loop, "rl_step", rl_step)
-    assert main(["run", str(recipe), "--out", str(run)]) == 0
+    # Killed in step 4 of the rl stage (a reward of the user's own, called once per step, interrupts the 4th call):
+    # steps 1-3 were reported, the checkpoint is step 2's, so 3 is reported again.
+    (tmp_path / "killer.py").write_text(textwrap.dedent("""
+        calls = 0
+        def kill_at_4(completions, **kwargs):
+            global calls
+            calls += 1
+            if calls == 4:
+                raise KeyboardInterrupt
+            return [0.0] * len(completions)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "killer", raising=False)
+    killer = ["rl.rewards.killer:kill_at_4=0.0"]
+    assert main(["run", str(recipe), "--out", str(run), *killer]) == 130
+    assert main(["run", str(recipe), "--out", str(run), *killer]) == 0
 
     reward, loss = jsonl(run, "zero", "reward"), jsonl(run, "tuned", "loss")
     assert sorted(reward) == [1, 2, 3, 4] and {1, 2} <= set(loss)  # the stages' steps overlap

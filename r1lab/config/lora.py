@@ -1,4 +1,4 @@
-"""LoRA's settings: the adapters every rl and sft stage of a run trains instead of the whole model (r1lab/lora.py)."""
+"""LoRA's settings: the adapters every rl and sft stage of a run trains instead of the whole model (r1lab/models/lora.py)."""
 
 from __future__ import annotations
 

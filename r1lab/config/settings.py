@@ -151,8 +151,9 @@ class RolloutConfig(Strict):
     sleep: bool = Field(False, description="vllm on CUDA: free vLLM's weights and KV cache while the trainer runs (sleep mode)")
 
     def options(self) -> dict:
-        """What make_engine passes to the engine (each engine takes the ones it uses)."""
-        return self.model_dump(exclude={"engine"})
+        """What make_engine passes to the engine: the options written down (the engine's own defaults stand for
+        the others). One the engine does not take is refused when the settings load (recipes/load.py)."""
+        return self.model_dump(exclude={"engine"}, exclude_unset=True)
 
 
 class EvalConfig(Strict):

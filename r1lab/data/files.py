@@ -6,6 +6,9 @@ A prompt column holds text, or (data.prompt_format=conversational) TRL's convers
 
 from __future__ import annotations
 
+import codecs
+import csv
+import json
 import logging
 import random
 import threading
@@ -13,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from r1lab.data.example import Example, Task, check_split, dedupe, normalize_text, prompt_keys
+from r1lab.errors import ConfigError
 
 log = logging.getLogger("r1lab.tasks")
 
@@ -87,7 +91,6 @@ def math_equal(answer: str | None, gold: str) -> bool:
         return False
 
 
-
 # ---------------------------------------------------------------- reading datasets
 
 
@@ -113,7 +116,11 @@ def read_table(name: str, config: str | None = None) -> dict:
             raise ValueError(f"{name}: unsupported file type {p.suffix!r}; use one of {', '.join(FILE_BUILDERS)}")
         try:
             return {"train": datasets.load_dataset(builder, data_files=str(p), split="train")}
-        except Exception as e:  # arrow/pandas parse errors are long; say which file first
+        except Exception as e:  # arrow/pandas parse errors are long and name no line; find the line, else the file
+            problem = _json_problem(p) if builder == "json" else None
+            if problem:
+                raise ConfigError(f"{name}: {problem}; a {p.suffix} file holds one JSON object per line "
+                                  "(JSON Lines), or one JSON array of objects") from None
             raise ValueError(f"could not read {name} as {builder}: {e}") from e
     if p.is_dir() and any((p / f).exists() for f in ("dataset_dict.json", "state.json")):  # save_to_disk's
         loaded = datasets.load_from_disk(str(p))
@@ -165,22 +172,91 @@ def _load_dataset(name: str, config: str | None, local: bool):
         raise ValueError(f"task {name}: the cached snapshot {snapshot} has no data files; {fetch_hint(name, 'dataset')}") from e
 
 
+# ---------------------------------------------------------------- naming a row as its user finds it
+
+JSON_TYPES = {list: "an array", str: "a string", bool: "true or false", type(None): "null", int: "a number", float: "a number"}
+
+
+def _json_lines(path: Path) -> list[tuple[int, bytes]] | None:
+    """(line number from 1, line) of a JSON Lines file's non-blank lines (datasets skips blank ones too), split at
+    '\n' only as pyarrow splits them ('\u2028' may stand inside a JSON string); None for a JSON array (datasets reads
+    its items as rows, which have no line each)."""
+    text = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    if text.lstrip().startswith(b"["):
+        return None
+    return [(number, line) for number, line in enumerate(text.split(b"\n"), 1) if line.strip()]
+
+
+def _json_problem(path: Path) -> str | None:
+    """'line N is ...: <its start>' for the first line of a JSON Lines file that is no JSON object; None if none is."""
+    for number, line in _json_lines(path) or []:
+        start = repr(line.decode("utf-8", "replace").strip()[:60])
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            return f"line {number} is not valid JSON ({e.msg}, column {e.colno}): {start}"
+        except ValueError:  # UnicodeDecodeError
+            return f"line {number} is not UTF-8 text: {start}"
+        if not isinstance(value, dict):
+            return f"line {number} is {JSON_TYPES.get(type(value), 'no object')}, not an object {{\"field\": ...}}: {start}"
+    return None
+
+
+def _row_lines(path: Path) -> list[int] | None:
+    """The line each row of a JSON Lines or CSV file starts on (CSV: after its header; a quoted field may span
+    lines), blank lines skipped as datasets skips them; None for a JSON array or another format."""
+    if path.suffix.lower() in (".jsonl", ".json"):
+        lines = _json_lines(path)
+        return None if lines is None else [number for number, _ in lines]
+    if path.suffix.lower() != ".csv":
+        return None
+    starts, end = [], 0
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f)
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if len(record) > 1 or (record and record[0].strip()):  # pandas skips blank and blank-looking lines
+                starts.append(start)
+    return starts[1:]
+
+
+def row_place(source: str, where: str, row: int, rows: int) -> str:
+    """Row `row` (from 0) of the `rows` read from `source` (a data name), as its user finds it for an error message:
+    '<file>: line N' in a JSON Lines or CSV file (what an editor shows), else '<where>: row N (counting from 0)'."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return f"{where}: row {row} (counting from 0)"
+    try:
+        lines = _row_lines(path)
+    except (OSError, csv.Error):
+        lines = None
+    if lines is not None and len(lines) == rows:
+        return f"{source}: line {lines[row]}"
+    why = f"a {path.suffix} file has no lines" if path.suffix.lower() == ".parquet" else "its rows are not one per line"
+    return f"{where}: row {row} (counting from 0; {why})"
+
+
 def _pick(tables: dict, split: str, source: str):
     if split not in tables:
         raise ValueError(f"data.split / data.test_split: {source} has no split {split!r}; its splits are {sorted(tables)}")
     return tables[split]
 
 
-def _messages(value, where: str) -> tuple[dict, ...]:
+class _BadRow(ValueError):
+    """What is wrong with a row, said without naming it (the caller knows where it is)."""
+
+
+def _messages(value, field: str) -> tuple[dict, ...]:
     """A conversational prompt checked: a non-empty list of {role, content} (system, user, assistant) ending with the user."""
     if not isinstance(value, list) or not value:
-        raise ValueError(f"{where} is not a list of messages (data.prompt_format=conversational; use "
-                         f"data.prompt_format=text for text prompts)")
+        raise _BadRow(f"field {field!r} is not a list of messages (data.prompt_format=conversational; use "
+                      f"data.prompt_format=text for text prompts)")
     for j, m in enumerate(value):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
-            raise ValueError(f"{where}: message {j} must be {{'role': 'system'|'user'|'assistant', 'content': str}}, got {m!r:.120}")
+            raise _BadRow(f"field {field!r}: message {j} must be {{'role': 'system'|'user'|'assistant', 'content': str}}, "
+                          f"got {m!r:.120}")
     if value[-1]["role"] != "user":
-        raise ValueError(f"{where}: the last message is the {value[-1]['role']}'s; a prompt ends with the user's")
+        raise _BadRow(f"field {field!r}: the last message is the {value[-1]['role']}'s; a prompt ends with the user's")
     return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
@@ -199,12 +275,12 @@ class DatasetTask(Task):
         self.name = name
         self.question_field, self.answer_field, self.prompt_format = question_field, answer_field, prompt_format
         tables = read_table(name, config)
-        train = self._rows(_pick(tables, split, name), f"{name}[{split}]", self._source(name, split, tables))
+        train = self._rows(_pick(tables, split, name), name, f"{name}[{split}]", self._source(name, split, tables))
         if test_file is not None:
-            test = dedupe(self._rows(read_table(test_file)["train"], test_file, self._source(test_file, "train", {})))
+            test = dedupe(self._rows(read_table(test_file)["train"], test_file, test_file, self._source(test_file, "train", {})))
         elif test_split is not None or ("test" in tables and split != "test"):
             test_split = test_split or "test"
-            test = dedupe(self._rows(_pick(tables, test_split, name), f"{name}[{test_split}]",
+            test = dedupe(self._rows(_pick(tables, test_split, name), name, f"{name}[{test_split}]",
                                      self._source(name, test_split, tables)))
         else:
             train = dedupe(train)
@@ -227,36 +303,44 @@ class DatasetTask(Task):
         stem = Path(name).expanduser().stem if Path(name).expanduser().exists() else name.replace("/", "__")
         return stem if len(tables) <= 1 else f"{stem}.{split}"
 
-    def _rows(self, data, where: str, source: str) -> list[Example]:
+    def _rows(self, data, data_name: str, where: str, source: str) -> list[Example]:
+        """A table's examples (`where`: `data_name` and the split); a bad row is named by row_place, before model work."""
         for f in (self.question_field, self.answer_field):
             if f not in data.column_names:
                 raise ValueError(f"field {f!r} not found in {where}; columns present: {data.column_names} "
                                  f"(data.question_field / data.answer_field name them)")
         examples = []
         for i, row in enumerate(data):
-            question, solution = row[self.question_field], row[self.answer_field]
-            if solution is None or not str(solution).strip():
-                raise ValueError(f"{where}: row {i} has an empty {self.answer_field!r} field")
-            messages = None
-            if question is None:
-                raise ValueError(f"{where}: row {i} has an empty {self.question_field!r} field")
-            if self.prompt_format == "conversational":
-                messages = _messages(question, f"{where}: row {i} field {self.question_field!r}")
-                question = messages[-1]["content"]
-            elif not isinstance(question, str):
-                hint = (" (a list of messages: TRL's conversational format; set data.prompt_format=conversational)"
-                        if isinstance(question, list) else "")
-                raise ValueError(f"{where}: row {i} field {self.question_field!r} is a {type(question).__name__}, "
-                                 f"not text{hint}")
-            if not question.strip():
-                raise ValueError(f"{where}: row {i} has an empty {self.question_field!r} field")
-            answer = gold_answer(str(solution))
-            if not answer:
-                raise ValueError(f"{where}: row {i} has an empty {self.answer_field!r} field after '####'")
+            try:
+                prompt, answer, messages = self._check_row(row)
+            except _BadRow as bad:
+                raise ConfigError(f"{row_place(data_name, where, i, len(data))} {bad}") from None
             # the row's other columns: a batched (TRL-style) reward gets them by name (rewards/registry.py)
             meta = {"source": where, "row": i, "columns": {k: v for k, v in row.items() if k != self.question_field}}
-            examples.append(Example(id=f"{source}-{i}", prompt=question.strip(), answer=answer, meta=meta, messages=messages))
+            examples.append(Example(id=f"{source}-{i}", prompt=prompt, answer=answer, meta=meta, messages=messages))
         return examples
+
+    def _check_row(self, row: dict) -> tuple[str, str, tuple[dict, ...] | None]:
+        """(prompt, gold answer, messages or None) of a row; _BadRow says what is wrong with it."""
+        question, solution = row[self.question_field], row[self.answer_field]
+        if solution is None or not str(solution).strip():
+            raise _BadRow(f"has an empty or missing {self.answer_field!r} field")
+        messages = None
+        if question is None:
+            raise _BadRow(f"has an empty or missing {self.question_field!r} field")
+        if self.prompt_format == "conversational":
+            messages = _messages(question, self.question_field)
+            question = messages[-1]["content"]
+        elif not isinstance(question, str):
+            hint = (" (a list of messages: TRL's conversational format; set data.prompt_format=conversational)"
+                    if isinstance(question, list) else "")
+            raise _BadRow(f"field {self.question_field!r} is a {type(question).__name__}, not text{hint}")
+        if not question.strip():
+            raise _BadRow(f"has an empty {self.question_field!r} field")
+        answer = gold_answer(str(solution))
+        if not answer:
+            raise _BadRow(f"has an empty {self.answer_field!r} field after '####'")
+        return question.strip(), answer, messages
 
     def examples(self, split: str) -> list[Example]:
         check_split(split)

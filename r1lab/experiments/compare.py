@@ -29,8 +29,10 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from r1lab.config import ConfigError, Strict, format_errors
-from r1lab.evaluation.report import CSS, format_duration, format_number, is_number, read_jsonl, smooth
+from r1lab.evaluation.plots import is_number, smooth
+from r1lab.evaluation.report import CSS, format_duration, format_number
 from r1lab.progress import console
+from r1lab.store.logs import read_jsonl
 from r1lab.store.runlock import run_lock
 
 
@@ -118,7 +120,9 @@ CURVES = {
 }
 
 
-def _curves(kind: str, run_dir: Path) -> list[dict]:
+def read_curves(kind: str, run_dir: Path) -> list[dict]:
+    """The metrics.jsonl rows of one variant's run directory ([] before it logged any), ready to plot against CURVES'
+    x keys: a recipe's stages laid end to end on one `step` axis, with `wall_seconds` the sum of their step times."""
     rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     if kind == "recipe":
         clock, offset, last, stage = 0.0, 0, 0, None
@@ -160,7 +164,7 @@ def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dic
 def write_compare_report(spec: CompareSpec, out: Path) -> dict:
     from matplotlib.figure import Figure  # imported on use: slow to import
 
-    curves = {name: _curves(spec.kind, out / name) for name in spec.variants}
+    curves = {name: read_curves(spec.kind, out / name) for name in spec.variants}
     rows = [_row(spec, name, out / name, curves[name]) for name in spec.variants]
     plots = out / "plots"
     plots.mkdir(exist_ok=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -25,9 +26,9 @@ from torch import nn
 
 from r1lab.config import ControlConfig, check_env
 from r1lab.progress import progress_bar
-from r1lab.rl.algorithms import group_advantages
+from r1lab.rl.algorithms import clipped_objective, group_advantages
 from r1lab.rl.ppo import gae, value_loss
-from r1lab.store.trackers import report, reporting
+from r1lab.store.trackers import reporting
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -63,15 +64,6 @@ def act(actor: nn.Module, obs: np.ndarray, greedy: bool = False) -> tuple[np.nda
 def logp_entropy(actor: nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logp_all = actor(obs).log_softmax(-1)  # (S, actions)
     return logp_all.gather(-1, actions[:, None]).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
-
-
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
-                      eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per step: -min(ratio * A, clip(ratio, 1-eps, 1+eps) * A), PPO's and GRPO's policy loss, and
-    whether the clip was active."""
-    ratio = torch.exp(logp - old_logp)
-    unclipped, clipped = ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv
-    return -torch.min(unclipped, clipped), clipped < unclipped
 
 
 def run_episodes(actor: nn.Module, envs: list[gym.Env], seeds, greedy: bool = False) -> tuple[np.ndarray, dict]:
@@ -173,7 +165,7 @@ class PPO:
         for _ in range(cfg.epochs):
             for mb in torch.randperm(T * E).chunk(cfg.minibatches):
                 logp, entropy = logp_entropy(self.actor, b_obs[mb], b_act[mb])
-                pg, clipped = clipped_surrogate(logp, b_logp[mb], b_adv[mb], cfg.clip_eps)
+                pg, clipped = clipped_objective(torch.exp(logp - b_logp[mb]), b_adv[mb], cfg.clip_eps, None)
                 vl, _ = value_loss(self.critic(b_obs[mb]).squeeze(-1), b_val[mb], b_ret[mb], cfg.value_clip)
                 loss = pg.mean() - cfg.ent_coef * entropy.mean() + cfg.vf_coef * vl
                 self.opt.zero_grad()
@@ -225,7 +217,7 @@ class GRPO:
         for _ in range(cfg.epochs):
             for mb in torch.randperm(len(adv)).chunk(cfg.minibatches):
                 logp, entropy = logp_entropy(self.actor, b["obs"][mb], b["actions"][mb])
-                pg, clipped = clipped_surrogate(logp, b["logp"][mb], adv[mb], cfg.clip_eps)
+                pg, clipped = clipped_objective(torch.exp(logp - b["logp"][mb]), adv[mb], cfg.clip_eps, None)
                 loss = pg.mean() - cfg.ent_coef * entropy.mean()
                 self.opt.zero_grad()
                 loss.backward()
@@ -257,14 +249,15 @@ def run_control(cfg: ControlConfig, out: str | Path) -> dict:
         torch.set_num_threads(cfg.threads)
     try:
         with reporting(cfg.log, out, cfg.model_dump(), resume=False) as trackers:  # it starts over, as metrics.jsonl does
-            summary = _run(cfg, out)
+            summary = _run(cfg, out, trackers.log)
             trackers.summary([{k: v for k, v in summary.items() if k != "config"}])
             return summary
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: ControlConfig, out: Path) -> dict:
+def _run(cfg: ControlConfig, out: Path, report: Callable[[dict], None] | None = None) -> dict:
+    """The training loop of run_control; `report(row)` (the trackers' log) gets each metrics row, with its stage and step."""
     torch.manual_seed(cfg.seed)
     probe = make_env(cfg.env)
     target = cfg.target_return if cfg.target_return is not None else probe.spec.reward_threshold
@@ -298,7 +291,8 @@ def _run(cfg: ControlConfig, out: Path) -> dict:
                            "iteration_at_target": iteration}
             log.write(json.dumps(row) + "\n")
             log.flush()
-            report(row, iteration, "control")  # one name for ppo and grpo: a comparison's curves share their charts
+            if report is not None:  # one stage name for ppo and grpo: a comparison's curves share their charts
+                report({**row, "stage": "control", "step": iteration})
             bar(n - max(0, steps - cfg.max_env_steps), ret=_fmt(row["mean_return"]), eval=_fmt(row.get("eval_return", best_eval)))
             if cfg.stop_after and streak >= cfg.stop_after:
                 stop = "target"

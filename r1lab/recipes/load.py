@@ -11,6 +11,7 @@ before any model work, naming the field and the close match.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from r1lab.config.base import apply_changes, format_errors
 from r1lab.config.control import ControlConfig
 from r1lab.config.run import RunConfig
-from r1lab.engines import ENGINES
+from r1lab.engines import ENGINES, engine_class
 from r1lab.errors import ConfigError, did_you_mean
 from r1lab.rewards.registry import reward_factory
 from r1lab.rl.algorithms import ALGORITHMS
@@ -105,7 +106,7 @@ def check_names(cfg, source: str = "config") -> None:
     under LoRA."""
     problems = _tracker_problems(cfg.log.report_to)
     if isinstance(cfg, RunConfig):
-        problems += _engine_problems(cfg.rollout.engine)
+        problems += _engine_problems(cfg.rollout.engine, cfg.rollout.options())
         # the run's rl settings, then each rl stage's as resolved (a value model is refused where LoRA trains it)
         stages = [("rl", cfg.rl, False)] + [(f"stages.{st.name}.rl", cfg.stage_rl(st), cfg.lora.enabled)
                                             for st in cfg.stages if st.kind == "rl"]
@@ -136,10 +137,12 @@ def _rl_problems(rl, lora: bool) -> list[tuple[str, str]]:
     return problems
 
 
-def _engine_problems(name: str) -> list[str]:
-    if name in ENGINES:
-        return []
-    return [f"rollout.engine: unknown engine {name!r}{did_you_mean(name, ENGINES)}: known engines are {', '.join(ENGINES)}"]
+def _engine_problems(name: str, options: dict) -> list[str]:
+    if name not in ENGINES:
+        return [f"rollout.engine: unknown engine {name!r}{did_you_mean(name, ENGINES)}: known engines are {', '.join(ENGINES)}"]
+    accepted = inspect.signature(engine_class(name)).parameters
+    return [f"rollout.{key}: the {name} engine takes no such option (it would do nothing); remove it or pick an engine "
+            "that takes it" for key in options if key not in accepted]
 
 
 def _tracker_problems(names: list[str]) -> list[str]:

@@ -55,7 +55,7 @@ def _root(cfg: RunConfig, stage: StageConfig) -> str:
 
 
 def skeleton(cfg: RunConfig, which: str) -> torch.nn.Module:
-    """The run's base, student or teacher model (as recipes.pipeline.resolve_model names them) on the meta
+    """The run's base, student or teacher model (as recipes.run.resolve_model names them) on the meta
     device. The tiny world's comes from its pretraining settings, without pretraining it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 

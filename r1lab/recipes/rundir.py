@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from r1lab.config import ConfigError, RunConfig
-from r1lab.disk import atomic_write
+from r1lab.disk import atomic_write, sha256_file
 from r1lab.recipes.tasks import is_dataset
 
 NOT_COMPARED = {"data": ("allow_changed",)}  # overrides for one resume, not part of the experiment
@@ -50,11 +50,7 @@ def fingerprints(cfg: RunConfig, tasks: dict | None = None) -> dict[str, str]:
             rows = [[ex.id, ex.prompt, ex.answer, list(ex.messages or ())] for split in ("train", "test") for ex in task.examples(split)]
             out[f"hub:{name}"] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
     for path in data_files(cfg):
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out[str(path)] = h.hexdigest()
+        out[str(path)] = sha256_file(path)
     return out
 
 

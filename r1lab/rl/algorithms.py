@@ -83,7 +83,7 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - log_ratio - 1
 
 
-def _clipped_objective(ratio, advantages, eps, eps_high):
+def clipped_objective(ratio, advantages, eps, eps_high):
     """-min(ratio * A, clip(ratio, 1-eps, 1+eps_high) * A), and where the clip took effect."""
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1 - eps, 1 + (eps if eps_high is None else eps_high)) * advantages
@@ -104,7 +104,7 @@ def _token_losses(logprobs, old_logprobs, advantages, completion_mask, eps, eps_
     token-ratio loss logs."""
     mask = completion_mask.to(logprobs.dtype)
     adv = advantages[:, None] if advantages.dim() == 1 else advantages  # one advantage per sequence, or PPO's per token
-    per_token, clipped = _clipped_objective(torch.exp(logprobs - old_logprobs), adv, eps, eps_high)
+    per_token, clipped = clipped_objective(torch.exp(logprobs - old_logprobs), adv, eps, eps_high)
     kl = _kl_term(logprobs, ref_logprobs, beta)
     if kl is not None:
         per_token = per_token + beta * kl
@@ -173,7 +173,7 @@ def gspo_loss(logprobs, old_logprobs, advantages, completion_mask, eps=3e-4, eps
     mask = completion_mask.to(logprobs.dtype)
     tokens = mask.sum(1).clamp(min=1)  # (N,)
     seq_ratio = torch.exp(((logprobs - old_logprobs) * mask).sum(1) / tokens)  # (N,)
-    per_sequence, clipped = _clipped_objective(seq_ratio, advantages, eps, eps_high)
+    per_sequence, clipped = clipped_objective(seq_ratio, advantages, eps, eps_high)
     kl = _kl_term(logprobs, ref_logprobs, beta)
     if kl is not None:
         per_sequence = per_sequence + beta * (kl * mask).sum(1) / tokens

@@ -22,13 +22,17 @@ class Batch:
     prompt_of_row: torch.Tensor = _per_row()  # (N,) the row's prompt: an index into prompt_ids
     completion_ids: torch.Tensor = _per_row()  # (N, T) right-padded
     completion_mask: torch.Tensor = _per_row()  # (N, T) 1 on sampled tokens, EOS included
-    old_logprobs: torch.Tensor = _per_row()  # (N, T) under the policy that sampled (the engine's)
+    sampling_logprobs: torch.Tensor = _per_row()  # (N, T) the engine's, as it sampled
+    old_logprobs: torch.Tensor | None = _per_row()  # (N, T) the trainer's for the policy that sampled: the clipped
+    # ratio's denominator. Set when the batch is scored (rl/step.py): the sampling log-probs themselves for an engine
+    # that computes them as the trainer does (rl.rollout_is off), the trainer's own pass otherwise.
     rewards: torch.Tensor = _per_row()  # (N,) the weighted reward of each completion
     advantages: torch.Tensor | None = _per_row()  # (N,) one per completion, or PPO's (N, T)
     ref_logprobs: torch.Tensor | None = _per_row()  # (N, T) under the reference model, when beta > 0
     old_values: torch.Tensor | None = _per_row()  # (N, T) ppo: the value model's at scoring time
     returns: torch.Tensor | None = _per_row()  # (N, T) ppo: GAE targets
     is_weights: torch.Tensor | None = _per_row()  # (N, T) rollout importance weights, when the sampler is not the trainer
+    exact_logprobs: bool = False  # the engine's log-probs are the trainer's own (Rollout.exact_logprobs)
 
     @classmethod
     def from_rollout(cls, rollout, rewards: torch.Tensor, pad_id: int) -> "Batch":
@@ -42,7 +46,7 @@ class Batch:
         return cls(prompt_ids=prompt_ids, prompt_mask=prompt_mask,
                    prompt_of_row=torch.arange(rollout.completion_ids.size(0)) // rollout.n,
                    completion_ids=rollout.completion_ids, completion_mask=rollout.completion_mask,
-                   old_logprobs=rollout.logprobs, rewards=rewards.float())
+                   sampling_logprobs=rollout.logprobs, rewards=rewards.float(), exact_logprobs=rollout.exact_logprobs)
 
     def __len__(self) -> int:
         return self.completion_ids.size(0)
@@ -60,7 +64,8 @@ class Batch:
         return replace(self, **per_row, prompt_ids=self.prompt_ids[prompts], prompt_mask=self.prompt_mask[prompts])
 
     def to(self, device) -> "Batch":
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self) if getattr(self, f.name) is not None})
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
 
     # The rows as [left-padded prompt | right-padded completion] (N, P + T): the plain training pass and
     # the value model read these. Logits at P-1 .. P+T-2 predict the completion.

@@ -20,7 +20,7 @@ from r1lab import dist
 from r1lab.config import RLConfig
 from r1lab.data.example import Example
 from r1lab.data.format import response_prefix
-from r1lab.engines.base import Rollout
+from r1lab.engines.base import Rollout, pad_id
 
 
 class PromptStream:
@@ -126,7 +126,7 @@ def sample_step(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConf
     while torch.cat(spread).sum() < cfg.prompts_per_step and len(rounds) <= cfg.max_resample_rounds:
         rounds.append(sample_groups(engine, stream, rewards_fn, prompt_of, cfg))
         spread.append(spread_of(rounds[-1]))
-    seen, spread = Scored.concat(rounds, engine.pad_id), torch.cat(spread)
+    seen, spread = Scored.concat(rounds, pad_id(engine.tokenizer)), torch.cat(spread)
     keep = spread.nonzero().squeeze(1)[: cfg.prompts_per_step]
     stats = {"groups_dropped": int((~spread).sum()), "resample_rounds": len(rounds) - 1}
     return seen, seen.select(_own_groups(keep, cfg.prompts_per_step)) if len(keep) else None, stats

@@ -20,6 +20,7 @@ from r1lab.disk import atomic_write
 from r1lab.progress import progress_bar
 from r1lab.rewards.language import language_share
 from r1lab.rewards.rules import RewardFn, format_reward, make_accuracy_reward, repetition_penalty
+from r1lab.store.logs import numbered_jsonl_rows
 
 
 def _tidy(text: str) -> str:
@@ -200,28 +201,20 @@ def _filter_config(filters: FilterConfig | dict | None) -> FilterConfig:
 
 def read_kept(path: str | os.PathLike) -> list[dict]:
     """The kept samples of a `generate` JSONL, as [{"prompt", "completion"}] for SFT (with "messages", the whole
-    conversation, for a conversational prompt's)."""
+    conversation, for a conversational prompt's). Strict, unlike a report: a bad line here would silently shrink
+    the training data."""
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {line_no}: not valid JSON ({e})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {line_no}: expected a JSON object, got {type(row).__name__}")
-            for field in ("prompt", "completion", "kept"):
-                if field not in row:
-                    raise ValueError(f"{path}, line {line_no}: missing field {field!r} (is this a `generate` output?)")
-            if not isinstance(row["kept"], bool):
-                raise ValueError(f"{path}, line {line_no}: field 'kept' must be true or false, got {row['kept']!r}")
-            if not row["kept"]:
-                continue
-            for field in ("prompt", "completion"):
-                if not isinstance(row[field], str) or not row[field].strip():
-                    raise ValueError(f"{path}, line {line_no}: field {field!r} of a kept sample must be a non-empty string")
-            pairs.append({"prompt": row["prompt"], "completion": row["completion"],
-                          **({"messages": row["messages"]} if row.get("messages") else {})})
+    for line_no, row in numbered_jsonl_rows(path, strict=True):
+        for field in ("prompt", "completion", "kept"):
+            if field not in row:
+                raise ValueError(f"{path}, line {line_no}: missing field {field!r} (is this a `generate` output?)")
+        if not isinstance(row["kept"], bool):
+            raise ValueError(f"{path}, line {line_no}: field 'kept' must be true or false, got {row['kept']!r}")
+        if not row["kept"]:
+            continue
+        for field in ("prompt", "completion"):
+            if not isinstance(row[field], str) or not row[field].strip():
+                raise ValueError(f"{path}, line {line_no}: field {field!r} of a kept sample must be a non-empty string")
+        pairs.append({"prompt": row["prompt"], "completion": row["completion"],
+                      **({"messages": row["messages"]} if row.get("messages") else {})})
     return pairs

@@ -4,21 +4,12 @@ deleted or overwritten is recognised on load instead of crashing torch.load or, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from r1lab.disk import atomic_write
+from r1lab.disk import atomic_write, sha256_file
 
 MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(directory: Path) -> list[Path]:
@@ -27,7 +18,7 @@ def _files(directory: Path) -> list[Path]:
 
 def write_manifest(directory: Path) -> None:
     directory = Path(directory)
-    entries = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(directory)}
+    entries = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in _files(directory)}
     atomic_write(directory / MANIFEST, json.dumps({"files": entries}, indent=1), "manifest")
 
 
@@ -51,6 +42,6 @@ def damage(directory: Path, required: tuple[str, ...] = ()) -> str:
         if path.stat().st_size != entry["size"]:
             return f"{name} is {path.stat().st_size} bytes, {entry['size']} when written (truncated?)"
     for name, entry in entries.items():
-        if _sha256(directory / name) != entry["sha256"]:
+        if sha256_file(directory / name) != entry["sha256"]:
             return f"{name} does not match its checksum"
     return ""

@@ -16,7 +16,8 @@ import torch
 
 from r1lab.data.format import TAGS, THINK, apply_template
 from r1lab.models.io import save_model
-from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask, arithmetic_practice, worked_solution
+from r1lab.tinyworld.problems import WORLD_VERSION, TinyWorldTask
+from r1lab.tinyworld.solutions import arithmetic_practice, worked_solution
 from r1lab.train.optim import lr_lambda
 
 EOS = "<|endoftext|>"

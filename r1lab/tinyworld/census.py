@@ -18,14 +18,15 @@ import re
 import sys
 
 from r1lab.data.example import Example
-from r1lab.tinyworld.problems import CHINESE, OPS
+from r1lab.tinyworld.language import CHINESE
+from r1lab.tinyworld.problems import OPS
 
 _WORD = {w: re.escape(w) + "|" + re.escape(CHINESE[w]) for w in CHINESE}
 _ESTIMATE = re.compile(rf"(?:{_WORD['x is about']}) (\d+)")
 
 
 def style_of(response: str, example: Example) -> str:
-    """The style of a tiny-world response (problems.py's names); 'other' if none fits. An impatient check
+    """The style of a tiny-world response (solutions.py's names); 'other' if none fits. An impatient check
     whose estimate was right reads as a check: the two write the same text then."""
     thinking = response.split("</think>")[0]
     if example.meta["kind"] == "arithmetic":

@@ -1,4 +1,4 @@
-"""The tiny world's problems, their verifiers, and worked solutions in several styles.
+"""The tiny world's problems, their verifiers, and the task that splits them into train and test.
 
 Two families of checkable reasoning problems, and one of simple questions:
   arithmetic  "Solve 7 * x + 23 = 72"          -> 7 (x one digit: an inverse, found by estimating and checking)
@@ -6,24 +6,8 @@ Two families of checkable reasoning problems, and one of simple questions:
   general     "What comes after 37?"           -> 38, answered without a chain of thought (R1's
               non-reasoning data: the part of the SFT mix that keeps a model from over-thinking)
 
-The world is built so that thinking longer and re-checking pay only because they change the answer for
-this model: R1-Zero's growing thinking and "aha moment", selected by accuracy rewards alone. Finding x in
-one go is an inverse the ~1M-parameter model does only roughly; checking an x is easy steps forward and
-a subtraction ("7 * 7 = 49, 49 + 23 = 72, 72 - 72 = 0 ok"), which it learns to do honestly in pretraining
-(world v9: the subtraction makes the verdict something the model computes, not a coin it can call from
-the estimate; docs/AHA.md). So a solution that checks its estimate and, on a miss, says so and tries
-again is right far more often than one that stops at the estimate. The styles:
-  arithmetic  guess      "x is about 6."                                   short; right about half the time
-              impatient  the estimate, checked once; a miss is answered anyway ("give up.")
-              check      the estimate, checked; on a miss "72 - 65 = 7, too small. wait, try 7: ..." until
-                         the check holds                                   long, reflective, right
-  countdown   guess      "maybe (3 + 5) * 7."                              short, mostly wrong
-              impatient  one or two tries at random, then "give up."
-              search     tries until one makes the target (or six misses)  long
-The long, careful styles are rare, so the base mostly does not use them: RL has to find that they pay.
-No worked solution carries a slip to copy: the errors the checks catch are the model's own (`census.py`
-measures, on a base, each style's accuracy and how often a check turns a wrong estimate into a right
-answer). In about a third of the working solutions the words are mostly Chinese (R1-Zero's language mixing).
+The worked solutions a corpus shows for them, in several styles: solutions.py; the Chinese words some
+of those solutions mix in: language.py.
 """
 
 from __future__ import annotations
@@ -32,26 +16,12 @@ import ast
 import functools
 import itertools
 import random
-import re
 
 from r1lab.data.example import Example, Task
 
-# Share of each style in the pretraining corpus. Guessing (answering without working) is the base
-# model's main failure: a choice made at the first token, so T=0.6 sampling keeps it. The base lands
-# near the 20-50% pass@1 the demo needs, and RL has behaviour to select: check instead of guess, and
-# keep searching instead of giving up.
-ARITH_STYLES = {"guess": 0.83, "impatient": 0.07, "check": 0.10}
-COUNTDOWN_STYLES = {"guess": 0.40, "impatient": 0.40, "search": 0.20}
-# The long, careful styles: they check, redo or keep searching. pretrain.careful_styles=false drops them
-# from the corpus (`r1lab compare aha-ablation`: does RL's growth come from selecting them?).
-CAREFUL_STYLES = ("check", "search")
-# Bump when problems or solutions change: the cached base models are keyed on it.
+# Bump when problems or solutions (solutions.py, language.py) change: the cached base models are keyed on it.
 WORLD_VERSION = 9
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-
-
-def _pick(rng: random.Random, weights: dict[str, float]) -> str:
-    return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -67,56 +37,6 @@ def arithmetic_problem(rng: random.Random) -> tuple[str, tuple[int, str, int, in
         c = OPS[op](a * x, b)
         if 10 <= c <= 99:
             return f"Solve {a} * x {op} {b} = {c}", (a, op, b, c, x)
-
-
-def _estimate(rng: random.Random, x: int) -> int:
-    """A first estimate of x, as a rough inverse gives it: right half the time, else one or two off."""
-    off = rng.choices([0, -1, 1, -2, 2], weights=[0.5, 0.2, 0.2, 0.05, 0.05])[0]
-    return min(max(x + off, 1), 9)
-
-
-def _forward(a: int, op: str, b: int, c: int, x: int) -> tuple[str, int]:
-    """The check of x: its value, and the difference from c ("7 * 6 = 42, 42 + 23 = 65, 72 - 65 = 7")."""
-    product = a * x
-    value = OPS[op](product, b)
-    return f"{a} * {x} = {product}, {product} {op} {b} = {value}, {c} - {value} = {c - value}", value
-
-
-def arithmetic_practice(rng: random.Random, parts) -> str:
-    """A line of plain arithmetic, as a base model's pretraining data holds: the computation a check of an
-    estimate of this equation's x makes, without the equation, the estimate or a verdict."""
-    a, op, b, c, x = parts
-    return _forward(a, op, b, c, _estimate(rng, x))[0]
-
-
-def arithmetic_solution(rng: random.Random, parts, style: str) -> tuple[str, int]:
-    """Returns (thinking, final answer) in the given style:
-      guess      "x is about 6."                                               short; right half the time
-      impatient  the estimate, checked once; on a miss "give up." with the estimate   a check that stops early
-      check      the estimate, checked forward; on a miss "72 - 65 = 7, too small. wait, try 7: ..." until
-                 the check holds                                               long, reflective, always right
-
-    A check ends by subtracting its value from c, and "ok" follows a difference of 0. Without the
-    subtraction (world v8: "65, not 72" / "72 ok") the verdict is one binary token that the estimate alone
-    predicts about as well as the comparison does, so its gradient is weak and a base learns to compare
-    only late, at a step that varies with the seed and the machine's floats (docs/AHA.md). A difference's
-    digits cannot be guessed from the estimate: the model computes them from the two numbers beside them.
-    """
-    a, op, b, c, x = parts
-    guess = _estimate(rng, x)
-    if style == "guess":
-        return f"x is about {guess}.", guess
-    lines = [f"x is about {guess}. check"]
-    while True:
-        route, value = _forward(a, op, b, c, guess)  # the verdict follows its difference: see above
-        if value == c:
-            lines.append(f"{route} ok.")
-            return " ".join(lines), guess
-        if style == "impatient":
-            lines.append(f"{route}, not {c}. give up.")
-            return " ".join(lines), guess
-        guess += 1 if value < c else -1
-        lines.append(f"{route}, {'too small' if value < c else 'too big'}. wait, try {guess}:")
 
 
 # ---------------------------------------------------------------- countdown
@@ -157,8 +77,9 @@ def _evaluate(expr: str) -> tuple[int, list[int]] | None:
     return None if value is None else (value, numbers)
 
 
-def _chains(numbers: list[int]):
-    """The 12 candidate solutions (x op1 y) op2 z with op in + and *: every pair first, both ops."""
+def countdown_chains(numbers: list[int]):
+    """The 12 candidate solutions (x op1 y) op2 z with op in + and *: every pair first, both ops (the
+    targets a problem draws from, and the tries a worked solution makes: solutions.py)."""
     for i, j in itertools.combinations(range(3), 2):
         (k,) = {0, 1, 2} - {i, j}
         x, y, z = numbers[i], numbers[j], numbers[k]
@@ -170,97 +91,9 @@ def _chains(numbers: list[int]):
 def countdown_problem(rng: random.Random) -> tuple[str, list[int], int]:
     while True:
         numbers = [rng.randint(1, 9) for _ in range(3)]
-        target = rng.choice(list(_chains(numbers)))[-1]
+        target = rng.choice(list(countdown_chains(numbers)))[-1]
         if 10 <= target <= 99 and target not in numbers:
             return f"Make {target} from {', '.join(map(str, numbers))}", numbers, target
-
-
-MAX_MISSES = 6  # a search gives up after this many wrong tries
-
-
-def countdown_solution(rng: random.Random, numbers: list[int], target: int, style: str) -> tuple[str, str]:
-    """Returns (thinking, answer expression). Tries candidates in random order: `search` keeps going
-    until a hit (or MAX_MISSES), `impatient` gives up after one or two misses, so persistence pays."""
-    chains = list(_chains(numbers))
-    rng.shuffle(chains)
-    expr = lambda c: f"({c[0]} {c[1]} {c[2]}) {c[4]} {c[5]}"  # noqa: E731
-    if style == "guess":
-        return f"maybe {expr(chains[0])}.", expr(chains[0])
-    give_up = rng.randint(1, 2) if style == "impatient" else MAX_MISSES
-    lines, misses = [], 0
-    for c in chains:
-        x, op1, y, mid, op2, z, value = c
-        if value == target:
-            lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {value} yes.")
-            return " ".join(lines), expr(c)
-        lines.append(f"try {x} {op1} {y} = {mid}, {mid} {op2} {z} = {value} no.")
-        misses += 1
-        if misses == give_up:
-            break
-    return " ".join(lines) + " give up.", expr(c)
-
-
-# ---------------------------------------------------------------- corpus and task
-
-
-def sample_problem(rng: random.Random, kind: str) -> Example:
-    """One problem of `kind` (one of KINDS); the id is the prompt, so splits dedupe on it.
-
-    General questions carry meta["general"] = True: RL scores them with the general reward, not the rules."""
-    if kind == "general":
-        prompt, answer = general_problem(rng)
-        return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "general": True})
-    if kind == "arithmetic":
-        prompt, parts = arithmetic_problem(rng)
-        return Example(id=prompt, prompt=prompt, answer=str(parts[-1]), meta={"kind": kind, "parts": parts})
-    prompt, numbers, target = countdown_problem(rng)
-    return Example(id=prompt, prompt=prompt, answer=str(target), meta={"kind": kind, "numbers": numbers, "target": target})
-
-
-# Some chains of thought are mostly Chinese, as R1-Zero's were: the words, never the numbers, so a
-# mixed solution is exactly as right as a clean one and only a language reward can tell them apart.
-# Whether a document mixes is one choice, made at its first word, so sampling at T=0.6 keeps it (a
-# per-word coin would be flattened to English). The Chinese documents come from a more careful source:
-# they guess and give up less. So an accuracy-only RL policy drifts *toward* mixing, as R1-Zero did,
-# and R1's language reward has a pull to work against (the paper: it costs a little accuracy).
-MIXED_SHARE = {"guess": 0.15, "impatient": 0.15, "check": 0.45, "search": 0.45}
-MIXED_WORD_SHARE = 0.85
-CHINESE = {"try": "试", "no": "不对", "yes": "对", "wait": "等等", "recheck": "再算", "check": "验算", "ok": "好",
-           "not": "不是", "too small": "太小", "too big": "太大", "give up": "放弃", "maybe": "也许", "x is about": "x大约是", "then": "然后"}
-_WORDS = re.compile(r"\b(" + "|".join(sorted(map(re.escape, CHINESE), key=len, reverse=True)) + r")\b")
-
-
-def mix_language(rng: random.Random, thinking: str) -> str:
-    """The first word always turns Chinese (the document's choice shows at once); later ones mostly do."""
-    first = True
-
-    def swap(m: re.Match) -> str:
-        nonlocal first
-        chinese, first = first or rng.random() < MIXED_WORD_SHARE, False
-        return CHINESE[m.group(1)] if chinese else m.group(1)
-
-    return _WORDS.sub(swap, thinking)
-
-
-def worked_solution(rng: random.Random, example: Example, careful_styles: bool = True) -> str:
-    """The response a document of the corpus shows for `example`: '<think> … </think> <answer> … </answer>'.
-    careful_styles=False: never one of CAREFUL_STYLES (the other styles keep their relative shares)."""
-    kind = example.meta["kind"]
-    if kind == "general":
-        return f"<think> </think> <answer> {example.answer} </answer>"
-
-    def styles(shares: dict[str, float]) -> dict[str, float]:
-        return shares if careful_styles else {k: v for k, v in shares.items() if k not in CAREFUL_STYLES}
-
-    if kind == "arithmetic":
-        style = _pick(rng, styles(ARITH_STYLES))
-        thinking, answer = arithmetic_solution(rng, example.meta["parts"], style)
-    else:
-        style = _pick(rng, styles(COUNTDOWN_STYLES))
-        thinking, answer = countdown_solution(rng, example.meta["numbers"], example.meta["target"], style)
-    if rng.random() < MIXED_SHARE[style]:
-        thinking = mix_language(rng, thinking)
-    return f"<think> {thinking} </think> <answer> {answer} </answer>"
 
 
 # ---------------------------------------------------------------- general questions
@@ -277,6 +110,23 @@ def general_problem(rng: random.Random) -> tuple[str, str]:
         return f"Which is larger, {a} or {b}?", str(max(a, b))
     digits = " ".join(str(rng.randint(0, 9)) for _ in range(rng.randint(3, 5)))
     return f"Repeat {digits}", digits
+
+
+# ---------------------------------------------------------------- problems, scores and the task
+
+
+def sample_problem(rng: random.Random, kind: str) -> Example:
+    """One problem of `kind` (one of KINDS); the id is the prompt, so splits dedupe on it.
+
+    General questions carry meta["general"] = True: RL scores them with the general reward, not the rules."""
+    if kind == "general":
+        prompt, answer = general_problem(rng)
+        return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "general": True})
+    if kind == "arithmetic":
+        prompt, parts = arithmetic_problem(rng)
+        return Example(id=prompt, prompt=prompt, answer=str(parts[-1]), meta={"kind": kind, "parts": parts})
+    prompt, numbers, target = countdown_problem(rng)
+    return Example(id=prompt, prompt=prompt, answer=str(target), meta={"kind": kind, "numbers": numbers, "target": target})
 
 
 def score(answer: str | None, example: Example) -> float:

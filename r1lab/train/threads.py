@@ -25,8 +25,9 @@ import time
 import torch
 
 
-def _busy_seconds() -> float | None:
-    """CPU seconds every core of the machine spent busy since boot (None where /proc/stat is not readable)."""
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of the machine spent busy since boot, all processes together (None where /proc/stat
+    is not readable: ThreadFit then leaves the threads alone)."""
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()[1:]
@@ -41,7 +42,8 @@ def _own_seconds() -> float:
     return t.user + t.system
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or `taskset` may narrow)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -56,18 +58,18 @@ class ThreadFit:
 
     def __init__(self, enabled: bool = True):
         self.max_threads = torch.get_num_threads()
-        self.cores = _cores()
+        self.cores = usable_cores()
         setting = os.environ.get("R1LAB_THREADS")
         if setting not in (None, "", "fixed"):
             raise ValueError(f"R1LAB_THREADS={setting!r}: its one value is 'fixed' (keep torch's thread count); "
                              "to choose the count, set OMP_NUM_THREADS=N")
         chosen = setting == "fixed" or os.environ.get("OMP_NUM_THREADS")
-        self.enabled = enabled and not chosen and self.max_threads > 1 and _busy_seconds() is not None
+        self.enabled = enabled and not chosen and self.max_threads > 1 and machine_busy_seconds() is not None
         self.others, self.history = 0.0, []
         self._last = self._sample()
 
     def _sample(self) -> tuple[float, float, float]:
-        return time.perf_counter(), _busy_seconds() or 0.0, _own_seconds()
+        return time.perf_counter(), machine_busy_seconds() or 0.0, _own_seconds()
 
     def __call__(self) -> int:
         if not self.enabled:

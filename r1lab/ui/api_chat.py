@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.text import Text
 
 from r1lab.data.format import END_THINK, THINK
-from r1lab.ui.display import show_response, thinking_and_answer
+from r1lab.serve.reasoning import thinking_and_answer
+from r1lab.ui.display import show_response
 
 RETRY_AFTER_CAP_S = 60.0  # a server asking for longer than this gets the failure reported instead of a long wait
 HELP = "/reset forgets the conversation, /save FILE writes it as JSON; exit, quit or Ctrl-D to leave"

@@ -9,20 +9,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from r1lab.data.format import END_THINK, THINK, split_response
-
-
-def thinking_and_answer(text: str) -> tuple[str, str | None]:
-    """(thinking, answer) as chat shows a response, both stripped; answer is None while the thinking is open.
-
-    "<think> a </think> b" -> ("a", "b");  "<think> a" (never closed) -> ("a", None): all thinking;
-    "a </think> b" (opening tag pre-filled by the template) -> ("a", "b");  no tags -> ("", text): a model
-    that answers without thinking.
-    """
-    if THINK not in text and END_THINK not in text:
-        return "", text.strip()
-    thinking, rest = split_response(text)
-    return thinking.strip(), None if rest is None else rest.strip()
+from r1lab.data.format import END_THINK, THINK
+from r1lab.serve.reasoning import thinking_and_answer
 
 
 def hold_back(text: str) -> str:

@@ -1,6 +1,6 @@
 """The OpenAI wire format r1lab serve speaks: request models and limits, errors in OpenAI's shape (and the
-middleware that refuses a request before it is read: key, size), and responses with the reasoning split
-out as DeepSeek's API returns it (`reasoning_content` apart from `content`)."""
+middleware that refuses a request before it is read: key, size), and the pieces of a response (the
+reasoning is split out in reasoning.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from typing import Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
-
-from r1lab.data.format import ANSWER, END_ANSWER, END_THINK, THINK
-from r1lab.ui.display import thinking_and_answer
 
 
 @dataclass(frozen=True)
@@ -122,21 +119,6 @@ def parse_request(kind: type[ApiRequest], body: bytes) -> ApiRequest:
         first = err.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         raise OpenAIError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param, code="invalid_value") from None
-
-
-def reasoning_and_content(text: str, prefix: str) -> tuple[str | None, str]:
-    """A chat response as DeepSeek's API returns it: (reasoning_content, content).
-
-    reasoning_content is the text inside <think>...</think> (`prefix` is the part the template wrote,
-    '<think>' for r1-zero), None when the response has no thinking tags at all; content is the answer
-    after </think>, with the tiny world's <answer> tags removed so that a client which ignores the
-    reasoning gets a plain answer; "" while the thinking never closed (the response ran out of tokens).
-    Both are stripped.
-    """
-    raw = prefix + text
-    thinking, answer = thinking_and_answer(raw)
-    content = "" if answer is None else answer.replace(ANSWER, "").replace(END_ANSWER, "").strip()
-    return (thinking if THINK in raw or END_THINK in raw else None), content
 
 
 def cut_at_stop(text: str, stops: list[str]) -> str:

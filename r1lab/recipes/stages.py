@@ -1,0 +1,104 @@
+"""The stage kinds of a recipe, one function each (RUNNERS): rl (GRPO or another rl.algorithm), generate (sample,
+score, filter), answers (the task's reference answers) and sft; each trains or writes into the stage's directory."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+from r1lab import dist
+from r1lab.config import StageConfig
+from r1lab.evaluation.evaluate import evaluate
+from r1lab.models.io import save_model
+from r1lab.recipes.run import Run
+
+
+def trainable(run: Run, name: str):
+    """The model `name` as an rl or sft stage trains it, and its tokenizer: with lora.r > 0, LoRA adapters
+    on it (its own weights frozen, kept in the compute dtype); otherwise its weights in fp32, the master
+    copy the optimizer updates (models.py)."""
+    if not run.cfg.lora.enabled:
+        return run.load(name, master_weights=True)
+    from r1lab.models.lora import add_lora
+
+    model, tokenizer = run.load(name)
+    return add_lora(model, run.cfg.lora, run.cfg.seed), tokenizer
+
+
+def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
+    from r1lab.rl.loop import train_rl
+
+    rl = run.cfg.stage_rl(stage)
+    dist.barrier()  # every rank starts once rank 0 has made (and measured) the stage's init model
+    policy, tokenizer = trainable(run, stage.init)
+    task = run.fitted(run.task_of(stage), policy, tokenizer, rl.sampling.max_new_tokens, "train")  # before any engine
+    engine = run.engine(policy, tokenizer)
+    try:
+        result = train_rl(policy, tokenizer, task, rl, out, engine=engine, template=run.cfg.template,
+                          system=run.system, seed=run.cfg.seed, stage=stage.name,
+                          held_out=functools.partial(held_out, run, stage, engine), held_out_every=run.cfg.eval.every,
+                          report=run.report)
+    finally:
+        engine.close()
+    if dist.is_main():  # every rank holds the whole trained policy
+        save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
+                                                      "system": run.system})
+    return result
+
+
+def held_out(run: Run, stage: StageConfig, engine) -> dict:
+    """The policy being trained on the first eval.every_n test problems, sampled as every evaluation is. The
+    engine's random state is put back after: training samples the same with eval.every on or off."""
+    task, rng = run.task_of(stage), engine.rng_state()
+    try:
+        result = evaluate(engine, task, run.cfg.eval, template=run.cfg.template, system=run.system,
+                          reflection_phrases=run.cfg.stage_rl(stage).reflection_phrases,
+                          examples=task.examples("test")[: run.cfg.eval.every_n], progress=False)
+    finally:
+        engine.set_rng_state(rng)
+    return {"eval_pass@1": result["pass@1"], "eval_length": result["mean_length"], "eval_reflection": result["reflection_rate"]}
+
+
+def run_generate(run: Run, stage: StageConfig, out: Path) -> dict:
+    from r1lab.sft.generate import generate
+
+    model, tokenizer = run.load(stage.init)
+    out.mkdir(parents=True, exist_ok=True)
+    task = run.task_of(stage)
+    t0 = time.time()
+    engine = run.engine(model, tokenizer)
+    try:
+        stats = generate(engine, task, task.examples("train")[: stage.prompts], k=stage.k,
+                         sampling=run.cfg.stage_sampling(stage), template=run.cfg.template, system=run.system,
+                         filters=run.cfg.stage_filters(stage),
+                         out_path=out / "samples.jsonl", label=stage.name)
+    finally:
+        engine.close()
+    return {**stats, "wall_seconds": round(time.time() - t0, 1)}
+
+
+def run_answers(run: Run, stage: StageConfig, out: Path) -> dict:
+    """The task's own answers, without a chain of thought: R1's non-reasoning SFT data (in the paper,
+    DeepSeek-V3's SFT set), so the final model answers simple questions without over-thinking."""
+    from r1lab.sft.generate import write_reference_answers
+
+    task = run.task_of(stage)
+    return write_reference_answers(task.examples("train")[: stage.prompts], out / "samples.jsonl")
+
+
+def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
+    from r1lab.sft.generate import read_kept
+    from r1lab.sft.train import load_sft_examples, train_sft
+
+    cfg, prompt = run.cfg.stage_sft(stage), {"template": run.cfg.template, "system": run.system}
+    model, tokenizer = trainable(run, stage.init)
+    rows = [row for name in stage.data for row in read_kept(run.dir / name / "samples.jsonl")]
+    if not rows:
+        raise ValueError(f"stage {stage.name}: its data stages ({', '.join(stage.data)}) kept no samples to train on")
+    examples = load_sft_examples(rows, cfg, tokenizer, **prompt)
+    return train_sft(model, tokenizer, examples, cfg, out, seed=run.cfg.seed, stage=stage.name, report=run.report,
+                     **prompt)
+
+
+RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft": run_sft}
