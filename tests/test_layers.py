@@ -1,6 +1,6 @@
 """The package's import graph, read from the source (every import, function-local ones included): no cycle
-anywhere in r1lab/, imports only point down the floors that docs/ARCHITECTURE.md draws, and no module imports
-another's private names."""
+anywhere in r1lab/, imports only point down the floors that docs/ARCHITECTURE.md draws, no module imports
+another's private names; and every module and function stays short enough to read."""
 
 from __future__ import annotations
 
@@ -109,6 +109,31 @@ def test_config_imports_only_the_errors_below_it():
     for m, out in graph().items():
         if m.startswith("r1lab.config"):
             assert {t for t, _ in out} <= {"r1lab.errors"} | {n for n in modules() if n.startswith("r1lab.config")}, m
+
+
+def test_modules_and_functions_stay_short():
+    """A reader finds one job per module: no file over 350 lines, no function over 80."""
+    long = []
+    for name, path in modules().items():
+        text = path.read_text()
+        if len(text.splitlines()) > 350:
+            long.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, "\n".join(long)
+
+
+def test_the_architecture_page_draws_these_floors():
+    """docs/ARCHITECTURE.md's Layers table names the same rooms on the same floors as FLOORS."""
+    text = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    table = text[text.index("## Layers"):text.index("## Adding things")]
+    drawn = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 2 and cells[1].isdigit():
+            drawn.append({name.strip("`").removesuffix("/").removesuffix(".py") for name in cells[2].split(", ")})
+    assert drawn == [rooms - {"__main__"} for rooms in FLOORS if rooms != {"__main__"}]
 
 
 def test_no_module_imports_another_modules_private_names():

@@ -146,14 +146,17 @@ class RolloutConfig(Strict):
 
     engine: str = Field("torch", description="torch: r1lab's KV-cached sampler in this process (CPU or GPU); vllm: vLLM's "
                         "offline LLM colocated in this process, weights synced after every optimizer step (pip install 'r1lab[vllm]')")
-    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm: share of the accelerator's memory vLLM may "
-                                          "take (weights + KV cache); the trainer needs the rest")
-    sleep: bool = Field(False, description="vllm on CUDA: free vLLM's weights and KV cache while the trainer runs (sleep mode)")
+    # An engine's own options: None leaves the engine's default (written beside each). Setting one the engine does
+    # not take is refused when the settings load (recipes/load.py), not silently dropped.
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="vllm (default 0.3): share of the "
+                                                 "accelerator's memory vLLM may take (weights + KV cache); the trainer "
+                                                 "needs the rest")
+    sleep: bool | None = Field(None, description="vllm on CUDA (default false): free vLLM's weights and KV cache while "
+                               "the trainer runs (sleep mode)")
 
     def options(self) -> dict:
-        """What make_engine passes to the engine: the options written down (the engine's own defaults stand for
-        the others). One the engine does not take is refused when the settings load (recipes/load.py)."""
-        return self.model_dump(exclude={"engine"}, exclude_unset=True)
+        """What make_engine passes to the engine: the options that are set."""
+        return {k: v for k, v in self.model_dump(exclude={"engine"}).items() if v is not None}
 
 
 class EvalConfig(Strict):

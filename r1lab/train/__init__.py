@@ -1,0 +1,1 @@
+"""What every training loop shares: divergence guards, the lr schedule, CPU threads fitted to the free cores."""
