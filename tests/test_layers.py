@@ -15,11 +15,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "r1lab"
 # below its own. Folders on one floor do not import each other.
 FLOORS = [
     {"errors", "disk", "progress"},
-    {"config"},
+    {"config", "plugins"},
     {"models"},
     {"dist", "train"},
     {"store"},
-    {"data"},
+    {"data", "tools"},
     {"engines", "rewards"},
     {"tinyworld"},
     {"rl", "sft", "evaluation"},

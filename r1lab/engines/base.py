@@ -23,6 +23,8 @@ class Rollout:
     truncated: list[bool]  # (N,) hit max_new_tokens without EOS or a stop string
     n: int
     entropies: torch.Tensor | None = None  # (N, T) entropy of the temperature-scaled policy at each token
+    loss_mask: torch.Tensor | None = None  # (N, T) 1 on the tokens the policy sampled, 0 on tool results it read
+    # (in completion_mask, so attended to, but never trained); None: every completion token is the policy's
     exact_logprobs: bool = False  # the log-probs are the trainer's own (same weights, same kernels): rl.rollout_is=auto
     # corrects nothing then. An engine says so only when it is true (the torch engine); any other is corrected.
 
@@ -38,6 +40,7 @@ class Rollout:
                        completion_mask=self.completion_mask[index], logprobs=self.logprobs[index],
                        texts=[self.texts[i] for i in rows], truncated=[self.truncated[i] for i in rows], n=self.n,
                        entropies=self.entropies[index] if self.entropies is not None else None,
+                       loss_mask=self.loss_mask[index] if self.loss_mask is not None else None,
                        exact_logprobs=self.exact_logprobs)
 
     @staticmethod
@@ -51,11 +54,13 @@ class Rollout:
             return torch.cat([F.pad(x, (0, T - x.size(1)), value=value) for x in tensors])
 
         entropies = None if any(r.entropies is None for r in parts) else cat([r.entropies for r in parts], 0.0)
+        loss_mask = None if all(r.loss_mask is None for r in parts) else cat(
+            [r.loss_mask if r.loss_mask is not None else r.completion_mask for r in parts], 0)
         return Rollout(prompt_ids=[p for r in parts for p in r.prompt_ids],
                        completion_ids=cat([r.completion_ids for r in parts], pad_id),
                        completion_mask=cat([r.completion_mask for r in parts], 0),
                        logprobs=cat([r.logprobs for r in parts], 0.0), texts=[t for r in parts for t in r.texts],
-                       truncated=[t for r in parts for t in r.truncated], n=parts[0].n, entropies=entropies,
+                       truncated=[t for r in parts for t in r.truncated], n=parts[0].n, entropies=entropies, loss_mask=loss_mask,
                        exact_logprobs=all(r.exact_logprobs for r in parts))
 
 

@@ -21,7 +21,9 @@ class Batch:
     prompt_mask: torch.Tensor  # (prompts, P) 1 on prompt tokens
     prompt_of_row: torch.Tensor = _per_row()  # (N,) the row's prompt: an index into prompt_ids
     completion_ids: torch.Tensor = _per_row()  # (N, T) right-padded
-    completion_mask: torch.Tensor = _per_row()  # (N, T) 1 on sampled tokens, EOS included
+    completion_mask: torch.Tensor = _per_row()  # (N, T) 1 on completion tokens, EOS included: what the passes attend to
+    loss_mask: torch.Tensor | None = _per_row()  # (N, T) 1 on the tokens the policy sampled, 0 on tool results; None:
+    # the completion mask. Tool results have no ratio, no KL and no gradient (`trained_mask`).
     sampling_logprobs: torch.Tensor = _per_row()  # (N, T) the engine's, as it sampled
     old_logprobs: torch.Tensor | None = _per_row()  # (N, T) the trainer's for the policy that sampled: the clipped
     # ratio's denominator. Set when the batch is scored (rl/step.py): the sampling log-probs themselves for an engine
@@ -45,8 +47,13 @@ class Batch:
             prompt_mask[i, P - len(p):] = 1
         return cls(prompt_ids=prompt_ids, prompt_mask=prompt_mask,
                    prompt_of_row=torch.arange(rollout.completion_ids.size(0)) // rollout.n,
-                   completion_ids=rollout.completion_ids, completion_mask=rollout.completion_mask,
+                   completion_ids=rollout.completion_ids, completion_mask=rollout.completion_mask, loss_mask=rollout.loss_mask,
                    sampling_logprobs=rollout.logprobs, rewards=rewards.float(), exact_logprobs=rollout.exact_logprobs)
+
+    @property
+    def trained_mask(self) -> torch.Tensor:
+        """(N, T) the tokens every loss, normaliser and statistic counts: the policy's own."""
+        return self.completion_mask if self.loss_mask is None else self.loss_mask
 
     def __len__(self) -> int:
         return self.completion_ids.size(0)

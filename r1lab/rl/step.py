@@ -59,6 +59,9 @@ def score(batch: Batch, algorithm: Algorithm, cfg: RLConfig, *, policy=None, ref
         return batch, stats | {"advantage_abs": advantages.abs().mean().item()}
     # PPO: per-token rewards (the sequence reward at the last token, - beta * k1 KL), GAE on the value
     # model's predictions, whitened over the batch.
+    if batch.loss_mask is not None:
+        raise ValueError("ppo's GAE runs over consecutive policy tokens: episodes with tool results need a GRPO-family "
+                         "algorithm")
     mask = batch.completion_mask
     with torch.no_grad():
         values = torch.cat([value_model(batch.take(torch.arange(i, min(i + cfg.micro_batch_size, len(batch))))).cpu()
@@ -77,7 +80,7 @@ def rollout_importance_weights(batch: Batch, policy, cfg: RLConfig, correction: 
     objective, and each token's loss is weighted by w = min(p_trainer / p_sampler, cap) (truncate), or
     by 1 where that ratio is within the cap and 0 elsewhere (mask), so tokens the sampler drew far more
     often than the trainer would are not over-trained. Logs the mismatch."""
-    mask = batch.completion_mask.bool()
+    mask = batch.trained_mask.bool()
     trainer = logprobs_no_grad(policy, batch, cfg.sampling.temperature, cfg.micro_batch_size)  # (N, T)
     log_ratio = (trainer - batch.sampling_logprobs).masked_fill(~mask, 0.0)
     ratio = log_ratio.clamp(max=20).exp()
@@ -115,7 +118,7 @@ def plan_minibatches(batch: Batch, cfg: RLConfig, skip_zero: bool):
         chosen = order[start : start + cfg.minibatch_size]
         rows = part.local(chosen)
         norms = {"num_sequences": len(chosen), "max_tokens": cfg.sampling.max_new_tokens,
-                 "num_tokens": dist.sum_over_ranks(batch.completion_mask[rows].sum()).clamp(min=1).item()}
+                 "num_tokens": dist.sum_over_ranks(batch.trained_mask[rows].sum()).clamp(min=1).item()}
         trained = rows[batch.advantages[rows] != 0] if skip_zero else rows
         trained_frac = dist.sum_over_ranks(len(trained)) / len(chosen)
         micro = micro_batches(batch, trained, cfg.micro_batch_size, cfg.micro_batch_tokens)
@@ -173,7 +176,7 @@ def micro_loss(policy, value_model, micro: Batch, algorithm: Algorithm, cfg: RLC
     rows = micro.to(policy.device)
     # sharded: one forward per micro-batch (the shared-prompt pass makes a data-dependent number)
     logprobs = forward_logprobs(policy, micro, cfg.sampling.temperature, shared=dist.world_size() == 1)
-    loss, stats = algorithm.loss(logprobs, rows.old_logprobs, rows.advantages, rows.completion_mask, eps=eps,
+    loss, stats = algorithm.loss(logprobs, rows.old_logprobs, rows.advantages, rows.trained_mask, eps=eps,
                                  eps_high=eps_high, beta=beta, ref_logprobs=rows.ref_logprobs,
                                  is_weights=rows.is_weights, **norms)
     stats["policy_loss"] = loss.item()

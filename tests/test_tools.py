@@ -1,0 +1,130 @@
+"""Tools (r1lab/tools/): the shipped calculator evaluates arithmetic and nothing else; calls are read from both
+formats, a malformed one becoming an error result; a tool that raises, hangs or returns a megabyte is contained;
+a TRL-style environment's public methods are its tools."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from r1lab.tools import calculator
+from r1lab.tools.box import Tool, ToolBox, environment_tools, load_tools
+from r1lab.tools.calculator import CalculatorError
+from r1lab.tools.calls import parse_call
+
+
+@pytest.mark.parametrize("expression, value", [("7 * 6 + 23", "65"), ("72 - (7 * 7 + 23)", "0"), ("-3 ** 2", "-9"),
+                                               ("7 / 2", "3.5"), ("8 / 2", "4"), ("17 // 5 % 2", "1"), ("2 ** 64", str(2**64))])
+def test_the_calculator_computes(expression, value):
+    assert calculator(expression) == value
+
+
+@pytest.mark.parametrize("expression, says", [
+    ("__import__('os').system('true')", "not call"), ("x + 1", "not name"), ("(1).real", "not attribute"),
+    ("9 ** 9 ** 9", "exponent"), ("10 ** 40", "too large"), ("1 / 0", "division by zero"), ("2 +", "not an arithmetic"),
+    ("1" * 300, "longer than"), ("'a' * 3", "not constant"), ("(-8) ** 0.5", "no real result")])
+def test_the_calculator_refuses_everything_but_arithmetic(expression, says):
+    with pytest.raises(CalculatorError, match=says):
+        calculator(expression)
+
+
+def add(a: int, b: int) -> int:
+    """Adds two numbers.
+
+    Args:
+        a: the first number.
+        b: the second number.
+    """
+    return a + b
+
+
+def test_calls_are_read_in_both_formats_and_bad_ones_become_errors():
+    box = ToolBox([Tool.of(calculator), Tool.of(add)])
+    assert box.run(parse_call("calculator(2 * 4 + 24)", box.parameters)) == "32"
+    assert box.run(parse_call('add({"a": 2, "b": 3})', box.parameters)) == "5"
+    chat = '{"name": "calculator", "arguments": {"expression": "6 * 7"}}'
+    assert box.run(parse_call(chat, box.parameters, style="chat")) == "42"
+    assert box.run(parse_call("calculator 2 * 4", box.parameters)) == "error: a call is name(arguments), e.g. calculator(2 * 4)"
+    assert box.run(parse_call("search(zor)", box.parameters)).startswith("error: no tool named 'search'")
+    assert box.run(parse_call("{not json", box.parameters, style="chat")).startswith("error: the call is not JSON")
+    assert box.run(parse_call("calculator(1 / 0)", box.parameters)) == "error: calculator: division by zero"
+    assert box.run(parse_call('add({"a": 2})', box.parameters)).startswith("error: add: ")  # a missing argument
+
+
+def test_a_tool_that_raises_hangs_or_floods_is_contained():
+    def broken(query: str) -> str:
+        """Fails.
+
+        Args:
+            query: anything.
+        """
+        raise RuntimeError("the index is gone")
+
+    def slow(query: str) -> str:
+        """Hangs.
+
+        Args:
+            query: anything.
+        """
+        time.sleep(30)
+        return "late"
+
+    def flood(query: str) -> str:
+        """Returns a megabyte.
+
+        Args:
+            query: anything.
+        """
+        return "x" * 2**20
+
+    box = ToolBox([Tool.of(broken), Tool.of(slow), Tool.of(flood)], time_limit_s=0.5, max_result_chars=100)
+    t0 = time.time()
+    results = box.run_many([parse_call(f"{name}(q)", box.parameters) for name in ("broken", "slow", "flood", "slow")])
+    assert time.time() - t0 < 2  # the two hung calls waited together, not one after the other
+    assert results[0] == "error: broken: the index is gone"
+    assert results[1] == results[3] == "error: slow took longer than 0.5 s"
+    assert results[2].startswith("x" * 100 + " ... [cut at 100 characters]") and len(results[2]) < 200
+
+
+class Library:
+    """A TRL environment_factory-style environment: reset(**row), public methods as tools, reward()."""
+
+    def reset(self, **row) -> str | None:
+        self.facts, self.asked = row["facts"], []
+        return None
+
+    def search(self, query: str) -> str:
+        """Finds the facts that mention a name.
+
+        Args:
+            query: the name to look up.
+        """
+        self.asked.append(query)
+        return "; ".join(f for f in self.facts if query.lower() in f.lower()) or "nothing found"
+
+    def reward(self) -> float:
+        return float(bool(self.asked))
+
+
+def test_an_environment_class_runs_unchanged():
+    env = Library()
+    env.reset(facts=["the river Zor is 37 km long", "the river Pel is 12 km long"])
+    tools = environment_tools(env)
+    assert [t.name for t in tools] == ["search"] and tools[0].schema["function"]["parameters"]["required"] == ["query"]
+    box = ToolBox(tools)
+    assert box.run(parse_call("search(Zor)", box.parameters)) == "the river Zor is 37 km long"
+    assert env.reward() == 1.0
+
+
+def test_tools_are_named_by_import_path_and_checked():
+    (tool,) = load_tools(["r1lab.tools:calculator"])
+    assert tool.name == "calculator" and tool.parameters == ["expression"]
+    with pytest.raises(ValueError, match="tool 'r1lab.tools:calculater': module r1lab.tools has no attribute"):
+        load_tools(["r1lab.tools:calculater"])
+
+    def undocumented(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match="tool 'undocumented': .*docstring"):
+        Tool.of(undocumented)
