@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 
 
+EPISODE_FIELDS = ("tool_calls", "tool_errors", "turns")
+
+
 @dataclass(kw_only=True)
 class Rollout:
     """n completions per prompt, row i belongs to prompt i // n. N = prompts * n rows, T = the longest completion."""
@@ -25,6 +28,9 @@ class Rollout:
     entropies: torch.Tensor | None = None  # (N, T) entropy of the temperature-scaled policy at each token
     loss_mask: torch.Tensor | None = None  # (N, T) 1 on the tokens the policy sampled, 0 on tool results it read
     # (in completion_mask, so attended to, but never trained); None: every completion token is the policy's
+    tool_calls: list[int] | None = None  # (N,) episodes with turns (engines/episodes.py): calls made, calls that
+    tool_errors: list[int] | None = None  # (N,) came back as errors, and turns generated
+    turns: list[int] | None = None
     exact_logprobs: bool = False  # the log-probs are the trainer's own (same weights, same kernels): rl.rollout_is=auto
     # corrects nothing then. An engine says so only when it is true (the torch engine); any other is corrected.
 
@@ -41,6 +47,7 @@ class Rollout:
                        texts=[self.texts[i] for i in rows], truncated=[self.truncated[i] for i in rows], n=self.n,
                        entropies=self.entropies[index] if self.entropies is not None else None,
                        loss_mask=self.loss_mask[index] if self.loss_mask is not None else None,
+                       **{k: [getattr(self, k)[i] for i in rows] for k in EPISODE_FIELDS if getattr(self, k) is not None},
                        exact_logprobs=self.exact_logprobs)
 
     @staticmethod
@@ -61,6 +68,8 @@ class Rollout:
                        completion_mask=cat([r.completion_mask for r in parts], 0),
                        logprobs=cat([r.logprobs for r in parts], 0.0), texts=[t for r in parts for t in r.texts],
                        truncated=[t for r in parts for t in r.truncated], n=parts[0].n, entropies=entropies, loss_mask=loss_mask,
+                       **{k: [v for r in parts for v in (getattr(r, k) or [0] * len(r.texts))] for k in EPISODE_FIELDS
+                          if any(getattr(r, k) is not None for r in parts)},
                        exact_logprobs=all(r.exact_logprobs for r in parts))
 
 

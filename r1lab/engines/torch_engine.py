@@ -57,12 +57,17 @@ class TorchEngine:
         """One completion of `prompt`, yielded as text while it is written (chat, serving)."""
         return stream_text(self.model, self.tokenizer, prompt, sampling, stop_event)
 
-    @torch.no_grad()
     def generate(self, prompts: list[str], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
         """Samples n completions for each prompt. `sampling` has temperature, top_p, top_k, max_new_tokens, stop.
         seeds: one per prompt, its completions' own random stream (engines/base.py: Engine.generate)."""
-        model = self.model
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return self.generate_ids(prompt_ids, sampling, n, seeds)
+
+    @torch.no_grad()
+    def generate_ids(self, prompt_ids: list[list[int]], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
+        """`generate` from prompts given as token ids: an episode goes on from exactly the ids it has (a tool's
+        result appended), never from its text tokenised again."""
+        model = self.model
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("an empty prompt cannot be continued: every prompt needs at least one token")
         limit = getattr(model.config, "max_position_embeddings", None)

@@ -55,14 +55,18 @@ class VLLMEngine:
         self._asleep = False
 
     def generate(self, prompts: list[str], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return self.generate_ids(prompt_ids, sampling, n, seeds)
+
+    def generate_ids(self, prompt_ids: list[list[int]], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
+        """`generate` from prompts given as token ids (vLLM continues an episode from exactly its ids)."""
         from vllm import SamplingParams
 
         self._wake()
-        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("an empty prompt cannot be continued: every prompt needs at least one token")
         if seeds is None:  # vLLM seeds each request: per prompt, from the engine's own stream
-            seeds = torch.randint(0, 2**31 - 1, (len(prompts),), generator=self.generator).tolist()
+            seeds = torch.randint(0, 2**31 - 1, (len(prompt_ids),), generator=self.generator).tolist()
         params = [SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or -1,
                                  max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None,
                                  include_stop_str_in_output=True, logprobs=0, seed=s) for s in seeds]
