@@ -10,7 +10,6 @@ from typing import Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
-
 EPISODE_FIELDS = ("tool_calls", "tool_errors", "turns")
 
 
