@@ -4,13 +4,17 @@ torch engine continues from token ids exactly as from text."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from helpers import EchoTask, rl_config
 
 from r1lab.config import SamplingConfig
 from r1lab.engines import make_engine
 from r1lab.engines.base import Rollout
 from r1lab.engines.episodes import run_episodes
+from r1lab.rl.loop import train_rl
 from r1lab.tools import calculator
 from r1lab.tools.box import Tool, ToolBox
 
@@ -49,7 +53,19 @@ class ScriptedEngine:
         mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
         return Rollout(prompt_ids=[list(p) for p in prompt_ids], completion_ids=ids, completion_mask=mask,
                        logprobs=-0.5 * mask.float(), texts=[""] * len(rows), truncated=[False] * len(rows), n=1,
-                       exact_logprobs=True)
+                       exact_logprobs=False)
+
+    def load_weights(self, model) -> None:
+        pass
+
+    def rng_state(self):
+        return None
+
+    def set_rng_state(self, state) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -99,3 +115,17 @@ def test_the_torch_engine_continues_from_ids_as_from_text(tiny):
     episodes = run_episodes(make_engine("torch", model, tokenizer, seed=3), ids, sampling, 2, ToolBox([Tool.of(calculator)]),
                             max_turns=2, budget=8)
     assert episodes.completion_ids.shape[0] == 4 and int(episodes.completion_mask.sum(1).max()) <= 8
+
+
+def test_train_rl_runs_tool_episodes_and_logs_them(tiny, tokenizer, tmp_path):
+    model, _ = tiny
+    policy = copy.deepcopy(model)
+    policy.resize_token_embeddings(len(tokenizer))  # the call and result markers are new tokens
+    engine = ScriptedEngine(tokenizer, ["<tool>calculator(6 * 7)</tool>", "<answer>42</answer></s>"])
+    cfg = rl_config(steps=2, prompts_per_step=2, group_size=2, rewards={"format": 1.0}, tools=["r1lab.tools:calculator"],
+                    sampling=SamplingConfig(max_new_tokens=96))
+    rows = []
+    train_rl(policy, tokenizer, EchoTask(), cfg, tmp_path, engine=engine, template="r1-zero", system="",
+             report=rows.append, max_turns=3)
+    assert [r["tool_calls_mean"] for r in rows] == [1.0, 1.0] and all(r["turns_mean"] == 2 for r in rows)
+    assert all(r["tool_error_frac"] == 0 and 0 < r["masked_token_frac"] < 1 for r in rows)

@@ -128,3 +128,15 @@ def test_tools_are_named_by_import_path_and_checked():
 
     with pytest.raises(ValueError, match="tool 'undocumented': .*docstring"):
         Tool.of(undocumented)
+
+
+def test_tools_are_checked_when_the_config_loads():
+    from r1lab.config import ConfigError
+    from r1lab.recipes.load import load_config
+
+    cfg = load_config("r1-zero", ["rl.tools=[r1lab.tools:calculator]", "rollout.max_turns=2"])
+    assert cfg.rl.tools == ["r1lab.tools:calculator"] and cfg.rollout.options() == {}  # max_turns is not the engine's
+    with pytest.raises(ConfigError, match=r"rl.tools: tool 'r1lab.tools:calculater': module r1lab.tools has no attribute"):
+        load_config("r1-zero", ["rl.tools=[r1lab.tools:calculater]"])
+    with pytest.raises(ConfigError, match="rl.algorithm: ppo's GAE"):
+        load_config("r1-zero", ["rl.tools=[r1lab.tools:calculator]", "rl.algorithm=ppo"])

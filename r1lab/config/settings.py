@@ -115,6 +115,10 @@ class RLConfig(Strict):
     general_rewards: dict[str, float] = Field(default_factory=lambda: {"helpfulness": 1.0},
                                               description="reward weights for general prompts (examples with meta general)")
     reward_model: str | None = Field(None, description="HF sequence-classification model used by the 'reward_model' reward")
+    tools: list[str] = Field(default_factory=list, description="tools the policy may call mid-episode, by import path "
+                             "(r1lab.tools:calculator, my_tools:search): typed functions with a docstring. With tools, "
+                             "an episode has up to rollout.max_turns turns within sampling.max_new_tokens tokens "
+                             "(engines/episodes.py)")
     reflection_phrases: list[str] = Field(default_factory=lambda: list(REFLECTION_PHRASES),
                                           description="phrases counted as reflection (training and eval metrics)")
     rollout_is: Literal["auto", "truncate", "mask", "off"] = Field(
@@ -154,9 +158,12 @@ class RolloutConfig(Strict):
     sleep: bool | None = Field(None, description="vllm on CUDA (default false): free vLLM's weights and KV cache while "
                                "the trainer runs (sleep mode)")
 
+    max_turns: int = Field(3, gt=0, description="with rl.tools: generations per episode, a tool's result appended "
+                           "between them (the last turn makes no call)")
+
     def options(self) -> dict:
-        """What make_engine passes to the engine: the options that are set."""
-        return {k: v for k, v in self.model_dump(exclude={"engine"}).items() if v is not None}
+        """What make_engine passes to the engine: its own options that are set."""
+        return {k: v for k, v in self.model_dump(exclude={"engine", "max_turns"}).items() if v is not None}
 
 
 class EvalConfig(Strict):

@@ -13,6 +13,8 @@ loss mask (it did not write them): rl/step.py trains only the tokens the policy 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from r1lab.engines.base import Rollout, pad_id
@@ -20,6 +22,22 @@ from r1lab.tools.box import ToolBox
 from r1lab.tools.calls import PLAIN, parse_call
 
 MAX_RESULT_TOKENS = 48  # a result longer than this is cut: an episode's budget is for the policy's tokens
+
+
+@dataclass
+class Turns:
+    """How a run's episodes take turns: its tools, at most `max_turns` generations, the call format."""
+
+    toolbox: ToolBox
+    max_turns: int
+    markers: tuple[str, str, str, str] = PLAIN
+    style: str = "plain"
+
+    def rollout(self, engine, prompts: list[str], sampling, n: int) -> Rollout:
+        """n episodes per prompt (text), each within sampling.max_new_tokens tokens."""
+        prompt_ids = [engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return run_episodes(engine, prompt_ids, sampling, n, self.toolbox, max_turns=self.max_turns,
+                            budget=sampling.max_new_tokens, markers=self.markers, style=self.style)
 
 
 def run_episodes(engine, prompt_ids: list[list[int]], sampling, n: int, toolbox: ToolBox, *, max_turns: int,

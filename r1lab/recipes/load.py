@@ -26,6 +26,7 @@ from r1lab.errors import ConfigError, did_you_mean
 from r1lab.rewards.registry import reward_factory
 from r1lab.rl.algorithms import ALGORITHMS
 from r1lab.store.trackers import TRACKERS
+from r1lab.tools.box import load_tools
 
 
 def recipe_path(name: str) -> Path:
@@ -125,6 +126,13 @@ def _rl_problems(rl, lora: bool) -> list[tuple[str, str]]:
         return [("algorithm", f"unknown algorithm {rl.algorithm!r}{did_you_mean(rl.algorithm, ALGORITHMS)}: "
                               f"known algorithms are {', '.join(ALGORITHMS)}")]
     problems = []
+    try:
+        load_tools(rl.tools)
+    except ValueError as err:
+        problems.append(("tools", str(err)))
+    if rl.tools and ALGORITHMS[rl.algorithm].needs_value_model:
+        problems.append(("algorithm", f"{rl.algorithm}'s GAE runs over consecutive policy tokens: with rl.tools (tool "
+                                      "results between them) use a GRPO-family algorithm"))
     if lora and ALGORITHMS[rl.algorithm].needs_value_model:
         problems.append(("algorithm", f"{rl.algorithm} trains a value model, a copy of the whole transformer, which "
                                       "LoRA (lora.r > 0) does not support; use a GRPO-family algorithm or lora.r=0"))

@@ -38,7 +38,7 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
         result = train_rl(policy, tokenizer, task, rl, out, engine=engine, template=run.cfg.template,
                           system=run.system, seed=run.cfg.seed, stage=stage.name,
                           held_out=functools.partial(held_out, run, stage, engine), held_out_every=run.cfg.eval.every,
-                          report=run.report)
+                          report=run.report, max_turns=run.cfg.rollout.max_turns)
     finally:
         engine.close()
     if dist.is_main():  # every rank holds the whole trained policy

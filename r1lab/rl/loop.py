@@ -29,6 +29,7 @@ from r1lab.config import RLConfig
 from r1lab.data.example import Task
 from r1lab.data.format import render_prompt
 from r1lab.engines.base import pad_id
+from r1lab.engines.episodes import Turns
 from r1lab.models.io import restore_weights
 from r1lab.models.lora import AdapterDisabled, is_lora
 from r1lab.models.memory import enable_gradient_checkpointing
@@ -42,6 +43,7 @@ from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
+from r1lab.tools.box import ToolBox, load_tools
 from r1lab.train.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
 from r1lab.train.optim import lr_lambda
 from r1lab.train.threads import ThreadFit
@@ -61,24 +63,26 @@ class Training:
     stream: PromptStream
     rewards: Rewards
     state: dist.TrainingState
+    turns: Turns | None  # with rl.tools: episodes that call them
 
 
 def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, engine, template: str,
              system: str | None, seed: int = 0, stage: str = "rl", held_out: Callable[[], dict] | None = None,
-             held_out_every: int = 0, report: Callable[[dict], None] | None = None) -> dict:
+             held_out_every: int = 0, report: Callable[[dict], None] | None = None, max_turns: int = 1) -> dict:
     """cfg.algorithm (GRPO by default) on `task`, sampling with `engine` (from engines.make_engine).
     Resumes from RUN/checkpoints if present. Returns {"steps", "wall_seconds"}.
 
     held_out(): metrics of the current policy on held-out problems (eval_pass@1, ...), measured before the
     first step, every `held_out_every` steps and at the last, into that step's metrics.jsonl row: the
     curves the report draws are then the test split's, not only the training samples'.
-    report(row): each metrics row is also handed to it (the run's trackers' `log`; a list's append in a test)."""
+    report(row): each metrics row is also handed to it (the run's trackers' `log`; a list's append in a test).
+    max_turns: with cfg.tools, generations per episode (rollout.max_turns)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if is_lora(policy) and dist.world_size() > 1:
         raise ValueError("LoRA with several processes is not supported yet: train LoRA in one process per model")
-    t = setup(policy, task, cfg, seed)
+    t = setup(policy, task, cfg, seed, max_turns)
     bad = BadStepCounter(cfg.max_bad_steps, f"{stage} (rl)")
     explosions = ExplosionWatch(cfg.entropy_warn * math.log(len(tokenizer)) if cfg.entropy_warn else None, cfg.kl_warn)
     start, elapsed = resume(run_dir, t, policy, engine, bad, stage)
@@ -120,7 +124,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3)}
 
 
-def setup(policy, task: Task, cfg: RLConfig, seed: int) -> Training:
+def setup(policy, task: Task, cfg: RLConfig, seed: int, max_turns: int = 1) -> Training:
     """Everything a stage trains with, built in a fixed order (the value head's initialisation draws from torch's RNG)."""
     algorithm = ALGORITHMS[cfg.algorithm]
     weights = next(policy.parameters())  # a reward model runs beside the policy, in its dtype
@@ -135,8 +139,9 @@ def setup(policy, task: Task, cfg: RLConfig, seed: int) -> Training:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.schedule))
     ref = _reference(policy) if cfg.beta > 0 else None  # whole on every rank: no gradients, no optimizer state
     ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
+    turns = Turns(ToolBox(load_tools(cfg.tools)), max_turns) if cfg.tools else None
     return Training(algorithm, trainee, value_model, opt, sched, ref, ref_copy, stream, rewards,
-                    dist.TrainingState(opt, trainee, value_model=value_model))
+                    dist.TrainingState(opt, trainee, value_model=value_model), turns)
 
 
 def resume(run_dir: Path, t: Training, policy, engine, bad: BadStepCounter, stage: str) -> tuple[int, float]:
@@ -165,7 +170,7 @@ def rl_iteration(t: Training, policy, engine, prompt_of, cfg: RLConfig, step: in
     t0 = time.time()
     t.rewards.trainer_state = TrainerState(global_step=step - 1, max_steps=cfg.steps)
     fit_threads()
-    seen, train, stats = sample_step(engine, t.stream, t.rewards, prompt_of, cfg, t.algorithm.resample_zero_spread)
+    seen, train, stats = sample_step(engine, t.stream, t.rewards, prompt_of, cfg, t.algorithm.resample_zero_spread, t.turns)
     t_gen = time.time() - t0
     pad = pad_id(engine.tokenizer)
     # non-finite rewards on any rank: no update at all this step (divergence guard)

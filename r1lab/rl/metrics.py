@@ -29,6 +29,7 @@ def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig
         "language_consistency": sum(map(language_consistency_reward, responses)) / len(responses),
         "zero_std_frac": (grouped.std(1) == 0).float().mean().item(),
         "entropy": float(masked_mean(rollout.entropies, rollout.completion_mask)) if rollout.entropies is not None else None,
+        **(episode_metrics(rollout) if rollout.turns is not None else {}),
         **stats,
         "lr": lr,
         "tokens_per_s": int(lengths.sum().item() / max(t_step, 1e-9)),
@@ -36,6 +37,17 @@ def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig
         "step_time": round(t_step, 3),
     })
     return {k: v for k, v in out.items() if v is not None}
+
+
+def episode_metrics(rollout) -> dict:
+    """Episodes with tools: turns and calls per episode, the share of episodes that called, of calls that came
+    back as errors, and of completion tokens that were tool results (read, not trained)."""
+    episodes, calls = len(rollout.turns), sum(rollout.tool_calls)
+    tokens = rollout.completion_mask.sum().clamp(min=1)
+    return {"turns_mean": sum(rollout.turns) / episodes, "tool_calls_mean": calls / episodes,
+            "tool_call_rate": sum(c > 0 for c in rollout.tool_calls) / episodes,
+            "tool_error_frac": sum(rollout.tool_errors) / calls if calls else 0.0,
+            "masked_token_frac": float((rollout.completion_mask - rollout.loss_mask).sum() / tokens)}
 
 
 def step_samples(stage: str, step: int, seen: Scored, cfg: RLConfig) -> list[dict]:

@@ -88,15 +88,19 @@ class Scored:
                       per_fn={name: [v for p in parts for v in p.per_fn[name]] for name in parts[0].per_fn})
 
 
-def sample_groups(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConfig) -> Scored:
+def sample_groups(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConfig, turns=None) -> Scored:
     """prompts_per_step prompts from the stream (this rank's share of them), group_size completions each, scored.
-    Per-prompt seeds (rl.seed_per_prompt, always with several processes) make the samples independent of the split."""
+    Per-prompt seeds (rl.seed_per_prompt, always with several processes) make the samples independent of the split.
+    turns (engines/episodes.py: Turns): episodes that call tools (the engine's own random stream, no seeds)."""
     seeds = stream.seeds(cfg.prompts_per_step) if cfg.seed_per_prompt or dist.world_size() > 1 else None
     mine = dist.share(cfg.prompts_per_step)
     examples = stream.next(cfg.prompts_per_step)[mine]
     prompts = [prompt_of(e) for e in examples]
     seeded = {"seeds": seeds[mine]} if seeds is not None else {}  # without: the engine's own stream, as always
-    rollout = engine.generate(prompts, cfg.sampling, n=cfg.group_size, **seeded)
+    if turns is not None:
+        rollout = turns.rollout(engine, prompts, cfg.sampling, cfg.group_size)
+    else:
+        rollout = engine.generate(prompts, cfg.sampling, n=cfg.group_size, **seeded)
     group_examples = [e for e in examples for _ in range(cfg.group_size)]
     responses = [response_prefix(prompts[i // cfg.group_size]) + t for i, t in enumerate(rollout.texts)]
     infos = [{"num_tokens": n, "max_tokens": cfg.sampling.max_new_tokens, "truncated": tr, "completion_ids": ids[:n].tolist()}
@@ -107,7 +111,7 @@ def sample_groups(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLCo
 
 
 def sample_step(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConfig,
-                resample_zero_spread: bool = False) -> tuple[Scored, Scored | None, dict]:
+                resample_zero_spread: bool = False, turns=None) -> tuple[Scored, Scored | None, dict]:
     """-> (everything sampled this step, the groups to train on, stats).
 
     With `resample_zero_spread` (DAPO's dynamic sampling): a group whose rewards are all equal has
@@ -115,7 +119,7 @@ def sample_step(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConf
     sampled, up to max_resample_rounds extra rounds, until prompts_per_step groups have reward spread;
     past the cap it trains on the groups it found (None if none).
     """
-    rounds = [sample_groups(engine, stream, rewards_fn, prompt_of, cfg)]
+    rounds = [sample_groups(engine, stream, rewards_fn, prompt_of, cfg, turns)]
     if not resample_zero_spread:
         return rounds[0], rounds[0], {}
 
@@ -124,7 +128,7 @@ def sample_step(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLConf
 
     spread = [spread_of(rounds[0])]
     while torch.cat(spread).sum() < cfg.prompts_per_step and len(rounds) <= cfg.max_resample_rounds:
-        rounds.append(sample_groups(engine, stream, rewards_fn, prompt_of, cfg))
+        rounds.append(sample_groups(engine, stream, rewards_fn, prompt_of, cfg, turns))
         spread.append(spread_of(rounds[-1]))
     seen, spread = Scored.concat(rounds, pad_id(engine.tokenizer)), torch.cat(spread)
     keep = spread.nonzero().squeeze(1)[: cfg.prompts_per_step]
