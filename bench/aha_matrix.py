@@ -15,7 +15,7 @@ recipe and distill-vs-rl also run on those seeds' bases:
 
     python bench/aha_matrix.py --out runs/aha-matrix [--seeds 0,1,2,3,4] [--r1 0,1] [--cache DIR] [-- EXTRA...]
 
-Runs one after another (two at once on 2 cores would distort the times). A finished run is read, not redone,
+Runs one after another (two at once on 2 cores would distort the times). A finished run (its summary.json) is read, not redone,
 so the script can be stopped and started again. Prints the table and writes OUT/matrix.json.
 """
 
@@ -104,9 +104,11 @@ def main() -> None:
     for seed in [int(s) for s in a.r1.split(",") if s]:
         r1_dir, dvr_dir = a.out / f"r1-seed{seed}", a.out / f"dvr-seed{seed}"
         if str(seed) not in result["r1"]:
-            run(["run", "r1", "--out", str(r1_dir), f"pretrain.seed={seed}"], a.out / f"r1-seed{seed}.log")
-            run(["run", "distill-vs-rl", "--out", str(dvr_dir), f"teacher={r1_dir / 'final'}", f"pretrain.seed={seed}"],
-                a.out / f"dvr-seed{seed}.log")
+            if not (r1_dir / "summary.json").exists():
+                run(["run", "r1", "--out", str(r1_dir), f"pretrain.seed={seed}"], a.out / f"r1-seed{seed}.log")
+            if not (dvr_dir / "summary.json").exists():
+                run(["run", "distill-vs-rl", "--out", str(dvr_dir), f"teacher={r1_dir / 'final'}", f"pretrain.seed={seed}"],
+                    a.out / f"dvr-seed{seed}.log")
             result["r1"][str(seed)] = r1_row(seed, r1_dir, dvr_dir)
             result_path.write_text(json.dumps(result, indent=2))
         print(json.dumps(result["r1"][str(seed)]), flush=True)

@@ -150,20 +150,17 @@ class RolloutConfig(Strict):
 
     engine: str = Field("torch", description="torch: r1lab's KV-cached sampler in this process (CPU or GPU); vllm: vLLM's "
                         "offline LLM colocated in this process, weights synced after every optimizer step (pip install 'r1lab[vllm]')")
-    # An engine's own options: None leaves the engine's default (written beside each). Setting one the engine does
+    # An engine's own options. Only those changed from their defaults reach the engine, and setting one the engine does
     # not take is refused when the settings load (recipes/load.py), not silently dropped.
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="vllm (default 0.3): share of the "
-                                                 "accelerator's memory vLLM may take (weights + KV cache); the trainer "
-                                                 "needs the rest")
-    sleep: bool | None = Field(None, description="vllm on CUDA (default false): free vLLM's weights and KV cache while "
-                               "the trainer runs (sleep mode)")
-
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm: share of the accelerator's memory vLLM may "
+                                          "take (weights + KV cache); the trainer needs the rest")
+    sleep: bool = Field(False, description="vllm on CUDA: free vLLM's weights and KV cache while the trainer runs (sleep mode)")
     max_turns: int = Field(3, gt=0, description="with rl.tools: generations per episode, a tool's result appended "
                            "between them (the last turn makes no call)")
 
     def options(self) -> dict:
-        """What make_engine passes to the engine: its own options that are set."""
-        return {k: v for k, v in self.model_dump(exclude={"engine", "max_turns"}).items() if v is not None}
+        """What make_engine passes to the engine: its own options changed from their defaults."""
+        return self.model_dump(exclude={"engine", "max_turns"}, exclude_defaults=True)
 
 
 class EvalConfig(Strict):
