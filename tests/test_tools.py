@@ -140,3 +140,22 @@ def test_tools_are_checked_when_the_config_loads():
         load_config("r1-zero", ["rl.tools=[r1lab.tools:calculater]"])
     with pytest.raises(ConfigError, match="rl.algorithm: ppo's GAE"):
         load_config("r1-zero", ["rl.tools=[r1lab.tools:calculator]", "rl.algorithm=ppo"])
+
+
+def test_lookup_questions_need_facts_no_corpus_holds():
+    from r1lab.config import PretrainConfig
+    from r1lab.tinyworld.build import corpus
+    from r1lab.tinyworld.lookup import RIVERS, search
+    from r1lab.tinyworld.problems import TinyWorldTask, score
+
+    task = TinyWorldTask("tinyworld/lookup", train_size=400, test_size=100)
+    for ex in task.examples("test") + task.examples("train"):
+        lengths = [RIVERS[r] for r in ex.meta["rivers"]]
+        assert int(ex.answer) == (lengths[0] if len(lengths) == 1 else lengths[0] - lengths[1]) > 0
+        assert score(ex.answer, ex) == 1.0 and score(str(int(ex.answer) + 1), ex) == 0.0
+        found = search(" ".join(ex.meta["rivers"]))
+        assert all(f"the river {r} is {RIVERS[r]} km long" in found for r in ex.meta["rivers"])
+    assert search("the Amazon") == "no entry for 'the Amazon'"
+    docs = corpus(PretrainConfig(corpus_docs=3000), TinyWorldTask("tinyworld", train_size=3000, test_size=10))
+    words = {w.strip(".,?!:") for d in docs for w in d.split()}
+    assert "km" not in words and not words & RIVERS.keys()  # pretraining never saw a river

@@ -5,6 +5,8 @@ Two families of checkable reasoning problems, and one of simple questions:
   countdown   "Make 22 from 3, 5, 7"           -> an expression using each number once
   general     "What comes after 37?"           -> 38, answered without a chain of thought (R1's
               non-reasoning data: the part of the SFT mix that keeps a model from over-thinking)
+  lookup      "How long is the river Zor?"     -> 37, a made-up fact no corpus holds: answerable with the
+              `search` tool (lookup.py), a guess without it. Not part of plain `tinyworld` or its corpus.
 
 The worked solutions a corpus shows for them, in several styles: solutions.py; the Chinese words some
 of those solutions mix in: language.py.
@@ -18,6 +20,7 @@ import itertools
 import random
 
 from r1lab.data.example import Example, Task
+from r1lab.tinyworld.lookup import lookup_problem
 
 # Bump when problems or solutions (solutions.py, language.py) change: the cached base models are keyed on it.
 WORLD_VERSION = 9
@@ -122,6 +125,9 @@ def sample_problem(rng: random.Random, kind: str) -> Example:
     if kind == "general":
         prompt, answer = general_problem(rng)
         return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "general": True})
+    if kind == "lookup":
+        prompt, answer, rivers = lookup_problem(rng)
+        return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "rivers": rivers})
     if kind == "arithmetic":
         prompt, parts = arithmetic_problem(rng)
         return Example(id=prompt, prompt=prompt, answer=str(parts[-1]), meta={"kind": kind, "parts": parts})
@@ -134,13 +140,13 @@ def score(answer: str | None, example: Example) -> float:
         return 0.0
     if example.meta["kind"] == "general":
         return float(" ".join(answer.split()) == example.answer)
-    if example.meta["kind"] == "arithmetic":
+    if example.meta["kind"] in ("arithmetic", "lookup"):
         return float(answer.strip() == example.answer)
     result = _evaluate(answer)
     return float(result is not None and result[0] == example.meta["target"] and sorted(result[1]) == sorted(example.meta["numbers"]))
 
 
-KINDS = ("arithmetic", "countdown", "general")
+KINDS = ("arithmetic", "countdown", "general", "lookup")
 REASONING = ("arithmetic", "countdown")  # what plain `tinyworld` means
 
 
