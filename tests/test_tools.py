@@ -159,3 +159,19 @@ def test_lookup_questions_need_facts_no_corpus_holds():
     docs = corpus(PretrainConfig(corpus_docs=3000), TinyWorldTask("tinyworld", train_size=3000, test_size=10))
     words = {w.strip(".,?!:") for d in docs for w in d.split()}
     assert "km" not in words and not words & RIVERS.keys()  # pretraining never saw a river
+
+
+def test_sft_never_learns_to_write_a_tool_result(tiny):
+    from r1lab.sft.data import IGNORE, tokenize_example
+
+    _, tokenizer = tiny
+    example = {"prompt": "Solve 7 * x + 23 = 72", "completion": "x is about 6. check <result>65</result> 72 - 65 = 7"}
+    row = tokenize_example(tokenizer, example, 256)
+    result = [i for text in ("<result>", "65", "</result>") for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+    ids, labels = row["input_ids"], row["labels"]
+    start = next(i for i in range(len(ids)) if ids[i:i + len(result)] == result)
+    assert labels[start:start + len(result)] == [IGNORE] * len(result)  # read, not learned
+    assert labels[start + len(result):] == ids[start + len(result):] and labels[start - 1] == ids[start - 1]
+    plain = tokenize_example(tokenizer, {"prompt": "p", "completion": "no tools here"}, 256)
+    assert plain["labels"][-len(tokenizer("no tools here", add_special_tokens=False)["input_ids"]) - 1:] == plain["input_ids"][
+        -len(tokenizer("no tools here", add_special_tokens=False)["input_ids"]) - 1:]

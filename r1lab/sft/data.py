@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import torch
 
@@ -13,8 +14,11 @@ from r1lab.config import SFTConfig
 from r1lab.data.files import read_table
 from r1lab.data.format import apply_template, response_prefix
 from r1lab.progress import console
+from r1lab.tools.calls import PLAIN
 
-IGNORE = -100  # label of tokens that carry no loss (prompt and padding); F.cross_entropy's ignore_index
+IGNORE = -100  # label of tokens that carry no loss (prompt, padding, tool results); F.cross_entropy's ignore_index
+RESULT_OPEN, RESULT_CLOSE = PLAIN[2], PLAIN[3]
+_RESULT = re.compile(f"({re.escape(RESULT_OPEN)}.*?{re.escape(RESULT_CLOSE)})", re.S)
 
 
 def load_sft_examples(path_or_rows, cfg: SFTConfig, tokenizer=None, *, template: str = "r1-zero",
@@ -92,6 +96,25 @@ def _chat_example(messages, i: int, source: str, cfg: SFTConfig, tokenizer, temp
 # ---------------------------------------------------------------- tokens
 
 
+def completion_tokens(tokenizer, completion: str) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a completion. A tool's result in it (`<result>...</result>`, tools/calls.py) is tokenised as an
+    episode appends it (marker, text, marker apart) and labelled IGNORE: the model reads results, never learns to
+    write them, in SFT as in RL (Batch.loss_mask)."""
+    if RESULT_OPEN not in completion:
+        ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        return ids, list(ids)
+    ids, labels = [], []
+    for part in _RESULT.split(completion):
+        if _RESULT.fullmatch(part):
+            body = part[len(RESULT_OPEN): -len(RESULT_CLOSE)]
+            part_ids = [i for text in (RESULT_OPEN, body, RESULT_CLOSE) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+            ids, labels = ids + part_ids, labels + [IGNORE] * len(part_ids)
+        elif part:
+            part_ids = tokenizer(part, add_special_tokens=False)["input_ids"]
+            ids, labels = ids + part_ids, labels + part_ids
+    return ids, labels
+
+
 def tokenize_example(tokenizer, example: dict, max_len: int) -> dict:
     """input_ids = prompt + completion + EOS, cut to max_len; labels = input_ids with the prompt set to -100.
 
@@ -100,11 +123,11 @@ def tokenize_example(tokenizer, example: dict, max_len: int) -> dict:
     model to stop mid-thought would be worse than never showing it the end.
     """
     prompt_ids = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(example["completion"], add_special_tokens=False)["input_ids"]
+    completion_ids, completion_labels = completion_tokens(tokenizer, example["completion"])
     if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
+        completion_ids, completion_labels = completion_ids + [tokenizer.eos_token_id], completion_labels + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + completion_ids)[:max_len]
-    labels = ([IGNORE] * len(prompt_ids) + completion_ids)[:max_len]
+    labels = ([IGNORE] * len(prompt_ids) + completion_labels)[:max_len]
     return {"input_ids": input_ids, "labels": labels, "truncated": len(prompt_ids) + len(completion_ids) > max_len}
 
 
