@@ -175,3 +175,29 @@ def test_sft_never_learns_to_write_a_tool_result(tiny):
     plain = tokenize_example(tokenizer, {"prompt": "p", "completion": "no tools here"}, 256)
     assert plain["labels"][-len(tokenizer("no tools here", add_special_tokens=False)["input_ids"]) - 1:] == plain["input_ids"][
         -len(tokenizer("no tools here", add_special_tokens=False)["input_ids"]) - 1:]
+
+
+def test_the_world_writes_tool_traces_whose_results_are_the_tools_own():
+    import random
+
+    from r1lab.tinyworld.problems import TinyWorldTask
+    from r1lab.tinyworld.tool_traces import trace
+    from r1lab.tools.calls import parse_call
+
+    box = ToolBox(load_tools(["r1lab.tools:calculator", "r1lab.tinyworld.lookup:search"]))
+    rng = random.Random(0)
+    examples = TinyWorldTask("tinyworld/arithmetic+lookup", train_size=200, test_size=10).examples("train")
+    calls = 0
+    for ex in examples:
+        if ex.meta["kind"] == "arithmetic":
+            thinking, answer = trace(rng, ex, tool_share=1.0)
+            assert answer == ex.answer and thinking.endswith(" 0 ok.")
+        else:
+            thinking, answer = trace(rng, ex, tool_share=0.5)
+        for chunk in thinking.split("<tool>")[1:]:  # every result written is what the tool returns
+            written, _, rest = chunk.partition("</tool><result>")
+            assert box.run(parse_call(written, box.parameters)) == rest.partition("</result>")[0]
+            calls += 1
+        if ex.meta["kind"] == "lookup" and "<tool>" in thinking:
+            assert answer == ex.answer
+    assert calls > len(examples)
