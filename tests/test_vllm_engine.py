@@ -97,6 +97,20 @@ def test_same_seed_same_samples_and_rng_state_resumes(engines):
     assert together.texts[2:4] == alone.texts
 
 
+def test_vllm_runs_tool_episodes_from_token_ids(engines):  # before the tests that close engines: closing one ends vLLM's process groups
+    from r1lab.engines.episodes import run_episodes
+    from r1lab.tools import calculator
+    from r1lab.tools.box import Tool, ToolBox
+
+    model, tokenizer, vllm_engine, torch_engine = engines
+    greedy = SamplingConfig(temperature=0, max_new_tokens=12)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    assert torch.equal(vllm_engine.generate_ids(ids, greedy).completion_ids, vllm_engine.generate(PROMPTS, greedy).completion_ids)
+    episodes = run_episodes(vllm_engine, ids, greedy, 1, ToolBox([Tool.of(calculator)]), max_turns=2, budget=12)
+    assert episodes.exact_logprobs is False and episodes.turns is not None
+    assert int(episodes.completion_mask.sum(1).max()) <= 12 and (episodes.loss_mask <= episodes.completion_mask).all()
+
+
 def test_weights_sync_in_place_after_an_optimizer_step(vllm_model_dir):
     model, tokenizer = load_model(str(vllm_model_dir), device="cpu", dtype="fp32")
     vllm_engine = make_engine("vllm", model, tokenizer, seed=0)
@@ -172,17 +186,3 @@ def test_a_bf16_policy_runs_vllm_in_bf16_and_syncs_its_fp32_master_weights(vllm_
         assert (trainer - sampled.logprobs)[mask].abs().mean() < 0.02
     finally:
         vllm_engine.close()
-
-
-def test_vllm_runs_tool_episodes_from_token_ids(engines):
-    from r1lab.engines.episodes import run_episodes
-    from r1lab.tools import calculator
-    from r1lab.tools.box import Tool, ToolBox
-
-    model, tokenizer, vllm_engine, torch_engine = engines
-    greedy = SamplingConfig(temperature=0, max_new_tokens=12)
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
-    assert torch.equal(vllm_engine.generate_ids(ids, greedy).completion_ids, vllm_engine.generate(PROMPTS, greedy).completion_ids)
-    episodes = run_episodes(vllm_engine, ids, greedy, 1, ToolBox([Tool.of(calculator)]), max_turns=2, budget=12)
-    assert episodes.exact_logprobs is False and episodes.turns is not None
-    assert int(episodes.completion_mask.sum(1).max()) <= 12 and (episodes.loss_mask <= episodes.completion_mask).all()
