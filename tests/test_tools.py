@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from r1lab.tools import calculator
 from r1lab.tools.box import Tool, ToolBox, environment_tools, load_tools
@@ -201,3 +202,21 @@ def test_the_world_writes_tool_traces_whose_results_are_the_tools_own():
         if ex.meta["kind"] == "lookup" and "<tool>" in thinking:
             assert answer == ex.answer
     assert calls > len(examples)
+
+
+def test_tool_tokens_are_added_as_single_ids_without_moving_old_outputs(tiny_model_dir):
+    from r1lab.models.io import load_model
+    from r1lab.models.vocab import add_tokens
+    from r1lab.tools.calls import PLAIN
+
+    model, tokenizer = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+    ids = tokenizer("Solve 7 * x + 23 = 72", return_tensors="pt")["input_ids"]
+    before = model(ids).logits[0, -1]
+    assert add_tokens(model, tokenizer, list(PLAIN)) == list(PLAIN)
+    assert add_tokens(model, tokenizer, list(PLAIN)) == []  # a second time adds nothing
+    text = "<tool>calculator(6 * 7)</tool><result>42</result>"
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert all(t in pieces for t in PLAIN) and tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    after = model(ids).logits[0, -1]
+    assert after.shape[0] == before.shape[0] + 4
+    torch.testing.assert_close(after[: before.shape[0]], before)  # old text, old outputs
