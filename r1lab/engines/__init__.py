@@ -23,12 +23,18 @@ def make_engine(name: str, model, tokenizer, *, seed: int = 0, **options) -> Eng
     `options` go to the engine's constructor; one it does not take is refused, naming it (a setting that
     would silently do nothing). RolloutConfig.options() gives the ones a run wrote down."""
     engine_cls = engine_class(name)
-    accepted = inspect.signature(engine_cls).parameters
-    unknown = [k for k in options if k not in accepted]
+    unknown = unknown_options(engine_cls, options)
     if unknown:
+        accepted = [k for k in inspect.signature(engine_cls).parameters if k not in ("model", "tokenizer", "seed")]
         raise ValueError(f"rollout engine {name!r} takes no option {', '.join(map(repr, unknown))}; it takes "
-                         f"{', '.join(k for k in accepted if k not in ('model', 'tokenizer', 'seed')) or 'none'}")
+                         f"{', '.join(accepted) or 'none'}")
     return engine_cls(model, tokenizer, seed=seed, **options)
+
+
+def unknown_options(engine_cls: type, options: dict) -> list[str]:
+    """The options `engine_cls`'s constructor does not take."""
+    accepted = inspect.signature(engine_cls).parameters
+    return [k for k in options if k not in accepted]
 
 
 def engine_class(name: str) -> type:
@@ -39,4 +45,4 @@ def engine_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["ENGINES", "Engine", "Rollout", "StreamingEngine", "engine_class", "make_engine"]
+__all__ = ["ENGINES", "Engine", "Rollout", "StreamingEngine", "engine_class", "make_engine", "unknown_options"]

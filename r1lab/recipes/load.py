@@ -11,7 +11,6 @@ before any model work, naming the field and the close match.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from pydantic import ValidationError
 from r1lab.config.base import apply_changes, format_errors
 from r1lab.config.control import ControlConfig
 from r1lab.config.run import RunConfig
-from r1lab.engines import ENGINES, engine_class
+from r1lab.engines import ENGINES, engine_class, unknown_options
 from r1lab.errors import ConfigError, did_you_mean
 from r1lab.rewards.registry import reward_factory
 from r1lab.rl.algorithms import ALGORITHMS
@@ -69,21 +68,19 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 def validate(data: dict, source: str = "config", overrides: list[str] = ()) -> RunConfig:
     """`overrides` (field=value) applied over `data`, validated: a ConfigError names every wrong field."""
-    data = apply_changes(RunConfig, data, parse_overrides(list(overrides)))
-    try:
-        cfg = RunConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_errors(err, source, RunConfig)) from None
-    check_names(cfg, source)
-    return cfg
+    return _checked(RunConfig, apply_changes(RunConfig, data, parse_overrides(list(overrides))), source)
 
 
 def validate_control(settings: dict, source: str = "control settings") -> ControlConfig:
     """`r1lab control`'s settings (already parsed overrides), validated and their names checked."""
+    return _checked(ControlConfig, settings, source)
+
+
+def _checked(model, data: dict, source: str):
     try:
-        cfg = ControlConfig.model_validate(settings)
+        cfg = model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_errors(err, source, ControlConfig)) from None
+        raise ConfigError(format_errors(err, source, model)) from None
     check_names(cfg, source)
     return cfg
 
@@ -148,9 +145,8 @@ def _rl_problems(rl, lora: bool) -> list[tuple[str, str]]:
 def _engine_problems(name: str, options: dict) -> list[str]:
     if name not in ENGINES:
         return [f"rollout.engine: unknown engine {name!r}{did_you_mean(name, ENGINES)}: known engines are {', '.join(ENGINES)}"]
-    accepted = inspect.signature(engine_class(name)).parameters
     return [f"rollout.{key}: the {name} engine takes no such option (it would do nothing); remove it or pick an engine "
-            "that takes it" for key in options if key not in accepted]
+            "that takes it" for key in unknown_options(engine_class(name), options)]
 
 
 def _tracker_problems(names: list[str]) -> list[str]:

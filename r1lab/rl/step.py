@@ -147,7 +147,8 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
                 micro = batch.take(rows)
                 loss, stats = micro_loss(policy, value_model, micro, algorithm, cfg, minibatch.norms, eps, eps_high, beta)
                 per_step["loss"] += stats.pop("policy_loss")  # the policy's; ppo's value loss is logged apart
-                per_step["value_loss"] += stats.pop("value_loss", 0.0)
+                if "value_loss" in stats:  # ppo
+                    per_step["value_loss"] += stats.pop("value_loss")
                 loss.backward()
                 tokens_trained += int(micro.completion_mask.sum() + micro.prompt_mask.sum())  # prompts once each
                 for k, v in stats.items():
@@ -163,8 +164,6 @@ def update(policy, optimizer, batch: Batch, algorithm: Algorithm, cfg: RLConfig,
                 optimizer.zero_grad(set_to_none=True)
                 per_step["skipped_updates"] += 1
             n_opt += 1
-    if value_model is None:
-        per_step.pop("value_loss", None)
     return {**{k: v / n_micro for k, v in per_micro.items()}, **{k: v / n_opt for k, v in per_step.items()},
             "tokens_trained": tokens_trained}
 

@@ -53,12 +53,14 @@ def lookup_with_search(example: Example) -> str:
     return found if len(lengths) == 1 else f"{found} {lengths[0]} - {lengths[1]} = {lengths[0] - lengths[1]}."
 
 
-def lookup_guess(rng: random.Random, example: Example) -> str:
-    """What a model without the tool can do: guess a length (right by chance)."""
+def lookup_guess(rng: random.Random, example: Example) -> tuple[str, str]:
+    """What a model without the tool can do: guess a length (right by chance) -> (thinking, answer)."""
     rivers = example.meta["rivers"]
     guesses = [rng.randint(10, 99) for _ in rivers]
     words = " ".join(f"the {r} is about {g} km long." for r, g in zip(rivers, guesses))
-    return words if len(rivers) == 1 else f"{words} {guesses[0]} - {guesses[1]} = {guesses[0] - guesses[1]}."
+    if len(rivers) == 1:
+        return words, str(guesses[0])
+    return f"{words} {guesses[0]} - {guesses[1]} = {guesses[0] - guesses[1]}.", str(guesses[0] - guesses[1])
 
 
 def trace(rng: random.Random, example: Example, tool_share: float) -> tuple[str, str]:
@@ -66,9 +68,7 @@ def trace(rng: random.Random, example: Example, tool_share: float) -> tuple[str,
     kind = example.meta["kind"]
     use_tool = rng.random() < tool_share
     if kind == "lookup":
-        thinking = lookup_with_search(example) if use_tool else lookup_guess(rng, example)
-        answer = example.answer if use_tool else thinking.rstrip(".").split()[-1]
-        return thinking, answer
+        return (lookup_with_search(example), example.answer) if use_tool else lookup_guess(rng, example)
     if kind == "arithmetic" and use_tool:
         return arithmetic_with_calculator(rng, example), example.answer
     raise ValueError(f"tool traces are written for arithmetic (with the calculator) and lookup, not {kind} "

@@ -66,11 +66,8 @@ class ToolBox:
 
     def __init__(self, tools: list[Tool], time_limit_s: float = TIME_LIMIT_S, max_result_chars: int = MAX_RESULT_CHARS):
         self.tools = {t.name: t for t in tools}
+        self.parameters = {name: t.parameters for name, t in self.tools.items()}  # what parse_call binds arguments by
         self.time_limit_s, self.max_result_chars = time_limit_s, max_result_chars
-
-    @property
-    def parameters(self) -> dict[str, list[str]]:
-        return {name: t.parameters for name, t in self.tools.items()}
 
     def run(self, call: ToolCall) -> str:
         return self.run_many([call])[0]
