@@ -132,7 +132,7 @@ def test_the_run_seed_and_template_reach_sft(tmp_path, monkeypatch):
     cfg = load_config("r1", ["seed=7", "template=none"])
     (tmp_path / "cold-start-data").mkdir()
     (tmp_path / "cold-start-data" / "samples.jsonl").write_text(json.dumps({"prompt": "1+1", "completion": "2", "kept": True}))
-    run = SimpleNamespace(cfg=cfg, dir=tmp_path, system=None, report=None, load=lambda name, **_: (None, None))
+    run = SimpleNamespace(cfg=cfg, dir=tmp_path, system=None, report=None, tool_tokens=[], tools_meta={}, load=lambda name, **_: (None, None))
     run_sft(run, next(s for s in cfg.stages if s.name == "cold-start"), tmp_path / "out")
     assert seen["seed"] == 7 and seen["template"] == "none"
 

@@ -24,6 +24,7 @@ from r1lab.config.settings import (
 from r1lab.errors import ConfigError
 
 MODEL_NAMES = ("base", "student", "teacher")  # models a stage may start from besides earlier stages
+DATA_KINDS = ("generate", "answers", "traces")  # stages that write samples for sft stages, not a model
 
 
 class StageConfig(Strict):
@@ -31,7 +32,8 @@ class StageConfig(Strict):
     'teacher' or an earlier stage's model.
 
     kinds: rl (GRPO or another rl.algorithm), sft (on earlier generate/answers stages' kept samples), generate (sample, score,
-    filter), answers (the task's reference answers without a chain of thought: non-reasoning SFT data).
+    filter), answers (the task's reference answers without a chain of thought: non-reasoning SFT data), traces
+    (the tiny world's own worked solutions, calling tools in `tool_share` of them: tool-use SFT data).
     rl, sft, sampling and filters are changes to the run's settings (to FilterConfig's defaults for
     filters), checked when the config is loaded; RunConfig.stage_rl(stage) & co. resolve them.
     """
@@ -39,17 +41,19 @@ class StageConfig(Strict):
     changes_to: ClassVar[dict[str, type[Strict]]] = {"rl": RLConfig, "sft": SFTConfig, "sampling": SamplingConfig,
                                                      "filters": FilterConfig}
     uses: ClassVar[dict[str, tuple[str, ...]]] = {"rl": ("rl",), "sft": ("sft",), "generate": ("sampling", "filters"),
-                                                  "answers": ()}
+                                                  "answers": (), "traces": ()}
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also the stage's folder in the run directory")
-    kind: Literal["rl", "generate", "sft", "answers"]
+    kind: Literal["rl", "generate", "sft", "answers", "traces"]
     init: str = Field("base", description="model to start from (rl, sft) or to sample from (generate)")
-    task: str | None = Field(None, description="rl, generate, answers: the prompts' task (None = the run's task)")
+    task: str | None = Field(None, description="rl, generate, answers, traces: the prompts' task (None = the run's task)")
     rl: dict = Field(default_factory=dict, description="rl: changes to the run's rl settings for this stage")
     sft: dict = Field(default_factory=dict, description="sft: changes to the run's sft settings for this stage")
-    data: list[str] = Field(default_factory=list, description="sft: generate/answers stages whose kept samples it trains on")
+    data: list[str] = Field(default_factory=list, description="sft: generate/answers/traces stages whose kept samples it trains on")
     k: int = Field(4, gt=0, description="generate: samples per prompt")
-    prompts: int | None = Field(None, gt=0, description="generate, answers: train prompts to use (None = all)")
+    prompts: int | None = Field(None, gt=0, description="generate, answers, traces: train prompts to use (None = all)")
+    tool_share: float = Field(0.5, ge=0, le=1, description="traces: the share of solutions that call a tool (the rest "
+                              "compute in the head or guess), so RL has a choice to select")
     sampling: dict = Field(default_factory=dict, description="generate: changes to the run's sampling")
     filters: dict = Field(default_factory=dict, description="generate: changes to FilterConfig's defaults")
 
@@ -212,10 +216,10 @@ class RunConfig(Strict):
                 if ref not in MODEL_NAMES and ref not in seen:
                     raise ValueError(f"stages[{i}] ({st.name}) refers to '{ref}', which is not one of "
                                      f"{', '.join(MODEL_NAMES)} or an earlier stage")
-            if seen.get(st.init) in ("generate", "answers"):
+            if seen.get(st.init) in DATA_KINDS:
                 raise ValueError(f"stages[{i}].init '{st.init}' is a {seen[st.init]} stage: it makes data, not a model")
-            if st.kind == "sft" and (not st.data or any(seen.get(d) not in ("generate", "answers") for d in st.data)):
-                raise ValueError(f"stages[{i}] ({st.name}) is sft: its data must name earlier generate or answers stages")
+            if st.kind == "sft" and (not st.data or any(seen.get(d) not in DATA_KINDS for d in st.data)):
+                raise ValueError(f"stages[{i}] ({st.name}) is sft: its data must name earlier generate, answers or traces stages")
             if st.init == "teacher" and not self.teacher:
                 raise ValueError(f"stages[{i}] ({st.name}) starts from 'teacher': set teacher=PATH to a model directory")
             seen[st.name] = st.kind

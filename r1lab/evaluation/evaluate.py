@@ -38,18 +38,22 @@ def majority_answer(answers: list[str | None], key=lambda a: " ".join(a.split())
 
 def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str | None,
              reflection_phrases: list[str] = REFLECTION_PHRASES, examples: list[Example] | None = None,
-             label: str = "eval", progress: bool = True) -> dict:
-    """progress=False: no bar of its own (inside another's, as during RL, where two live bars would clash)."""
+             label: str = "eval", progress: bool = True, turns=None) -> dict:
+    """progress=False: no bar of its own (inside another's, as during RL, where two live bars would clash).
+    turns: episodes that call tools (engines/episodes.py Turns), as the run's RL samples them; None: one turn."""
     examples = list(examples if examples is not None else task.examples("test"))[: cfg.n]
     per_chunk = max(1, cfg.batch_size // cfg.k)
     correct, formatted, lengths, reflective, consistency, cons, samples = [], [], [], [], [], [], []
+    calls, errors = [], []
     bar_of = progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) if progress else \
         contextlib.nullcontext(lambda *_, **__: None)
     with bar_of as bar:
         for start in range(0, len(examples), per_chunk):
             chunk = examples[start : start + per_chunk]
             prompts = [render_prompt(e, template, engine.tokenizer, system) for e in chunk]
-            rollout = engine.generate(prompts, cfg.sampling, n=cfg.k)
+            rollout = turns.rollout(engine, prompts, cfg.sampling, n=cfg.k) if turns else engine.generate(prompts, cfg.sampling, n=cfg.k)
+            calls += rollout.tool_calls or [0] * len(rollout.texts)
+            errors += rollout.tool_errors or [0] * len(rollout.texts)
             for i, ex in enumerate(chunk):
                 rows = range(i * cfg.k, (i + 1) * cfg.k)
                 responses = [response_prefix(prompts[i]) + rollout.texts[r] for r in rows]
@@ -81,4 +85,18 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
         "temperature": cfg.sampling.temperature,
         "top_p": cfg.sampling.top_p,
         "samples": samples[:8],
+        **({"tool_call_rate": sum(c > 0 for c in calls) / len(calls), "tool_calls_mean": sum(calls) / len(calls),
+            "tool_error_frac": sum(errors) / max(1, sum(calls))} if turns else {}),
+        **_by_kind(examples, correct),
     }
+
+
+def _by_kind(examples: list[Example], correct: list[list[float]]) -> dict:
+    """pass@1 of each kind of problem when a task mixes kinds (the tiny world's meta["kind"]): {} otherwise."""
+    kinds = [ex.meta.get("kind") for ex in examples]
+    if None in kinds or len(set(kinds)) < 2:
+        return {}
+    by = {}
+    for kind, scores in zip(kinds, correct):
+        by.setdefault(kind, []).append(sum(scores) / len(scores))
+    return {"pass@1_by_kind": {k: sum(v) / len(v) for k, v in by.items()}}

@@ -110,15 +110,30 @@ def save_model(model, tokenizer, out, meta: dict | None = None) -> Path:
     return out
 
 
-def trained_system(model_dir, template: str | None = None) -> str | None:
-    """The system text an r1lab-built model was trained with (its r1lab.json), if it says one and was
-    trained with `template` (None: any); else None."""
+def r1lab_meta(model_dir) -> dict:
+    """What r1lab wrote beside a model it built (r1lab.json): template, system, tools...; {} for any other model."""
     import json
 
     try:
         meta = json.loads((Path(model_dir).expanduser() / "r1lab.json").read_text())
     except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("system"), str):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def trained_tools(model_dir) -> tuple[list[str], int]:
+    """The tools (import paths) an r1lab-built model was trained to call and its episodes' max_turns; ([], 1) if none."""
+    meta = r1lab_meta(model_dir)
+    tools = meta.get("tools")
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        return [], 1
+    return tools, int(meta.get("max_turns", 3))
+
+
+def trained_system(model_dir, template: str | None = None) -> str | None:
+    """The system text an r1lab-built model was trained with (its r1lab.json), if it says one and was
+    trained with `template` (None: any); else None."""
+    meta = r1lab_meta(model_dir)
+    if not isinstance(meta.get("system"), str):
         return None
     return meta["system"] if template is None or meta.get("template", template) == template else None

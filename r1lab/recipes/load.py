@@ -114,8 +114,19 @@ def check_names(cfg, source: str = "config") -> None:
                 if (field, problem) not in seen:  # a stage that keeps the run's choice is not named twice
                     seen.add((field, problem))
                     problems.append(f"{where}.{field}: {problem}")
+        problems += [f"stages.{st.name}.task: {p}" for st in cfg.stages if st.kind == "traces"
+                     for p in _traces_problems(st.task or cfg.task)]
     if problems:
         raise ConfigError(f"invalid {source}:\n" + "\n".join(f"  {line}" for line in problems))
+
+
+def _traces_problems(task: str) -> list[str]:
+    """A traces stage writes the tiny world's own tool-using solutions: arithmetic and lookup problems only."""
+    kinds = task.removeprefix("tinyworld/").split("+") if task.startswith("tinyworld/") else None
+    if kinds is None or not set(kinds) <= {"arithmetic", "lookup"}:
+        return [f"a traces stage writes tiny-world solutions for arithmetic and lookup problems; {task!r} is not "
+                "tinyworld/arithmetic, tinyworld/lookup or tinyworld/arithmetic+lookup"]
+    return []
 
 
 def _rl_problems(rl, lora: bool) -> list[tuple[str, str]]:

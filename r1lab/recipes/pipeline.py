@@ -4,7 +4,7 @@
                         sha256: both written with the first saved state (rundir.py); RUN/.lock: one process at a time
     RUN/state.json      finished stages and evaluations: re-running the same command resumes, never redoes
     RUN/<stage>/        each stage's own files: metrics, checkpoints, final/ (rl, sft; with LoRA the merged model and
-                        final/adapter) or samples.jsonl (generate, answers)
+                        final/adapter) or samples.jsonl (generate, answers, traces)
     RUN/metrics.jsonl   every stage's step metrics, RUN/samples.jsonl their sample completions
     RUN/summary.json    one entry per model stage with eval_before (its init) and eval_after, and the
                         paper-style table: every model of the run measured the same way
@@ -48,7 +48,7 @@ def _run_recipe(cfg: RunConfig, run_dir: Path) -> dict:
         main = dist.is_main()
         for stage in cfg.stages:
             out = run.dir / stage.name
-            if stage.kind != "answers" and main:
+            if stage.kind not in ("answers", "traces") and main:
                 run.evaluate(stage.init)  # cached: each model is measured once
             if stage.name not in run.state["stages"] and (main or stage.kind == "rl"):
                 run.state["stages"][stage.name] = RUNNERS[stage.kind](run, stage, out)

@@ -89,7 +89,7 @@ class Run:
     def system(self) -> str | None:
         """The system text of every prompt: the first model's (resolving it may build the tiny base, so it
         waits until a stage needs it)."""
-        first = next(st.init for st in self.cfg.stages if st.kind != "answers")
+        first = next(st.init for st in self.cfg.stages if st.kind not in ("answers", "traces"))
         return resolve_system(self.cfg, self.model_path(first))
 
     def task_of(self, stage: StageConfig):
@@ -118,6 +118,31 @@ class Run:
         return load_model(self.model_path(name), self.cfg.device, self.cfg.dtype, master_weights, what,
                           **self.cfg.hub_options(name))
 
+    @functools.cached_property
+    def turns(self):
+        """How episodes take turns when the run's rl.tools are set (training and every evaluation alike), else None."""
+        if not self.cfg.rl.tools:
+            return None
+        from r1lab.engines.episodes import Turns
+        from r1lab.tools.box import ToolBox, load_tools
+
+        return Turns(ToolBox(load_tools(self.cfg.rl.tools)), self.cfg.rollout.max_turns)
+
+    @property
+    def tool_tokens(self) -> list[str]:
+        """The plain call and result markers, added to the tokenizer of every model a stage trains when the run
+        calls tools (or writes tool traces) and its template is not the chat one (whose tokenizer has its own)."""
+        from r1lab.tools.calls import PLAIN
+
+        uses = any(self.cfg.stage_rl(st).tools for st in self.cfg.stages if st.kind == "rl") or \
+            any(st.kind == "traces" and st.tool_share > 0 for st in self.cfg.stages)
+        return list(PLAIN) if uses and self.cfg.template != "chat" else []
+
+    @property
+    def tools_meta(self) -> dict:
+        """r1lab.json's record of the run's tools, for every model it trains (chat and serve run them)."""
+        return {"tools": self.cfg.rl.tools, "max_turns": self.cfg.rollout.max_turns} if self.cfg.rl.tools else {}
+
     def engine(self, model, tokenizer):
         from r1lab.engines import make_engine
 
@@ -129,9 +154,10 @@ class Run:
             engine = self.engine(model, tokenizer)
             common = {"template": self.cfg.template, "system": self.system, "reflection_phrases": self.cfg.rl.reflection_phrases}
             task = self.fitted(self.task, model, tokenizer, self.cfg.eval.sampling.max_new_tokens, "test")
-            result = evaluate(engine, task, self.cfg.eval, label=f"eval {name}", **common)
+            result = evaluate(engine, task, self.cfg.eval, label=f"eval {name}", turns=self.turns, **common)
             result["params"] = sum(p.numel() for p in model.parameters())
-            result["tasks"] = {task: evaluate(engine, self.tasks[task], self.cfg.eval, label=f"eval {name} on {task}", **common)
+            result["tasks"] = {task: evaluate(engine, self.tasks[task], self.cfg.eval, label=f"eval {name} on {task}",
+                                              turns=self.turns, **common)
                                for task in self.cfg.eval.extra_tasks}
             engine.close()
             self.state["evals"][name] = result

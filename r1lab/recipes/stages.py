@@ -1,5 +1,6 @@
 """The stage kinds of a recipe, one function each (RUNNERS): rl (GRPO or another rl.algorithm), generate (sample,
-score, filter), answers (the task's reference answers) and sft; each trains or writes into the stage's directory."""
+score, filter), answers (the task's reference answers), traces (the tiny world's tool-using solutions) and sft; each
+trains or writes into the stage's directory."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from r1lab.recipes.run import Run
 def trainable(run: Run, name: str):
     """The model `name` as an rl or sft stage trains it, and its tokenizer: with lora.r > 0, LoRA adapters
     on it (its own weights frozen, kept in the compute dtype); otherwise its weights in fp32, the master
-    copy the optimizer updates (models.py)."""
+    copy the optimizer updates (models.py). A run with tools adds their call and result tokens first."""
+    from r1lab.models.vocab import add_tokens
+
+    model, tokenizer = run.load(name, master_weights=not run.cfg.lora.enabled)
+    add_tokens(model, tokenizer, run.tool_tokens)  # a run with tools: its first trained model learns their markers
     if not run.cfg.lora.enabled:
-        return run.load(name, master_weights=True)
+        return model, tokenizer
     from r1lab.models.lora import add_lora
 
-    model, tokenizer = run.load(name)
     return add_lora(model, run.cfg.lora, run.cfg.seed), tokenizer
 
 
@@ -43,7 +47,7 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
         engine.close()
     if dist.is_main():  # every rank holds the whole trained policy
         save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
-                                                      "system": run.system})
+                                                      "system": run.system, **run.tools_meta})
     return result
 
 
@@ -54,7 +58,7 @@ def held_out(run: Run, stage: StageConfig, engine) -> dict:
     try:
         result = evaluate(engine, task, run.cfg.eval, template=run.cfg.template, system=run.system,
                           reflection_phrases=run.cfg.stage_rl(stage).reflection_phrases,
-                          examples=task.examples("test")[: run.cfg.eval.every_n], progress=False)
+                          examples=task.examples("test")[: run.cfg.eval.every_n], progress=False, turns=run.turns)
     finally:
         engine.set_rng_state(rng)
     return {"eval_pass@1": result["pass@1"], "eval_length": result["mean_length"], "eval_reflection": result["reflection_rate"]}
@@ -87,6 +91,23 @@ def run_answers(run: Run, stage: StageConfig, out: Path) -> dict:
     return write_reference_answers(task.examples("train")[: stage.prompts], out / "samples.jsonl")
 
 
+def run_traces(run: Run, stage: StageConfig, out: Path) -> dict:
+    """The tiny world's worked solutions, calling tools in stage.tool_share of them: the SFT data that first shows a
+    model the call and result tokens (tinyworld/tool_traces.py)."""
+    import random
+
+    from r1lab.sft.generate import write_completions
+    from r1lab.tinyworld.tool_traces import trace
+
+    rng, examples = random.Random(f"traces-{run.cfg.seed}"), run.task_of(stage).examples("train")[: stage.prompts]
+    completions = []
+    for ex in examples:
+        thinking, answer = trace(rng, ex, stage.tool_share)
+        completions.append(f"<think> {thinking} </think> <answer> {answer} </answer>")
+    stats = write_completions(examples, completions, out / "samples.jsonl")
+    return {**stats, "with_tools": sum("<tool>" in c for c in completions)}
+
+
 def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.sft.generate import read_kept
     from r1lab.sft.train import load_sft_examples, train_sft
@@ -98,7 +119,7 @@ def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
         raise ValueError(f"stage {stage.name}: its data stages ({', '.join(stage.data)}) kept no samples to train on")
     examples = load_sft_examples(rows, cfg, tokenizer, **prompt)
     return train_sft(model, tokenizer, examples, cfg, out, seed=run.cfg.seed, stage=stage.name, report=run.report,
-                     **prompt)
+                     tools=run.tools_meta, **prompt)
 
 
-RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "sft": run_sft}
+RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "traces": run_traces, "sft": run_sft}

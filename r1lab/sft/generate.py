@@ -174,18 +174,22 @@ def _conversation(ex: Example, completion: str) -> dict:
 def write_reference_answers(examples: list[Example], out_path: str | os.PathLike) -> dict:
     """Rows like `generate`'s, all kept, whose completion is the example's own answer with an empty
     chain of thought: '<think> </think> <answer> … </answer>'. Non-reasoning SFT data."""
-    rows = []
     for ex in examples:
         if not ex.answer or not str(ex.answer).strip():
             raise ValueError(f"example {ex.id!r} has no reference answer to write")
-        completion = f"<think> </think> <answer> {ex.answer} </answer>"
-        rows.append({"id": ex.id, "sample": 0, "prompt": ex.prompt, "answer": ex.answer, "response": completion,
-                     "completion": completion, "scores": {}, "kept": True, "reasons": [], **_conversation(ex, completion)})
+    return write_completions(examples, [f"<think> </think> <answer> {ex.answer} </answer>" for ex in examples], out_path)
+
+
+def write_completions(examples: list[Example], completions: list[str], out_path: str | os.PathLike) -> dict:
+    """Rows like `generate`'s, all kept: each example with the completion written for it (answers, traces)."""
+    rows = [{"id": ex.id, "sample": 0, "prompt": ex.prompt, "answer": ex.answer, "response": completion,
+             "completion": completion, "scores": {}, "kept": True, "reasons": [], **_conversation(ex, completion)}
+            for ex, completion in zip(examples, completions, strict=True)]
     if not rows:
-        raise ValueError("answers: no examples to write")
+        raise ValueError("no examples to write")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), "answers")
+    atomic_write(out_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), "samples")
     return {"prompts": len(rows), "samples": len(rows), "kept": len(rows), "out_path": str(out_path)}
 
 

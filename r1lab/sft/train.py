@@ -88,11 +88,13 @@ def _epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
 
 
 def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *, seed: int = 0, template: str = "r1-zero",
-              system: str | None = None, stage: str = "sft", report: Callable[[dict], None] | None = None) -> dict:
+              system: str | None = None, stage: str = "sft", report: Callable[[dict], None] | None = None,
+              tools: dict | None = None) -> dict:
     """SFT on `examples` (from load_sft_examples: templated prompts). Resumes from OUT/checkpoints if present.
     `seed` (the run's) fixes the eval split and the batch order; template and system, those the examples
     were templated with, are recorded in OUT/final/r1lab.json. `report(row)` gets every metrics row as it is
-    written (sft_from_config passes the run's trackers' log).
+    written (sft_from_config passes the run's trackers' log). `tools` ({"tools": [...], "max_turns": N}): what the
+    model learns to call, recorded in r1lab.json for chat and serving.
 
     Returns {"steps", "epochs", "train_loss", "eval_loss", "wall_seconds", "examples", "eval_examples",
     "truncated", "dropped"}; the trained model is in OUT/final.
@@ -149,7 +151,7 @@ def train_sft(model, tokenizer, examples: list[dict], cfg: SFTConfig, out_dir, *
                     "train_loss": train_loss, "eval_loss": eval_loss})
     model.eval()
     save_model(model, tokenizer, out_dir / "final", {"built_by": f"r1lab sft ({stage})", "template": template,
-                                                      "system": system})
+                                                      "system": system, **(tools or {})})
     return {"steps": total, "epochs": cfg.epochs, "train_loss": train_loss, "eval_loss": eval_loss,
             "wall_seconds": round(elapsed, 1), "examples": len(train), "eval_examples": len(held_out),
             "truncated": truncated, "dropped": dropped}

@@ -1,9 +1,9 @@
-"""Lookup questions: deep research in miniature. A small knowledge base of made-up facts ("the river Zor is 37 km
-long") that no pretraining document contains, questions that need one or two of them and maybe a subtraction, and
+"""Lookup questions: deep research in miniature. A small knowledge base of made-up facts (the river Zor is 37 km
+long) that no pretraining document contains, questions that need one or two of them and maybe a subtraction, and
 `search`, the tool that finds them. Without the tool a model can only guess a length (chance: about 1 in 90).
 
-  lookup  "How long is the river Zor?"                     -> 37
-          "How much longer is the river Zor than the Pel?"  -> 25 (37 - 12)
+  lookup  "How long is the Zor?"                     -> 37         search("Zor") -> "Zor: 37 km"
+          "How much longer is the Zor than the Pel?"  -> 25 (37 - 12)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ RIVERS = _knowledge_base()
 
 
 def fact(name: str) -> str:
-    return f"the river {name} is {RIVERS[name]} km long"
+    return f"{name}: {RIVERS[name]} km"  # terse: a result's tokens come out of the episode's budget
 
 
 def lookup_problem(rng: random.Random) -> tuple[str, str, list[str]]:
@@ -37,11 +37,11 @@ def lookup_problem(rng: random.Random) -> tuple[str, str, list[str]]:
     names = sorted(RIVERS)
     first = rng.choice(names)
     if rng.random() < 0.5:
-        return f"How long is the river {first}?", str(RIVERS[first]), [first]
+        return f"How long is the {first}?", str(RIVERS[first]), [first]
     second = rng.choice([n for n in names if RIVERS[n] < RIVERS[first]] or [first])
     if second == first:
-        return f"How long is the river {first}?", str(RIVERS[first]), [first]
-    return (f"How much longer is the river {first} than the {second}?", str(RIVERS[first] - RIVERS[second]),
+        return f"How long is the {first}?", str(RIVERS[first]), [first]
+    return (f"How much longer is the {first} than the {second}?", str(RIVERS[first] - RIVERS[second]),
             [first, second])
 
 

@@ -47,7 +47,7 @@ def _pick(rng: random.Random, weights: dict[str, float]) -> str:
 # ---------------------------------------------------------------- arithmetic
 
 
-def _estimate(rng: random.Random, x: int) -> int:
+def estimate(rng: random.Random, x: int) -> int:
     """A first estimate of x, as a rough inverse gives it: right half the time, else one or two off."""
     off = rng.choices([0, -1, 1, -2, 2], weights=[0.5, 0.2, 0.2, 0.05, 0.05])[0]
     return min(max(x + off, 1), 9)
@@ -64,7 +64,7 @@ def arithmetic_practice(rng: random.Random, parts) -> str:
     """A line of plain arithmetic, as a base model's pretraining data holds: the computation a check of an
     estimate of this equation's x makes, without the equation, the estimate or a verdict."""
     a, op, b, c, x = parts
-    return _forward(a, op, b, c, _estimate(rng, x))[0]
+    return _forward(a, op, b, c, estimate(rng, x))[0]
 
 
 def arithmetic_solution(rng: random.Random, parts, style: str) -> tuple[str, int]:
@@ -81,7 +81,7 @@ def arithmetic_solution(rng: random.Random, parts, style: str) -> tuple[str, int
     digits cannot be guessed from the estimate: the model computes them from the two numbers beside them.
     """
     a, op, b, c, x = parts
-    guess = _estimate(rng, x)
+    guess = estimate(rng, x)
     if style == "guess":
         return f"x is about {guess}.", guess
     lines = [f"x is about {guess}. check"]

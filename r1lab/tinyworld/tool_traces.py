@@ -1,14 +1,17 @@
 """Tool-using worked solutions the tiny world writes for the SFT stage that teaches tools (issue 25's r1-tools):
 the model's first sight of the call and result tokens, which no pretraining document contains.
 
-  arithmetic  "x is about 6. <tool>calculator(7 * 6 + 23)</tool><result>65</result> 72 - 65 = 7, too small.
+  arithmetic  "x is about 6. check <tool>calculator(7 * 6 + 23)</tool><result>65</result> 72 - 65 = 7, too small.
                wait, try 7: <tool>calculator(7 * 7 + 23)</tool><result>72</result> 72 - 72 = 0 ok."
-  lookup      "<tool>search(Zor)</tool><result>the river Zor is 37 km long</result> <tool>search(Pel)</tool>
-               <result>the river Pel is 12 km long</result> 37 - 12 = 25."
+  lookup      "<tool>search(Zor)</tool><result>Zor: 37 km</result> <tool>search(Pel)</tool><result>Pel: 12 km</result>
+               <tool>calculator(37 - 12)</tool><result>25</result>"
+  arithmetic, no tool: the same check computed in the head (solutions.py's "check" style)
   lookup, no tool: "the Zor is about 40 km long." (a guess: what a model without the tool can do)
 
-Only `tool_share` of the traces call a tool, so RL has a choice to select: call, or answer from the head. The
-results written here are the tools' own (calculator, lookup.search), so SFT sees what an episode will append.
+Only `tool_share` of the traces call a tool, so RL has a choice to select: call, or answer from the head. With
+tool_share=0 the traces are the no-tools arm's of `r1lab compare tools-vs-no-tools`: the same procedure, every
+number computed in the head. The results written here are the tools' own (calculator, lookup.search), so SFT sees
+what an episode will append.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import random
 from r1lab.data.example import Example
 from r1lab.tinyworld.lookup import RIVERS, search
 from r1lab.tinyworld.problems import OPS
+from r1lab.tinyworld.solutions import arithmetic_solution, estimate
 from r1lab.tools.calculator import calculator
 from r1lab.tools.calls import PLAIN
 
@@ -29,28 +33,30 @@ def call(name: str, argument: str, result: str) -> str:
 
 
 def arithmetic_with_calculator(rng: random.Random, example: Example) -> str:
-    """Estimate x, check it with the calculator, and on a miss try the next candidate until the check holds."""
+    """solutions.py's "check" with the calculator computing each candidate's value: estimate x, check it, and on a
+    miss step towards c until the check holds."""
     a, op, b, c, x = example.meta["parts"]
-    guess = min(max(x + rng.choice([0, 0, -1, 1, -2, 2]), 1), 9)
-    lines, tried = [f"x is about {guess}."], set()
+    guess = estimate(rng, x)
+    lines = [f"x is about {guess}. check"]
     while True:
-        tried.add(guess)
         expression = f"{a} * {guess} {op} {b}"
         value = OPS[op](a * guess, b)
-        lines.append(f"check {call('calculator', expression, calculator(expression))} {c} - {value} = {c - value}")
+        line = f"{call('calculator', expression, calculator(expression))} {c} - {value} = {c - value}"
         if value == c:
-            lines[-1] += " ok."
+            lines.append(f"{line} ok.")
             return " ".join(lines)
-        step = 1 if (value < c) == (a > 0) else -1
-        guess = next(g for g in (guess + step, guess - step, *range(1, 10)) if 1 <= g <= 9 and g not in tried)
-        lines[-1] += f", too {'small' if value < c else 'big'}. wait, try {guess}:"
+        guess += 1 if value < c else -1
+        lines.append(f"{line}, {'too small' if value < c else 'too big'}. wait, try {guess}:")
 
 
 def lookup_with_search(example: Example) -> str:
     """Look every river up, then compute what the question asks."""
     lengths = [RIVERS[r] for r in example.meta["rivers"]]
     found = " ".join(call("search", r, search(r)) for r in example.meta["rivers"])
-    return found if len(lengths) == 1 else f"{found} {lengths[0]} - {lengths[1]} = {lengths[0] - lengths[1]}."
+    if len(lengths) == 1:
+        return found
+    expression = f"{lengths[0]} - {lengths[1]}"
+    return f"{found} {call('calculator', expression, calculator(expression))}"
 
 
 def lookup_guess(rng: random.Random, example: Example) -> tuple[str, str]:
@@ -69,7 +75,9 @@ def trace(rng: random.Random, example: Example, tool_share: float) -> tuple[str,
     use_tool = rng.random() < tool_share
     if kind == "lookup":
         return (lookup_with_search(example), example.answer) if use_tool else lookup_guess(rng, example)
-    if kind == "arithmetic" and use_tool:
-        return arithmetic_with_calculator(rng, example), example.answer
-    raise ValueError(f"tool traces are written for arithmetic (with the calculator) and lookup, not {kind} "
-                     f"without a tool: its own worked solutions are solutions.py's")
+    if kind == "arithmetic":
+        if use_tool:
+            return arithmetic_with_calculator(rng, example), example.answer
+        thinking, answer = arithmetic_solution(rng, example.meta["parts"], "check")
+        return thinking, str(answer)
+    raise ValueError(f"tool traces are written for arithmetic and lookup problems, not {kind}")
