@@ -27,7 +27,7 @@ from r1lab.recipes.load import load_config, validate
 from r1lab.recipes.rundir import check_run_dir, record_run
 from r1lab.rewards.registry import REWARD_FUNCTIONS, Rewards
 from r1lab.store import checkpoint
-from r1lab.store.logs import append_jsonl
+from r1lab.store.logs import append_jsonl, read_jsonl
 from r1lab.store.runlock import RunLockedError, run_lock
 from r1lab.train.guards import DivergedError
 from r1lab.ui.cli import main
@@ -401,14 +401,15 @@ torch.save({{n: p.detach() for n, p in model.named_parameters()}}, sys.argv[1] +
 """
 
 
-@pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_matches_the_uninterrupted_run(tmp_path, tiny_model_dir):
-    script = tmp_path / "micro_run.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(TESTS), model=str(tiny_model_dir)))
-    env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+def _kill_trials(tmp_path, script: str, rows_of, trials: int = 4, seed: int = 13):
+    """Runs `script OUT` once whole, then `trials` times killed (-9) at a random moment and run again to the end: every
+    resumed run's rows_of(OUT) must equal the whole run's. Returns (reference dir, the trial dirs)."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent), "R1LAB_CACHE": str(tmp_path / "cache")}
 
     def run(out, kill_after=None):
-        proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, str(path), str(out)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         if kill_after is not None:
             try:
@@ -417,22 +418,62 @@ def test_kill_9_at_random_moments_then_resume_matches_the_uninterrupted_run(tmp_
                 proc.send_signal(signal.SIGKILL)
         return proc.wait()
 
-    keys = ("step", "reward", "loss", "grad_norm", "completion_len_mean")
     reference = tmp_path / "reference"
     assert run(reference) == 0
-    expected = [pytest.approx({k: r.get(k) for k in keys}, rel=1e-5, abs=1e-6) for r in metrics_rows(reference)]
+    expected = rows_of(reference)
     t0 = time.time()
     assert run(tmp_path / "timing") == 0
     duration = time.time() - t0
-    rng = random.Random(13)
-    for trial in range(4):
+    rng, outs = random.Random(seed), []
+    for trial in range(trials):
         out = tmp_path / f"trial-{trial}"
         run(out, kill_after=rng.uniform(0.3, 1.0) * duration)
         assert run(out) == 0, f"trial {trial}: the resumed run failed"
-        assert [{k: r.get(k) for k in keys} for r in metrics_rows(out)] == expected, f"trial {trial}"
-        want, got = torch.load(reference / "params.pt"), torch.load(out / "params.pt")
+        assert rows_of(out) == [pytest.approx(row, rel=1e-5, abs=1e-6) for row in expected], f"trial {trial}"
+        outs.append(out)
+    return reference, outs
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_matches_the_uninterrupted_run(tmp_path, tiny_model_dir):
+    keys = ("step", "reward", "loss", "grad_norm", "completion_len_mean")
+
+    def rows_of(out):
+        return [{k: r.get(k) for k in keys} for r in metrics_rows(out)]
+
+    reference, trials = _kill_trials(tmp_path, KILL_SCRIPT.format(tests=str(TESTS), model=str(tiny_model_dir)), rows_of)
+    want = torch.load(reference / "params.pt")
+    for out in trials:
+        got = torch.load(out / "params.pt")
         for name in want:  # as test_trainer's resume test: equal up to float summation order
-            torch.testing.assert_close(want[name], got[name], atol=1e-5, rtol=1e-5, msg=f"trial {trial}: {name}")
+            torch.testing.assert_close(want[name], got[name], atol=1e-5, rtol=1e-5, msg=f"{out.name}: {name}")
+
+
+TOOLS_KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from helpers import MICRO
+from r1lab.ui.cli import main
+sys.exit(main(["run", "r1-tools", "--out", sys.argv[1], *MICRO, "stages.traces.prompts=96", "sft.epochs=3",
+               "sft.batch_size=16", "sft.micro_batch_size=16", "rl.steps=6", "rl.checkpoint_every=1",
+               "sampling.max_new_tokens=48", "pretrain.steps=30"]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_tool_run_then_resume_gives_the_same_curve(tmp_path):
+    """The r1-tools recipe (traces, SFT, GRPO with tools) in miniature, killed at random moments and resumed: the RL
+    stage's metrics, tool calls included, are the uninterrupted run's."""
+    keys = ("step", "reward", "loss", "completion_len_mean", "tool_calls_mean", "tool_error_frac", "masked_token_frac")
+
+    def rows_of(out):
+        rows = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("stage") == "tools-rl" and "reward" in r]
+        return [{k: r.get(k) for k in keys} for r in rows]
+
+    reference, _ = _kill_trials(tmp_path, TOOLS_KILL_SCRIPT.format(tests=str(TESTS)), rows_of, trials=2)
+    rows = read_jsonl(reference / "metrics.jsonl")
+    assert sum(r.get("tool_calls_mean", 0) for r in rows) > 0  # the episodes did call tools: the resume covers them
+    assert (reference / "final" / "r1lab.json").exists()
 
 
 class _LongTask(EchoTask):

@@ -192,7 +192,7 @@ def test_the_world_writes_tool_traces_whose_results_are_the_tools_own():
     for ex in examples:
         if ex.meta["kind"] == "arithmetic":
             thinking, answer = trace(rng, ex, tool_share=1.0)
-            assert answer == ex.answer and thinking.endswith(" 0 ok.")
+            assert answer == ex.answer and thinking.endswith("<result>0</result> ok.")
         else:
             thinking, answer = trace(rng, ex, tool_share=0.5)
         for chunk in thinking.split("<tool>")[1:]:  # every result written is what the tool returns

@@ -59,6 +59,16 @@ def load_task_for(cfg: RunConfig, name: str | None = None):
                      test_split=d.test_split, prompt_format=d.prompt_format)
 
 
+def turns_for(cfg: RunConfig):
+    """How episodes take turns when the run's rl.tools are set (training and every evaluation alike), else None."""
+    if not cfg.rl.tools:
+        return None
+    from r1lab.engines.episodes import Turns
+    from r1lab.tools.box import ToolBox, load_tools
+
+    return Turns(ToolBox(load_tools(cfg.rl.tools)), cfg.rollout.max_turns)
+
+
 def write_json_atomic(path: Path, data) -> None:
     atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False), "state")
 
@@ -120,23 +130,21 @@ class Run:
 
     @functools.cached_property
     def turns(self):
-        """How episodes take turns when the run's rl.tools are set (training and every evaluation alike), else None."""
-        if not self.cfg.rl.tools:
-            return None
-        from r1lab.engines.episodes import Turns
-        from r1lab.tools.box import ToolBox, load_tools
-
-        return Turns(ToolBox(load_tools(self.cfg.rl.tools)), self.cfg.rollout.max_turns)
+        return turns_for(self.cfg)
 
     @property
     def tool_tokens(self) -> list[str]:
-        """The plain call and result markers, added to the tokenizer of every model a stage trains when the run
-        calls tools (or writes tool traces) and its template is not the chat one (whose tokenizer has its own)."""
+        """New tokens for every model a stage trains in a run that calls tools (or writes tool traces) with a template
+        other than chat (whose tokenizer has its own): the call and result markers, and each tool's name, so a call
+        is a few ids a small model cannot misspell (the tiny world's tokenizer spells unseen words letter by letter)."""
+        from r1lab.tools.box import load_tools
         from r1lab.tools.calls import PLAIN
 
-        uses = any(self.cfg.stage_rl(st).tools for st in self.cfg.stages if st.kind == "rl") or \
-            any(st.kind == "traces" and st.tool_share > 0 for st in self.cfg.stages)
-        return list(PLAIN) if uses and self.cfg.template != "chat" else []
+        tools = {t for st in self.cfg.stages if st.kind == "rl" for t in self.cfg.stage_rl(st).tools}
+        writes_calls = any(st.kind == "traces" and st.tool_share > 0 for st in self.cfg.stages)
+        if self.cfg.template == "chat" or not (tools or writes_calls):
+            return []
+        return [*PLAIN, *sorted({tool.name for tool in load_tools(sorted(tools))})]
 
     @property
     def tools_meta(self) -> dict:

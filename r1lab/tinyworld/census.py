@@ -68,6 +68,33 @@ def check_parts(response: str, example: Example) -> list[dict[str, bool]]:
     return parts
 
 
+_TOOL_CHECK = re.compile(rf"<tool>calculator\((-?\d+) - \((\d+) \* (\d+) ([-+]) (\d+)\)\)</tool><result>([^<]*)</result> ?"
+                         rf"({_WORD['ok']}|{_MISS})")
+
+
+def checks_right(response: str, example: Example) -> list[tuple[bool, bool]]:
+    """(uses the calculator, right) for each check line of an arithmetic response. A line is right when every number
+    it writes is true for the prompt and the estimate it checks, and its verdict follows: in the head, the product,
+    the sum and the difference (solutions.py); with the calculator, the call is c - (a * x op b) for the prompt's
+    a, b, c, and the verdict follows the sign of its result (tool_traces.py)."""
+    a, _, b, c, _ = example.meta["parts"]
+    lines = []
+    for m in _CHECK_LINE.finditer(response):
+        a_copy, x, product, product_copy, sign, b_copy, value, c_copy, value_copy, difference = m.groups()
+        true = OPS[sign](int(product), int(b_copy))
+        numbers = (int(a_copy) == a and int(product) == a * int(x) and product_copy == product and int(b_copy) == b
+                   and int(value) == true and int(c_copy) == c and value_copy == value and int(difference) == c - true)
+        lines.append((False, numbers and (not re.search(_MISS, m.group(0))) == (true == c)))
+    for m in _TOOL_CHECK.finditer(response):
+        c_copy, a_copy, x, sign, b_copy, result, verdict = m.groups()
+        difference = c - OPS[sign](a * int(x), b)
+        follows = {"ok": difference == 0, "small": difference > 0, "big": difference < 0}
+        said = "ok" if not re.search(_MISS, verdict) else "small" if re.search(_WORD["too small"], verdict) else "big"
+        numbers = (int(c_copy), int(a_copy), int(b_copy)) == (c, a, b) and result.strip() == str(difference)
+        lines.append((True, numbers and follows[said]))
+    return lines
+
+
 def census(model_dir: str, n: int = 200, temperature: float = 1.0, k: int = 4, seed: int = 0,
            task: str = "tinyworld") -> dict[str, dict]:
     """k samples of each of n test problems of `task` at `temperature`: {kind/style: {share, accuracy, length,

@@ -1,8 +1,8 @@
 """Tool-using worked solutions the tiny world writes for the SFT stage that teaches tools (issue 25's r1-tools):
 the model's first sight of the call and result tokens, which no pretraining document contains.
 
-  arithmetic  "x is about 6. check <tool>calculator(7 * 6 + 23)</tool><result>65</result> 72 - 65 = 7, too small.
-               wait, try 7: <tool>calculator(7 * 7 + 23)</tool><result>72</result> 72 - 72 = 0 ok."
+  arithmetic  "x is about 6. check <tool>calculator(72 - (7 * 6 + 23))</tool><result>7</result> too small.
+               wait, try 7: <tool>calculator(72 - (7 * 7 + 23))</tool><result>0</result> ok."
   lookup      "<tool>search(Zor)</tool><result>Zor: 37 km</result> <tool>search(Pel)</tool><result>Pel: 12 km</result>
                <tool>calculator(37 - 12)</tool><result>25</result>"
   arithmetic, no tool: the same check computed in the head (solutions.py's "check" style)
@@ -33,20 +33,21 @@ def call(name: str, argument: str, result: str) -> str:
 
 
 def arithmetic_with_calculator(rng: random.Random, example: Example) -> str:
-    """solutions.py's "check" with the calculator computing each candidate's value: estimate x, check it, and on a
-    miss step towards c until the check holds."""
+    """solutions.py's "check" with the calculator computing each check's difference c - (a * x op b): estimate x,
+    check it, and on a miss step towards c until the check holds. The verdict reads the sign of the result alone,
+    so no number has to be copied out of a result (whose digits are other tokens than the same number in prose)."""
     a, op, b, c, x = example.meta["parts"]
     guess = estimate(rng, x)
     lines = [f"x is about {guess}. check"]
     while True:
-        expression = f"{a} * {guess} {op} {b}"
-        value = OPS[op](a * guess, b)
-        line = f"{call('calculator', expression, calculator(expression))} {c} - {value} = {c - value}"
-        if value == c:
+        expression = f"{c} - ({a} * {guess} {op} {b})"
+        difference = c - OPS[op](a * guess, b)
+        line = call("calculator", expression, calculator(expression))
+        if difference == 0:
             lines.append(f"{line} ok.")
             return " ".join(lines)
-        guess += 1 if value < c else -1
-        lines.append(f"{line}, {'too small' if value < c else 'too big'}. wait, try {guess}:")
+        guess += 1 if difference > 0 else -1
+        lines.append(f"{line} {'too small' if difference > 0 else 'too big'}. wait, try {guess}:")
 
 
 def lookup_with_search(example: Example) -> str:
