@@ -631,3 +631,29 @@ def test_bad_tools_get_a_400_naming_the_field(qwen_tokenizer, tokenizer):
                param="messages")
         assert _post(base, {**GOOD, "tools": [CALCULATOR], "tool_choice": "none"}).status_code == 200  # nothing offered
 
+
+def test_api_chat_runs_the_calls_and_sends_the_results_back(qwen_tokenizer):
+    from rich.console import Console
+
+    app, engine = tool_server(qwen_tokenizer)
+    with serving_in_thread(app) as base:
+        console = Console(record=True, width=100, color_system=None)
+        session = ApiChat(f"{base}/v1", "tiny", None, console, tools=["r1lab.tools:calculator"])
+        assert session.ask("What is 7 * 6 + 23?")
+        out = console.export_text()
+        assert "tool: calculator(7 * 6 + 23) -> 65" in out and out.index("tool: calculator") < out.index("The answer is 65.")
+        assert [t["role"] for t in session.turns] == ["user", "assistant", "tool", "assistant"]
+        call = session.turns[1]["tool_calls"][0]
+        assert session.turns[2] == {"role": "tool", "tool_call_id": call["id"], "content": "65"}
+        assert session.turns[3]["content"] == "The answer is 65."
+        assert "<tool_response>\n65\n</tool_response>" in engine.calls[-1][0] and "<tools>" in engine.calls[-1][0]
+
+    always = lambda prompt: '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1 / 0"}}\n</tool_call>'
+    app, engine = tool_server(qwen_tokenizer, reply=always)
+    with serving_in_thread(app) as base:
+        console = Console(record=True, width=100, color_system=None)
+        session = ApiChat(f"{base}/v1", "tiny", None, console, tools=["r1lab.tools:calculator"], max_turns=2)
+        assert session.ask("What is 1 / 0?")
+        assert "tool: calculator(1 / 0) -> error: calculator: division by zero" in console.export_text()
+        assert len(engine.calls) == 2 and "<tools>" not in engine.calls[-1][0]  # the last reply: tool_choice none
+        assert [t["role"] for t in session.turns] == ["user", "assistant", "tool", "assistant"]
