@@ -11,6 +11,42 @@ from pathlib import Path
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
 
+# A template in the shape of Qwen2.5's (written here, not copied): `tools=` listed in the system turn as JSON
+# signatures with how to call them, an assistant turn's tool_calls as <tool_call>{"name", "arguments"}</tool_call>
+# (arguments a dict, written with tojson), and `tool` turns as <tool_response> blocks inside one user turn.
+TOOLS_CHAT_TEMPLATE = (
+    "{%- set has_system = messages and messages[0].role == 'system' %}"
+    "{%- if tools or has_system %}"
+    "{{- '<|im_start|>system\n' + (messages[0].content if has_system else 'You are a helpful assistant.') }}"
+    "{%- if tools %}"
+    "{{- '\n\n# Tools\nThese functions can be called, each signature a line of JSON:\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\n</tools>\nTo call one, write its name and arguments inside <tool_call></tool_call> tags:\n<tool_call>\n'"
+    " + '{\"name\": <function name>, \"arguments\": <a JSON object>}\n</tool_call>' }}"
+    "{%- endif %}"
+    "{{- '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'system' and loop.first %}"
+    "{%- elif m.role == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\n<tool_response>\n' + m.content + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- elif m.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if m.content %}{{- '\n' + m.content }}{%- endif %}"
+    "{%- for call in m.tool_calls or [] %}"
+    "{%- set f = call.function if call.function is defined else call %}"
+    "{{- '\n<tool_call>\n{\"name\": \"' + f.name + '\", \"arguments\": ' + (f.arguments | tojson) + '}\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
 
 def cache_repo(files_dir: Path, repo_id: str, hub_cache: Path, repo_type: str = "model") -> Path:
     """Copies `files_dir` into `hub_cache` as repository `repo_id`'s snapshot at main; returns the snapshot."""
@@ -23,14 +59,14 @@ def cache_repo(files_dir: Path, repo_id: str, hub_cache: Path, repo_type: str = 
     return snapshot
 
 
-def qwen_like_model(out: Path, tokenizer_dir: Path) -> Path:
+def qwen_like_model(out: Path, tokenizer_dir: Path, template: str = CHAT_TEMPLATE) -> Path:
     """A tiny Qwen2 (the architecture of Qwen2.5) with the tiny world's tokenizer and a chat template, saved the
     way a hub model is (no r1lab.json: nothing marks it as r1lab's)."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = template
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                          tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,

@@ -1,15 +1,20 @@
+import copy
 import io
+import json
 import threading
 
 import pytest
 import torch
+from hub_cache import TOOLS_CHAT_TEMPLATE
 from rich.console import Console
 
 from r1lab.config import SamplingConfig
 from r1lab.data.format import apply_template
+from r1lab.engines.base import Rollout
 from r1lab.engines.streaming import stream_text
 from r1lab.models.io import load_tokenizer, trained_system
 from r1lab.serve.reasoning import thinking_and_answer
+from r1lab.tools.calls import PLAIN
 from r1lab.ui.chat import CHAT_SAMPLING, chat
 
 EOS = "<|endoftext|>"
@@ -218,3 +223,55 @@ def test_stream_text_ends_when_asked_or_closed(tiny):
 
     with pytest.raises(ValueError, match="no room to generate"):
         next(stream_text(model, tok, "1 " * 300, greedy))
+
+
+class EpisodeEngine:
+    """The engine side of a tool episode (generate_ids, as run_episodes calls it) with written turns: each call
+    writes the next of `turns`, tokenised. Records each call's prompt (as text) and stop strings."""
+
+    def __init__(self, tokenizer, *turns):
+        self.tokenizer, self.turns, self.prompts, self.stops = tokenizer, list(turns), [], []
+
+    def generate_ids(self, prompt_ids, sampling, n=1):
+        self.prompts.append(self.tokenizer.decode(prompt_ids[0]))
+        self.stops.append(list(sampling.stop))
+        ids = self.tokenizer(self.turns.pop(0), add_special_tokens=False)["input_ids"]
+        return Rollout(prompt_ids=[list(p) for p in prompt_ids], completion_ids=torch.tensor([ids]),
+                       completion_mask=torch.ones(1, len(ids), dtype=torch.long), logprobs=torch.zeros(1, len(ids)),
+                       texts=[""], truncated=[False], n=1)
+
+
+def test_chat_runs_a_tool_models_calls_and_shows_them_with_their_results(tokenizer, tmp_path):
+    """A tiny-world tool model (plain format): its r1lab.json names its tools; each call is run between turns and
+    shown apart from the thinking and the answer."""
+    tok = copy.deepcopy(tokenizer)
+    tok.add_tokens(list(PLAIN))  # as the r1-tools recipe's models have them
+    (tmp_path / "r1lab.json").write_text(json.dumps({"template": "r1-zero", "system": "", "tools": ["r1lab.tools:calculator"],
+                                                     "max_turns": 3}))
+    engine = EpisodeEngine(tok, " 7 * 6 + 23 = <tool>calculator(7 * 6 + 23)</tool>",
+                           " so it is 65 </think> <answer> 65 </answer>")
+    console = _console()
+    chat(str(tmp_path), input_fn=_feeder(["What is 7 * 6 + 23?"])[0], console=console, engine=engine)
+    everything = console.export_text()
+    out = everything[everything.index("Ctrl-D to leave"):]
+    assert "tools calculator, up to 3 turns" in " ".join(everything.split()) and "tool: calculator(7 * 6 + 23) -> 65" in out
+    assert out.index("thinking") < out.index("7 * 6 + 23 =") < out.index("tool: calculator") < out.index("so it is 65") \
+           < out.index("answer") < out.index("<answer> 65 </answer>")
+    assert "<tool>" not in out and "<result>" not in out and "never closed" not in out
+    assert engine.prompts[1].endswith("<tool>calculator(7 * 6 + 23)</tool><result>65</result>")  # the result, then on
+    assert engine.stops[0] == ["</answer>", "</tool>"]
+
+
+def test_chat_with_tools_given_to_a_chat_template_model(tokenizer, tmp_path):
+    """--tools on a model that records none: Qwen's call format, the schemas in the prompt, an error shown as such."""
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = TOOLS_CHAT_TEMPLATE
+    engine = EpisodeEngine(tok, '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1 / 0"}}\n</tool_call>',
+                           "It cannot be computed.")
+    console = _console()
+    chat(str(tmp_path), template="chat", system="", input_fn=_feeder(["What is 1 / 0?"])[0], console=console, engine=engine,
+         tools=["r1lab.tools:calculator"])
+    out = _turns(console)
+    assert "<tools>" in engine.prompts[0] and '"name": "calculator"' in engine.prompts[0]
+    assert "tool: calculator(1 / 0) -> error: calculator: division by zero" in out and "It cannot be computed." in out
+    assert engine.prompts[1].endswith("</tool_call><tool_response>error: calculator: division by zero</tool_response>")

@@ -5,6 +5,7 @@ stopped by the test that started them.
 """
 
 import asyncio
+import copy
 import json
 import os
 import subprocess
@@ -17,12 +18,13 @@ import httpx
 import openai
 import pytest
 import torch
+from hub_cache import TOOLS_CHAT_TEMPLATE, qwen_like_model
 
 from r1lab.config import SamplingConfig
 from r1lab.data.format import END_ANSWER, apply_template, conversation_prompt, without_reasoning
 from r1lab.engines import Rollout, make_engine
 from r1lab.models.io import load_model, load_tokenizer
-from r1lab.serve.api import ServeLimits, cut_at_stop
+from r1lab.serve.api import ChatRequest, ServeLimits, cut_at_stop
 from r1lab.serve.app import make_app
 from r1lab.serve.reasoning import reasoning_and_content
 from r1lab.serve.server import build_app, serving_in_thread
@@ -505,3 +507,153 @@ def test_load_64_concurrent_streams(tiny_model_dir):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+# Tools: OpenAI's function calling for chat-template models. The model's output is scripted (or a random tiny
+# Qwen2's); the template, the HTTP, the checking of tools and the reading of calls are the real ones.
+
+CALL = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "7 * 6 + 23"}}\n</tool_call>'
+CALCULATOR = {"type": "function", "function": {
+    "name": "calculator", "description": "Evaluates an arithmetic expression.",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+ASKED = [{"role": "user", "content": "What is 7 * 6 + 23?"}]
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenizer(tokenizer):
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = TOOLS_CHAT_TEMPLATE
+    return tok
+
+
+def tool_model(prompt: str) -> str:
+    """Calls the calculator until it has a result, then answers with it; a made-up result after its call (what
+    the server must cut off). A question that says 'think' calls from inside its thinking."""
+    if "<tool_response>" in prompt:
+        return f"The answer is {prompt.rsplit('<tool_response>', 1)[1].split()[0]}."
+    thinking = "<think> 7 * 6 is 42 " if "think" in prompt.rsplit("<|im_start|>user", 1)[1] else "Let me compute. "
+    return thinking + CALL + "\n<tool_response>\n1000\n</tool_response> The answer is 1000."
+
+
+def tool_server(qwen_tokenizer, reply=tool_model):
+    engine = ScriptedEngine(qwen_tokenizer, reply=reply)
+    return make_app(engine, model_name="tiny", template="chat", tokenizer=qwen_tokenizer), engine
+
+
+def test_a_qwen_style_template_renders_a_call_and_its_result(tiny_model_dir, tmp_path):
+    """A tiny random Qwen2 with a Qwen-style template: the request's tools, an assistant's call and the tool's
+    result go through the template as Qwen2.5's shows them; served, the follow-up is answered."""
+    model_dir = qwen_like_model(tmp_path / "qwen", tiny_model_dir, TOOLS_CHAT_TEMPLATE)
+    tok = load_tokenizer(str(model_dir))
+    called = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "7 * 6 + 23"}'}}]}
+    follow_up = [*ASKED, called, {"role": "tool", "tool_call_id": "call_1", "content": "65"}]
+    req = ChatRequest.model_validate({"model": "tiny", "messages": follow_up, "tools": [CALCULATOR]})
+    prompt = conversation_prompt([m.as_turn() for m in req.messages], "chat", tok, tools=[t.schema() for t in req.tools])
+    assert json.dumps(CALCULATOR) in prompt.split("<tools>")[1].split("</tools>")[0]
+    assert f"<|im_start|>assistant\n{CALL}<|im_end|>" in prompt  # the arguments a dict again, as the model wrote them
+    assert prompt.endswith("<|im_start|>user\n<tool_response>\n65\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+
+    app, what = build_app(str(model_dir), name="tiny", device="cpu", dtype="fp32", limits=ServeLimits(max_tokens=8))
+    assert "template chat" in what
+    with serving_in_thread(app) as base:
+        reply = client(base).chat.completions.create(model="tiny", messages=follow_up, tools=[CALCULATOR], max_tokens=8)
+        assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.prompt_tokens == len(
+            tok(prompt, add_special_tokens=False)["input_ids"])
+
+
+def test_a_call_comes_back_as_tool_calls_and_its_result_is_answered(qwen_tokenizer):
+    app, engine = tool_server(qwen_tokenizer)
+    with serving_in_thread(app) as base:
+        api = client(base)
+        choice = api.chat.completions.create(model="tiny", messages=ASKED, tools=[CALCULATOR]).choices[0]
+        assert "<tools>" in engine.calls[-1][0] and choice.finish_reason == "tool_calls"
+        [call] = choice.message.tool_calls
+        assert call.id.startswith("call_") and call.type == "function" and call.function.name == "calculator"
+        assert json.loads(call.function.arguments) == {"expression": "7 * 6 + 23"}
+        assert choice.message.content == "Let me compute."  # the text outside the call; the made-up result cut off
+
+        history = [*ASKED, choice.message.model_dump(exclude_none=True),
+                   {"role": "tool", "tool_call_id": call.id, "content": "65"}]
+        answer = api.chat.completions.create(model="tiny", messages=history, tools=[CALCULATOR]).choices[0]
+        assert (answer.message.content, answer.message.tool_calls, answer.finish_reason) == ("The answer is 65.", None, "stop")
+        assert CALL in engine.calls[-1][0] and "<tool_response>\n65\n</tool_response>" in engine.calls[-1][0]
+
+        thinking = api.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "think: 7 * 6 + 23?"}],
+                                               tools=[CALCULATOR]).choices[0]
+        assert (thinking.message.reasoning_content, thinking.message.content) == ("7 * 6 is 42", None)
+        assert thinking.finish_reason == "tool_calls" and thinking.message.tool_calls[0].function.name == "calculator"
+
+        calls, finish, content = {}, None, ""  # streamed: the call whole in one delta, as OpenAI's clients put together
+        for chunk in api.chat.completions.create(model="tiny", messages=ASKED, tools=[CALCULATOR], stream=True):
+            for c in chunk.choices:
+                content += c.delta.content or ""
+                finish = c.finish_reason or finish
+                for piece in c.delta.tool_calls or []:
+                    calls.setdefault(piece.index, []).append((piece.id, piece.function.name, piece.function.arguments))
+        assert finish == "tool_calls" and content == "Let me compute."
+        assert [(name, json.loads(arguments)) for [(_, name, arguments)] in calls.values()] == \
+               [("calculator", {"expression": "7 * 6 + 23"})]
+
+        plain = api.chat.completions.create(model="tiny", messages=ASKED, tools=[CALCULATOR], tool_choice="none").choices[0]
+        assert "<tools>" not in engine.calls[-1][0] and plain.message.tool_calls is None and plain.finish_reason == "stop"
+        assert "1000" in plain.message.content  # not offered tools, the model's text is all content
+
+
+def test_bad_tools_get_a_400_naming_the_field(qwen_tokenizer, tokenizer):
+    app, _ = tool_server(qwen_tokenizer)
+    not_json = {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "calculator", "arguments": "7 * 6"}}]}
+    misplaced = {"role": "user", "content": "q", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}
+    schema_not_object = {"type": "function", "function": {"name": "f", "parameters": "x"}}
+    cases = [
+        ({"tools": "calculator"}, "tools"),
+        ({"tools": [{"type": "function"}]}, "tools.0.function"),
+        ({"tools": [{"type": "retrieval", "function": {"name": "calculator"}}]}, "tools.0.type"),
+        ({"tools": [{"type": "function", "function": {"name": "what is 2+2"}}]}, "tools.0.function.name"),
+        ({"tools": [CALCULATOR, schema_not_object]}, "tools.1.function.parameters"),
+        ({"tools": [CALCULATOR, CALCULATOR]}, "tools"),
+        ({"tools": [CALCULATOR], "tool_choice": "required"}, "tool_choice"),
+        ({"tools": [CALCULATOR], "tool_choice": {"type": "function", "function": {"name": "calculator"}}}, "tool_choice"),
+        ({"messages": [*ASKED, not_json, {"role": "tool", "tool_call_id": "c", "content": "42"}]},
+         "messages.1.tool_calls.0.function.arguments"),
+        ({"messages": [*ASKED, {"role": "tool", "content": "42"}]}, "messages.1"),
+        ({"messages": [misplaced]}, "messages.0"),
+    ]
+    with serving_in_thread(app) as base:
+        for change, param in cases:
+            error = _error(_post(base, {**GOOD, "messages": ASKED, **change}), 400, param=param)
+            assert error["message"].startswith(param), error
+        assert _post(base, {**GOOD, "tools": [CALCULATOR]}).json()["choices"][0]["finish_reason"] == "tool_calls"
+    app, _ = scripted_app(tokenizer)  # r1-zero: no place for tools in the prompt
+    with serving_in_thread(app) as base:
+        _error(_post(base, {**GOOD, "tools": [CALCULATOR]}), 400, param="tools")
+        _error(_post(base, {**GOOD, "messages": [*QUESTION, {"role": "tool", "tool_call_id": "c", "content": "1"}]}), 400,
+               param="messages")
+        assert _post(base, {**GOOD, "tools": [CALCULATOR], "tool_choice": "none"}).status_code == 200  # nothing offered
+
+
+def test_api_chat_runs_the_calls_and_sends_the_results_back(qwen_tokenizer):
+    from rich.console import Console
+
+    app, engine = tool_server(qwen_tokenizer)
+    with serving_in_thread(app) as base:
+        console = Console(record=True, width=100, color_system=None)
+        session = ApiChat(f"{base}/v1", "tiny", None, console, tools=["r1lab.tools:calculator"])
+        assert session.ask("What is 7 * 6 + 23?")
+        out = console.export_text()
+        assert "tool: calculator(7 * 6 + 23) -> 65" in out and out.index("tool: calculator") < out.index("The answer is 65.")
+        assert [t["role"] for t in session.turns] == ["user", "assistant", "tool", "assistant"]
+        call = session.turns[1]["tool_calls"][0]
+        assert session.turns[2] == {"role": "tool", "tool_call_id": call["id"], "content": "65"}
+        assert session.turns[3]["content"] == "The answer is 65."
+        assert "<tool_response>\n65\n</tool_response>" in engine.calls[-1][0] and "<tools>" in engine.calls[-1][0]
+
+    always = lambda prompt: '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1 / 0"}}\n</tool_call>'
+    app, engine = tool_server(qwen_tokenizer, reply=always)
+    with serving_in_thread(app) as base:
+        console = Console(record=True, width=100, color_system=None)
+        session = ApiChat(f"{base}/v1", "tiny", None, console, tools=["r1lab.tools:calculator"], max_turns=2)
+        assert session.ask("What is 1 / 0?")
+        assert "tool: calculator(1 / 0) -> error: calculator: division by zero" in console.export_text()
+        assert len(engine.calls) == 2 and "<tools>" not in engine.calls[-1][0]  # the last reply: tool_choice none
+        assert [t["role"] for t in session.turns] == ["user", "assistant", "tool", "assistant"]

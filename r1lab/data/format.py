@@ -50,7 +50,8 @@ def without_reasoning(text: str) -> str:
     return rest
 
 
-def conversation_prompt(messages: list[dict], template: str, tokenizer=None, system: str | None = None) -> str:
+def conversation_prompt(messages: list[dict], template: str, tokenizer=None, system: str | None = None,
+                        tools: list[dict] | None = None) -> str:
     """A conversation ({"role", "content"} dicts, ending with the user's turn) as a prompt to continue.
 
     Earlier assistant turns keep their answer only (`without_reasoning`). A system message in `messages`
@@ -58,13 +59,18 @@ def conversation_prompt(messages: list[dict], template: str, tokenizer=None, sys
     "{system} User: q1. Assistant: a1 User: q2. Assistant: <think>", so a one-question conversation is
     exactly `apply_template(q, "r1-zero", system=system)`; chat uses the tokenizer's chat template;
     none joins the texts with blank lines.
+
+    Tools are the chat template's: `tools` (OpenAI's function schemas) go to its `tools=`, and the conversation
+    may hold assistant turns with `tool_calls` (arguments as dicts) and `tool` turns (results), and end with one.
     """
     turns = [m for m in messages if m["role"] != "system"]
     system = next((m["content"] for m in messages if m["role"] == "system"), system)
-    if not turns or turns[-1]["role"] != "user":
-        raise ValueError("a conversation to continue must end with a user message")
-    turns = [{"role": m["role"], "content": without_reasoning(m["content"]) if m["role"] == "assistant" else m["content"]}
-             for m in turns]
+    if not turns or turns[-1]["role"] not in ("user", "tool"):
+        raise ValueError("a conversation to continue must end with a user message (or a tool's result)")
+    if template != "chat" and (tools or any(m["role"] == "tool" or m.get("tool_calls") for m in turns)):
+        raise ValueError(f"tools, tool calls and their results need a chat template; template '{template}' has no place for them")
+    turns = [{"role": m["role"], "content": without_reasoning(m["content"]) if m["role"] == "assistant" else m["content"],
+              **{key: m[key] for key in ("tool_calls", "tool_call_id") if m.get(key)}} for m in turns]
     if template == "r1-zero":  # earlier turns go between the system text and the last question
         history = " ".join(f"User: {m['content']}." if m["role"] == "user" else f"Assistant: {m['content'].strip()}"
                            for m in turns[:-1])
@@ -73,7 +79,7 @@ def conversation_prompt(messages: list[dict], template: str, tokenizer=None, sys
     if template == "chat":
         _need_chat_template(tokenizer)
         return tokenizer.apply_chat_template(([{"role": "system", "content": system}] if system else []) + turns,
-                                             tokenize=False, add_generation_prompt=True)
+                                             tools=tools or None, tokenize=False, add_generation_prompt=True)
     if template == "none":
         return "\n\n".join(m["content"] for m in turns)
     raise ValueError(f"unknown template '{template}' (choose one of {', '.join(TEMPLATES)})")

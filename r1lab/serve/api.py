@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.exceptions import HTTPException
+
+from r1lab.serve.tools import CalledTool, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class StreamOptions(BaseModel):
 
 class ApiRequest(BaseModel):
     # strict: "0.5" for a number or true for an integer is the client's mistake, answered 400, not guessed at.
-    # Fields of the OpenAI API that r1lab does not use (logprobs, user, tools, ...) are accepted and ignored.
+    # Fields of the OpenAI API that r1lab does not use (logprobs, user, parallel_tool_calls, ...) are accepted and ignored.
     model_config = ConfigDict(strict=True, extra="ignore")
 
     model: str
@@ -84,17 +86,47 @@ class ContentPart(BaseModel):
 class Message(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")  # an assistant turn's reasoning_content is dropped
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[CalledTool] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool message's: the call whose result it holds
+
+    @model_validator(mode="after")
+    def _tool_fields_where_they_belong(self) -> Message:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls belong to assistant messages, not {self.role} ones")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call whose result it holds")
+        return self
 
     def as_turn(self) -> dict:
-        """{"role", "content"} for the template: text parts joined, developer as system (OpenAI's newer name)."""
+        """{"role", "content"[, "tool_calls", "tool_call_id"]} for the template: text parts joined, developer as
+        system (OpenAI's newer name), calls with their arguments as dicts."""
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+        turn = {"role": "system" if self.role == "developer" else self.role, "content": text}
+        if self.tool_calls:
+            turn["tool_calls"] = [call.for_template() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            turn["tool_call_id"] = self.tool_call_id
+        return turn
 
 
 class ChatRequest(ApiRequest):
     messages: list[Message] = Field(min_length=1)
+    tools: list[ToolSpec] | None = None
+    tool_choice: str | dict | None = None  # "auto" (the default with tools) or "none"; others are refused
+
+    def offered_tools(self) -> list[ToolSpec]:
+        """The tools the model is shown: none with tool_choice "none". A 400 for two tools of one name and for
+        a choice r1lab cannot honour ("required" or a named function: nothing here makes a model call)."""
+        if self.tool_choice not in (None, "auto", "none"):
+            raise OpenAIError(400, f"tool_choice: r1lab serve supports 'auto' and 'none', not {json.dumps(self.tool_choice)}",
+                              param="tool_choice")
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) < len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise OpenAIError(400, f"tools: two tools are named '{twice}'", param="tools")
+        return [] if self.tool_choice == "none" else list(self.tools or [])
 
 
 class CompletionRequest(ApiRequest):
@@ -121,11 +153,12 @@ def parse_request(kind: type[ApiRequest], body: bytes) -> ApiRequest:
         raise OpenAIError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param, code="invalid_value") from None
 
 
-def cut_at_stop(text: str, stops: list[str]) -> str:
+def cut_at_stop(text: str, stops: list[str], kept: tuple[str, ...] = ()) -> str:
     """The text before the first stop string in it: OpenAI's API never returns the stop string. (The
-    engine stops on the token that completes one, so its text may run past it.)"""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    return text[:cut]
+    engine stops on the token that completes one, so its text may run past it.) A stop string in `kept`
+    ends the text but stays in it: a tool call's close, which the call is read by."""
+    cuts = [i + len(s) * (s in kept) for s in stops if (i := text.find(s)) >= 0]
+    return text[:min(cuts, default=len(text))]
 
 
 def new_id(kind: str) -> str:

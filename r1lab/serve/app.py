@@ -3,7 +3,9 @@ API returns it.
 
     GET  /v1/models              the one model served
     POST /v1/chat/completions    message.reasoning_content: the text inside <think>...</think>;
-                                 message.content: the answer (the tiny world's <answer> tags removed)
+                                 message.content: the answer (the tiny world's <answer> tags removed);
+                                 message.tool_calls: the calls of a chat-template model offered `tools`
+                                 (the client runs them and sends the results back: serve/tools.py)
     POST /v1/completions         the raw continuation of a prompt
     GET  /health                 {"status", "pending", "engine_calls"}: no key needed
 
@@ -41,6 +43,7 @@ from r1lab.serve.api import (
 from r1lab.serve.batching import Batcher, Busy, Job
 from r1lab.serve.reasoning import reasoning_and_content
 from r1lab.serve.streaming import respond
+from r1lab.serve.tools import CALL_END, read_calls
 
 
 def make_app(engine, *, model_name: str, template: str, system: str | None = None, limits: ServeLimits | None = None,
@@ -150,35 +153,71 @@ def add_routes(app: FastAPI, served: Served) -> None:
 
 
 async def answer_chat(served: Served, request: Request):
-    """POST /v1/chat/completions: one prompt written by the template, n completions of it."""
+    """POST /v1/chat/completions: one prompt written by the template (with the request's tools, if any), n
+    completions of it; a completion that calls a tool answers message.tool_calls (serve/tools.py)."""
     req = parse_request(ChatRequest, await request.body())
     served.check_model(req.model)
+    tools = req.offered_tools()
+    if tools and served.template != "chat":
+        raise OpenAIError(400, f"tools: this server's template is '{served.template}'; tool calls are served for models "
+                          "with a chat template (a tiny-world tool model runs its tools in `r1lab chat MODEL`)", param="tools")
     try:
-        prompt = conversation_prompt([m.as_turn() for m in req.messages], served.template, served.tokenizer, served.system)
+        prompt = conversation_prompt([m.as_turn() for m in req.messages], served.template, served.tokenizer, served.system,
+                                     tools=[t.schema() for t in tools])
     except Exception as err:  # noqa: BLE001 - ours (ValueError) or the chat template's own (jinja2) refusal
         raise OpenAIError(400, str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}",
                           param="messages") from None
     sampling = served.sampling_of(req, prompt_tokens=served.count_tokens(prompt), chat=True)
+    if tools:  # the client runs the call: the reply ends with it (serve/tools.py says why)
+        sampling = sampling.model_copy(update={"stop": [*sampling.stop, CALL_END]})
     jobs = served.submit_all([prompt], [sampling], req)
-    prefix = response_prefix(prompt)
+    prefix, parameters = response_prefix(prompt), {t.function.name: t.parameter_names() for t in tools}
 
     def render(rollouts):
         [rollout] = rollouts
-        made = [(i, *reasoning_and_content(text, prefix), finish) for i, text, _, finish in completions_of(rollout, sampling, 0)]
+        made = [(i, *message_of(text, prefix, parameters), finish)
+                for i, text, _, finish in completions_of(rollout, sampling, 0, kept=(CALL_END,) if tools else ())]
         used = usage(len(rollout.prompt_ids[0]), int(rollout.lengths.sum()))
-        if not req.stream:
-            return [{"index": i, "message": {"role": "assistant", "content": content, "reasoning_content": reasoning},
-                     "finish_reason": finish, "logprobs": None} for i, reasoning, content, finish in made], used
-        chunks = []
-        for i, reasoning, content, finish in made:
-            if reasoning is not None:
-                chunks.append([{"index": i, "delta": {"reasoning_content": reasoning}, "finish_reason": None}])
-            chunks += [[{"index": i, "delta": {"content": content}, "finish_reason": None}],
-                       [{"index": i, "delta": {}, "finish_reason": finish}]]
-        return chunks, used
+        return (chat_chunks(made) if req.stream else chat_choices(made)), used
 
     opening = [[{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(req.n)]]
     return await respond(request, req, jobs, "chat.completion", served.model_name, opening, render)
+
+
+def message_of(text: str, prefix: str, parameters: dict[str, list[str]]) -> tuple[str | None, str | None, list[dict]]:
+    """(reasoning_content, content, tool_calls) of a completion: the calls first taken out of the text (a model
+    may call from inside its thinking), content None when there are calls and nothing else."""
+    rest, calls = read_calls(text, parameters) if parameters else (text, [])
+    reasoning, content = reasoning_and_content(rest, prefix)
+    return reasoning, (content or None) if calls else content, calls
+
+
+def chat_choices(made: list[tuple]) -> list[dict]:
+    """The choices of a whole response: finish_reason "tool_calls" when a completion calls tools."""
+    choices = []
+    for i, reasoning, content, calls, finish in made:
+        message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+        if calls:
+            message["tool_calls"] = calls
+        choices.append({"index": i, "message": message, "finish_reason": "tool_calls" if calls else finish, "logprobs": None})
+    return choices
+
+
+def chat_chunks(made: list[tuple]) -> list[list[dict]]:
+    """A streamed response's chunks after the opening one, as OpenAI streams them: reasoning and content as
+    one delta each (the batch's completions are whole by now), then the calls, each whole in one
+    delta.tool_calls entry (its index, id, name and arguments), then the finish reason."""
+    chunks = []
+    for i, reasoning, content, calls, finish in made:
+        if reasoning is not None:
+            chunks.append([{"index": i, "delta": {"reasoning_content": reasoning}, "finish_reason": None}])
+        if content is not None:
+            chunks.append([{"index": i, "delta": {"content": content}, "finish_reason": None}])
+        if calls:
+            chunks.append([{"index": i, "delta": {"tool_calls": [{"index": k, **call} for k, call in enumerate(calls)]},
+                            "finish_reason": None}])
+        chunks.append([{"index": i, "delta": {}, "finish_reason": "tool_calls" if calls else finish}])
+    return chunks
 
 
 async def answer_completion(served: Served, request: Request):
@@ -203,8 +242,9 @@ async def answer_completion(served: Served, request: Request):
     return await respond(request, req, jobs, "text_completion", served.model_name, [], render)
 
 
-def completions_of(rollout, sampling: SamplingConfig, first_index: int) -> list[tuple[int, str, int, str]]:
+def completions_of(rollout, sampling: SamplingConfig, first_index: int,
+                   kept: tuple[str, ...] = ()) -> list[tuple[int, str, int, str]]:
     """(choice index, text cut at the first stop string, tokens produced, finish reason) per completion
-    of one prompt's rollout, numbered from `first_index`."""
-    return [(first_index + j, cut_at_stop(text, sampling.stop), int(length), "length" if truncated else "stop")
+    of one prompt's rollout, numbered from `first_index`; a stop string in `kept` stays in the text."""
+    return [(first_index + j, cut_at_stop(text, sampling.stop, kept), int(length), "length" if truncated else "stop")
             for j, (text, length, truncated) in enumerate(zip(rollout.texts, rollout.lengths.tolist(), rollout.truncated))]

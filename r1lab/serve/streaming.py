@@ -1,6 +1,7 @@
 """Waiting for a request's jobs and sending its answer: whole, or as server-sent events once its batch
-finishes (the role first, then the reasoning and the answer as one delta each: the engine's `generate`
-returns whole completions). A client that leaves has its jobs cancelled, so queued ones never run."""
+finishes (the role first, then the reasoning and the answer as one delta each, then any tool calls, each
+whole in one delta.tool_calls entry: the engine's `generate` returns whole completions). A client that
+leaves has its jobs cancelled, so queued ones never run."""
 
 from __future__ import annotations
 

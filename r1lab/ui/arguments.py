@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   r1lab chat runs/r1-zero/final
   r1lab serve runs/r1-zero/final --port 8000              # OpenAI-compatible API on 127.0.0.1
   r1lab chat --api http://127.0.0.1:8000/v1 --model runs/r1-zero/final   # or DeepSeek's, vLLM's, ollama's
+  r1lab chat --api http://127.0.0.1:8000/v1 --tools r1lab.tools:calculator  # the client runs the model's calls
   r1lab push runs/r1-zero/final you/r1lab-tiny-r1-zero    # upload a model to the Hugging Face Hub
 """
 
@@ -107,6 +108,11 @@ def _add_chat_and_serve(sub) -> None:
     ch.add_argument("--template", default="r1-zero", choices=["r1-zero", "chat", "none"])
     ch.add_argument("--temperature", type=float, default=None, help="default: evaluation's (0.6)")
     ch.add_argument("--max-new-tokens", type=int, default=None, help="default: 512")
+    ch.add_argument("--tools", action="append", metavar="MODULE:FUNCTION",
+                    help="a tool the model may call, e.g. r1lab.tools:calculator (repeat it, or separate with commas); "
+                         "chat runs each call and shows it with its result. A model trained with tools has its own (r1lab.json)")
+    ch.add_argument("--max-turns", type=int, default=None,
+                    help="with tools: the most generations (replies) per question (default: the model's, else 4)")
 
     srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (reasoning_content apart from content)")
     srv.add_argument("model", help="model directory, hub name or 'tinyworld'")

@@ -1,7 +1,9 @@
-"""Talk to a model in the terminal and watch it think: the <think> part dimmed, the answer plain."""
+"""Talk to a model in the terminal and watch it think: the <think> part dimmed, the answer plain; a model that
+calls tools has each call run (engines/episodes.py, as in training) and shown with its result."""
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import closing
 
@@ -9,18 +11,23 @@ from rich.console import Console
 from rich.text import Text
 
 from r1lab.config import EVAL_SAMPLING, SamplingConfig
-from r1lab.data.format import END_ANSWER, apply_template, response_prefix
+from r1lab.data.format import END_ANSWER, apply_template, conversation_prompt, response_prefix
 from r1lab.engines import make_engine
-from r1lab.models.io import load_model, trained_system
-from r1lab.ui.chat_input import clean, robust_stdin, too_long
-from r1lab.ui.display import show_response
+from r1lab.engines.episodes import Turns, run_episodes
+from r1lab.models.io import load_model, trained_system, trained_tools
+from r1lab.tools.box import ToolBox, load_tools
+from r1lab.tools.calls import CHAT, PLAIN, parse_call
+from r1lab.ui.chat_input import clean, context_of, robust_stdin, too_long
+from r1lab.ui.display import ToolShown, call_text, show_response
 
 # Sampled as models are evaluated (the paper's protocol), with room for a longer answer than a test's.
 CHAT_SAMPLING = SamplingConfig(**EVAL_SAMPLING, max_new_tokens=512)
+DEFAULT_TOOL_TURNS = 4  # generations per answer when tools are given to a model that records none
 
 
 def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None, sampling: SamplingConfig = CHAT_SAMPLING,
-         device: str = "auto", input_fn=input, console: Console | None = None, engine=None) -> None:
+         device: str = "auto", input_fn=input, console: Console | None = None, engine=None, tools: list[str] | None = None,
+         max_turns: int | None = None) -> None:
     """Interactive loop: read a question, sample a response, show its thinking dimmed and its answer plain.
 
     Each turn is independent: R1-Zero models are trained single-turn (one prompt, one response), so
@@ -28,13 +35,18 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
     'quit' or Ctrl-C at the prompt; Ctrl-C while the model writes stops that response only.
     The system text defaults to the one model_dir's model was trained with (its r1lab.json), if any.
 
+    Tools: those the model was trained to call (its r1lab.json) and `tools` (import paths, module:function);
+    with any, each answer is an episode of up to `max_turns` generations (default: the model's, else 4) whose
+    calls are run between them, and each call is shown with its result (`tool_episodes`).
+
     engine: what writes the responses, an object with `.tokenizer` and `.stream(prompt, sampling)`: an
-    iterator over the response's text that stops generating when closed. None: model_dir's model,
-    loaded on `device`.
+    iterator over the response's text that stops generating when closed (and `.generate_ids`, as the
+    engines have it, for tools). None: model_dir's model, loaded on `device`.
     """
     if template == "r1-zero":  # the format ends there; a base model would otherwise ramble on as "User: ..."
         sampling = sampling.model_copy(update={"stop": [*sampling.stop, END_ANSWER]})
     console = console or Console()
+    episodes = tool_episodes(model_dir, template, tools, max_turns)
     if engine is None:
         console.print(Text(f"loading {model_dir} ...", style="dim"))
         model, tokenizer = load_model(model_dir, device=device)
@@ -42,7 +54,8 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
     system = trained_system(model_dir, template) if system is None else system
     temperature, max_new_tokens = sampling.temperature, sampling.max_new_tokens
     mode = f"temperature {temperature}, top_p {sampling.top_p}" if temperature > 0 else "greedy"
-    console.print(Text(f"{model_dir} · template {template} · {mode} · up to {max_new_tokens} new tokens\n"
+    using = "" if episodes is None else f" · tools {', '.join(episodes.toolbox.tools)}, up to {episodes.max_turns} turns"
+    console.print(Text(f"{model_dir} · template {template} · {mode} · up to {max_new_tokens} new tokens{using}\n"
                        "each question is answered on its own (no memory of earlier turns); exit, quit or Ctrl-D to leave",
                        style="dim"))
     if input_fn is input:
@@ -59,20 +72,70 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
             break
         if not question:
             continue
-        prompt = apply_template(question, template, engine.tokenizer, system)
+        prompt = question_prompt(question, template, engine.tokenizer, system, episodes)
         if (problem := too_long(prompt, engine, max_new_tokens)) is not None:
             console.print(Text(problem, style="yellow"))
             continue
         t0 = time.time()
         try:
-            with closing(engine.stream(prompt, sampling)) as chunks:  # closing it stops the generation
-                text = show_response(chunks, console, response_prefix(prompt))
+            n = answer(engine, prompt, sampling, console, episodes)
         except KeyboardInterrupt:
             console.print(Text("\n(interrupted)", style="yellow"))
             continue
         except (ValueError, RuntimeError) as err:  # one bad line must not end the session
             console.print(Text(f"\n(could not answer that: {err})", style="yellow"))
             continue
-        n = len(engine.tokenizer(text, add_special_tokens=False)["input_ids"])  # the text re-tokenized: near enough
         console.print(Text(f"{n} tokens · {n / max(time.time() - t0, 1e-9):.1f} tokens/s", style="dim"))
     console.print(Text("bye", style="dim"))
+
+
+def tool_episodes(model_dir: str, template: str, tools: list[str] | None, max_turns: int | None) -> Turns | None:
+    """How chat runs a model's tool calls: the tools its r1lab.json records and `tools`, in the format the
+    template calls for (the plain <tool>...</tool> with r1-zero and none, Qwen's <tool_call> with a chat
+    template), up to `max_turns` generations (default: the model's); None when there are no tools."""
+    trained, trained_turns = trained_tools(model_dir)
+    names = list(dict.fromkeys([*trained, *(tools or [])]))
+    if not names:
+        return None
+    chat_format = template == "chat"
+    return Turns(ToolBox(load_tools(names)), max_turns or (trained_turns if trained else DEFAULT_TOOL_TURNS),
+                 CHAT if chat_format else PLAIN, "chat" if chat_format else "plain")
+
+
+def question_prompt(question: str, template: str, tokenizer, system: str | None, episodes: Turns | None) -> str:
+    """The prompt for one question; a chat template is shown the tools' schemas (a tiny-world model learned
+    its tools without them)."""
+    if episodes is not None and template == "chat":
+        schemas = [tool.schema for tool in episodes.toolbox.tools.values()]
+        return conversation_prompt([{"role": "user", "content": question}], template, tokenizer, system, tools=schemas)
+    return apply_template(question, template, tokenizer, system)
+
+
+def answer(engine, prompt: str, sampling: SamplingConfig, console: Console, episodes: Turns | None) -> int:
+    """Writes and shows the response to `prompt`; returns how many tokens the model wrote. Without tools it is
+    shown as it is sampled; with tools the episode runs whole (its turns as in training), then is shown."""
+    if episodes is None:
+        with closing(engine.stream(prompt, sampling)) as chunks:  # closing it stops the generation
+            text = show_response(chunks, console, response_prefix(prompt))
+        return len(engine.tokenizer(text, add_special_tokens=False)["input_ids"])  # the text re-tokenized: near enough
+    ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    limit = context_of(engine)
+    budget = sampling.max_new_tokens if limit is None else min(sampling.max_new_tokens, limit - len(ids))
+    rollout = run_episodes(engine, [ids], sampling, 1, episodes.toolbox, max_turns=episodes.max_turns, budget=budget,
+                           markers=episodes.markers, style=episodes.style)
+    show_response(episode_chunks(rollout.texts[0], episodes), console, response_prefix(prompt))
+    return int(rollout.loss_mask.sum())  # the model's tokens, not the results'
+
+
+def episode_chunks(text: str, episodes: Turns):
+    """An episode's text as show_response's chunks: the text between calls, and each call with its result. A
+    call is what follows the last opening marker before its close, as run_episodes reads it."""
+    call, end, result, result_end = (re.escape(marker) for marker in episodes.markers)
+    end_of_text = 0
+    for match in re.finditer(f"{call}((?:(?!{call}).)*?){end}\\s*{result}(.*?){result_end}", text, re.S):
+        yield text[end_of_text:match.start()]
+        written = match.group(1)
+        yield ToolShown(call_text(parse_call(written.strip(), episodes.toolbox.parameters, episodes.style), written),
+                        match.group(2).strip())
+        end_of_text = match.end()
+    yield text[end_of_text:]

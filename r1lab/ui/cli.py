@@ -167,12 +167,15 @@ def _sft(args) -> int:
 
 
 def _chat(args) -> int:
+    tools = [name.strip() for given in args.tools or [] for name in given.split(",") if name.strip()]
+    if args.max_turns is not None and args.max_turns < 1:
+        raise ValueError(f"--max-turns must be at least 1, not {args.max_turns}")
     if args.api:
         _need_serve_extra()
         from r1lab.ui.api_chat import api_chat, api_key_for
 
         api_chat(args.api, model=args.api_model or args.model, api_key=args.api_key or api_key_for(args.api),
-                 temperature=args.temperature, max_tokens=args.max_new_tokens)
+                 temperature=args.temperature, max_tokens=args.max_new_tokens, tools=tools, max_turns=args.max_turns)
         return 0
     from r1lab.config import SamplingConfig, changed
     from r1lab.ui.chat import CHAT_SAMPLING, chat
@@ -181,7 +184,7 @@ def _chat(args) -> int:
     sampling = changed(SamplingConfig, CHAT_SAMPLING, {k: v for k, v in given.items() if v is not None}, "chat")
     if args.model is None:
         raise ValueError("r1lab chat needs a model directory or hub name, or --api BASE_URL")
-    chat(args.model, template=args.template, sampling=sampling)
+    chat(args.model, template=args.template, sampling=sampling, tools=tools, max_turns=args.max_turns)
     return 0
 
 
