@@ -202,3 +202,25 @@ def test_report_shows_held_out_curves_and_the_aha_moment(tmp_path):
     import re
 
     assert re.search(r"rose fastest at step (19|20|21|22) ", page) and "at r1-zero step 13" in page and "wait, recheck 47 + 38 = 85" in page
+
+
+def test_tool_runs_get_their_curves_the_step_calling_pays_and_an_episode(tmp_path):
+    from r1lab.evaluation.plots import pays_from
+
+    rows = []
+    for step in range(1, 41):  # calling pays from step 21 on: before, episodes that call are right less often
+        calling, plain = (0.3, 0.5) if step <= 20 else (0.9, 0.4)
+        rows.append({"stage": "tools-rl", "step": step, "accuracy": 0.5, "tool_call_rate": step / 40, "tool_error_frac": 0.1,
+                     "turns_mean": 1.5, "accuracy_calling": calling, "accuracy_not_calling": plain})
+    assert 15 <= pays_from(rows)["tools-rl"] <= 21  # the smoothed gap turns positive around the change, and stays
+    assert pays_from([{**r, "accuracy_calling": 0.1} for r in rows])["tools-rl"] is None
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    episode = ("<think> x is about 4. check <tool>calculator(59 - (7 * 4 + 38))</tool><result>-7</result> too big. "
+               "wait, try 3: <tool>calculator(59 - (7 * 3 + 38))</tool><result>0</result> ok. </think> <answer> 3 </answer>")
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"stage": "tools-rl", "step": 40, "prompt": "Solve 7 * x + 38 = 59",
+                                                        "response": episode, "correct": True}) + "\n")
+    page = write_report(tmp_path).read_text()
+    assert (tmp_path / "plots" / "tools.png").exists()
+    assert "<h2>Tools</h2>" in page and "from step" in page
+    assert '<span class="tool">&lt;tool&gt;calculator(59 - (7 * 3 + 38))&lt;/tool&gt;</span>' in page
+    assert '<span class="result">&lt;result&gt;0&lt;/result&gt;</span>' in page

@@ -159,7 +159,7 @@ def test_lookup_questions_need_facts_no_corpus_holds():
     assert search("the Amazon") == "no entry for 'the Amazon'"
     docs = corpus(PretrainConfig(corpus_docs=3000), TinyWorldTask("tinyworld", train_size=3000, test_size=10))
     words = {w.strip(".,?!:") for d in docs for w in d.split()}
-    assert "km" not in words and not words & RIVERS.keys()  # pretraining never saw a river
+    assert not words & {"km", "river"}  # pretraining never saw a river
 
 
 def test_sft_never_learns_to_write_a_tool_result(tiny):
@@ -220,3 +220,21 @@ def test_tool_tokens_are_added_as_single_ids_without_moving_old_outputs(tiny_mod
     after = model(ids).logits[0, -1]
     assert after.shape[0] == before.shape[0] + 4
     torch.testing.assert_close(after[: before.shape[0]], before)  # old text, old outputs
+
+
+def test_check_lines_are_judged_with_and_without_the_calculator():
+    from r1lab.tinyworld.census import checks_right
+    from r1lab.tinyworld.problems import TinyWorldTask
+
+    ex = next(e for e in TinyWorldTask("tinyworld/arithmetic", train_size=200, test_size=10).examples("train")
+              if e.meta["parts"][1] == "+")
+    a, op, b, c, x = ex.meta["parts"]
+    value = a * (x - 1) + b
+    head = f"x is about {x - 1}. check {a} * {x - 1} = {a * (x - 1)}, {a * (x - 1)} + {b} = {value}, {c} - {value} = {c - value}, too small."
+    tool = f"x is about {x - 1}. check <tool>calculator({c} - ({a} * {x - 1} + {b}))</tool><result>{c - value}</result> too small."
+    assert checks_right(head, ex) == [(False, True)] and checks_right(tool, ex) == [(True, True)]
+    assert checks_right(head.replace("too small", "ok"), ex) == [(False, False)]  # the verdict must follow
+    assert checks_right(tool.replace("too small", "too big"), ex) == [(True, False)]
+    wrong_sum = head.replace(f"+ {b} = {value},", f"+ {b} = {value + 1},")
+    assert checks_right(wrong_sum, ex) == [(False, False)]
+    assert checks_right(tool.replace(f"({c} -", f"({c + 1} -"), ex) == [(True, False)]  # the check of another equation

@@ -20,6 +20,9 @@ PLOTS = [
      ["reflection_rate", "eval_reflection"]),
 ]
 PANELS = [(k, [k]) for k in ("kl", "clip_frac", "entropy", "zero_std_frac")]  # different scales: one small panel each
+# Episodes with tools (rl.tools): how often they call, whether the calls work, how many turns, and whether calling pays.
+TOOL_PANELS = [("episodes that call a tool", ["tool_call_rate"]), ("calls that work", ["tool_success_frac"]),
+               ("turns per episode", ["turns_mean"]), ("accuracy", ["accuracy_calling", "accuracy_not_calling", "accuracy"])]
 # R1-Zero's three pictures side by side (the paper's Figures 2-3 and the reflection it describes).
 STORY = [("accuracy", ["accuracy", "eval_pass@1"]), ("response length (tokens)", ["completion_len_mean", "eval_length"]),
          ("reflection rate", ["reflection_rate", "eval_reflection"])]
@@ -53,6 +56,22 @@ def fastest_rise(steps: list, values: list[float], window: int | None = None) ->
               for i in range(n)]
     slope, step = max(slopes, key=lambda t: t[0])
     return (step, slope) if slope > 0 else None
+
+
+def pays_from(rows: list[dict]) -> dict[str, int | None]:
+    """{stage: the step from which episodes that call a tool stay right more often than those that do not
+    (smoothed accuracy_calling above accuracy_not_calling at every later step), None if they never do}."""
+    calling, plain = metric_series(rows, "accuracy_calling"), metric_series(rows, "accuracy_not_calling")
+    out = {}
+    for stage in calling.keys() & plain.keys():
+        both = sorted(set(calling[stage][0]) & set(plain[stage][0]))
+        if not both:
+            continue
+        a = dict(zip(calling[stage][0], calling[stage][1]))
+        b = dict(zip(plain[stage][0], plain[stage][1]))
+        gaps = smooth([a[x] - b[x] for x in both])
+        out[stage] = next((x for i, x in enumerate(both) if all(g > 0 for g in gaps[i:])), None)
+    return out
 
 
 def is_number(v) -> bool:
@@ -135,7 +154,10 @@ def write_plots(metrics: list[dict], plots: Path) -> list[str]:
         made.append("r1-zero")
     if _plot_panels(plots / "health.png", metrics, PANELS, "Optimisation health"):
         made.append("health")
-    for name in [p[0] for p in PLOTS] + ["r1-zero", "health"]:
+    tool_rows = [{**r, "tool_success_frac": 1 - r["tool_error_frac"]} for r in metrics if "tool_error_frac" in r]
+    if _plot_panels(plots / "tools.png", tool_rows, TOOL_PANELS, "Tools: calls, their success, turns, and what calling pays"):
+        made.append("tools")
+    for name in [p[0] for p in PLOTS] + ["r1-zero", "health", "tools"]:
         if name not in made:  # a stale plot from an earlier report would contradict this one
             (plots / f"{name}.png").unlink(missing_ok=True)
     return made

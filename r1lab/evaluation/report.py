@@ -12,6 +12,7 @@ from r1lab.evaluation.plots import (
     fastest_rise,
     is_number,
     metric_series,
+    pays_from,
     write_plots,
 )
 from r1lab.store.logs import read_jsonl
@@ -84,12 +85,15 @@ def _eval_table(summary: dict, path: Path) -> str:
 def render_response(text: str, thinking: bool = False) -> str:
     """HTML of a completion with every character shown as text (tags too), the <think> part dimmed."""
     out, cls = [], "think" if thinking else ""
-    for part in re.split(r"(</?think>|</?answer>)", text):
+    for part in re.split(r"(</?think>|</?answer>|<tool>.*?</tool>|<result>.*?</result>)", text, flags=re.S):
         if not part:
             continue
         if part in ("<think>", "<answer>"):
             cls = part[1:-1]
         esc = html.escape(part)
+        if part.startswith(("<tool>", "<result>")):  # a call and the tool's result, apart from the thinking
+            out.append(f'<span class="{part[1:part.index(">")]}">{esc}</span>')
+            continue
         out.append(f'<span class="{cls}">{esc}</span>' if cls else esc)
         if part in ("</think>", "</answer>"):
             cls = ""
@@ -128,6 +132,19 @@ def _aha_html(metrics: list[dict], samples: list[dict]) -> str:
     return "<h2>The aha moment</h2>" + "".join(parts) if parts else ""
 
 
+def _tools_html(metrics: list[dict], samples: list[dict]) -> str:
+    """Episodes with tools: the step from which calling pays, and the last logged episode whose calls led it right."""
+    parts = [f"<p>{html.escape(stage)}: episodes that call a tool are right more often than those that do not "
+             + (f"from step {step} on (smoothed).</p>" if step is not None else "at no step from which it lasts.</p>")
+             for stage, step in pays_from(metrics).items()]
+    called = [r for r in samples if "<tool>" in str(r.get("response", "")) and r.get("correct")]
+    if called:
+        r = called[-1]
+        parts.append(f"<p>An episode ({html.escape(str(r.get('stage', 'run')))} step {r.get('step')}): calls in blue, the "
+                     f"tools' results in green.</p>{_sample_html(r)}")
+    return "<h2>Tools</h2>" + "".join(parts) if parts else ""
+
+
 def _samples_html(samples: list[dict]) -> str:
     by_stage: dict[str, list[dict]] = {}
     for r in samples:
@@ -147,7 +164,8 @@ table{border-collapse:collapse;font-variant-numeric:tabular-nums}td,th{padding:.
 td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:1rem 0}
 .sample{border:1px solid #e3e3e3;border-radius:6px;padding:.6rem .8rem;margin:.8rem 0}.meta{font-size:.9rem;color:#555}
 pre{white-space:pre-wrap;word-break:break-word;max-height:24rem;overflow:auto;margin:.4rem 0;font-size:.85rem}
-.think{color:#999;font-style:italic}.answer{font-weight:600}summary{cursor:pointer;color:#666;font-size:.85rem}"""
+.think{color:#999;font-style:italic}.answer{font-weight:600}.tool{color:#1565c0;font-style:normal}
+.result{color:#2e7d32;background:#eef7ee;font-style:normal}summary{cursor:pointer;color:#666;font-size:.85rem}"""
 
 
 def _load_json(path: Path) -> dict:
@@ -182,7 +200,7 @@ def write_report(run_dir: str | Path) -> Path:
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style>'
             f'</head><body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(sub)}{html.escape(str(run_dir))}</p>'
             f"{_base_html(summary)}{_model_table(summary, files['summary.json'])}{_eval_table(summary, files['summary.json'])}{'<h2>Training</h2>' + imgs if imgs else ''}"
-            f"{_aha_html(metrics, samples)}{_samples_html(samples)}</body></html>")
+            f"{_aha_html(metrics, samples)}{_tools_html(metrics, samples)}{_samples_html(samples)}</body></html>")
     out = run_dir / "report.html"
     out.write_text(page, encoding="utf-8")
     return out

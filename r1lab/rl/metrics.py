@@ -29,7 +29,7 @@ def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig
         "language_consistency": sum(map(language_consistency_reward, responses)) / len(responses),
         "zero_std_frac": (grouped.std(1) == 0).float().mean().item(),
         "entropy": float(masked_mean(rollout.entropies, rollout.completion_mask)) if rollout.entropies is not None else None,
-        **(episode_metrics(rollout) if rollout.turns is not None else {}),
+        **(episode_metrics(rollout, per_fn.get("accuracy")) if rollout.turns is not None else {}),
         **stats,
         "lr": lr,
         "tokens_per_s": int(lengths.sum().item() / max(t_step, 1e-9)),
@@ -39,15 +39,21 @@ def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig
     return {k: v for k, v in out.items() if v is not None}
 
 
-def episode_metrics(rollout) -> dict:
+def episode_metrics(rollout, accuracy: list[float | None] | None = None) -> dict:
     """Episodes with tools: turns and calls per episode, the share of episodes that called, of calls that came
-    back as errors, and of completion tokens that were tool results (read, not trained)."""
+    back as errors, and of completion tokens that were tool results (read, not trained); with `accuracy` (per
+    episode, None where it does not apply), the accuracy of the episodes that called and of those that did not:
+    whether calling pays (the report marks the step from which it does)."""
     episodes, calls = len(rollout.turns), sum(rollout.tool_calls)
     tokens = rollout.completion_mask.sum().clamp(min=1)
-    return {"turns_mean": sum(rollout.turns) / episodes, "tool_calls_mean": calls / episodes,
-            "tool_call_rate": sum(c > 0 for c in rollout.tool_calls) / episodes,
-            "tool_error_frac": sum(rollout.tool_errors) / calls if calls else 0.0,
-            "masked_token_frac": float((rollout.completion_mask - rollout.loss_mask).sum() / tokens)}
+    out = {"turns_mean": sum(rollout.turns) / episodes, "tool_calls_mean": calls / episodes,
+           "tool_call_rate": sum(c > 0 for c in rollout.tool_calls) / episodes,
+           "tool_error_frac": sum(rollout.tool_errors) / calls if calls else 0.0,
+           "masked_token_frac": float((rollout.completion_mask - rollout.loss_mask).sum() / tokens)}
+    for key, called in (("accuracy_calling", True), ("accuracy_not_calling", False)):
+        right = [a >= 1.0 for a, c in zip(accuracy or [], rollout.tool_calls) if a is not None and (c > 0) == called]
+        out[key] = sum(right) / len(right) if right else None
+    return out
 
 
 def step_samples(stage: str, step: int, seen: Scored, cfg: RLConfig) -> list[dict]:

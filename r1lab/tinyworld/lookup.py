@@ -1,9 +1,14 @@
-"""Lookup questions: deep research in miniature. A small knowledge base of made-up facts (the river Zor is 37 km
-long) that no pretraining document contains, questions that need one or two of them and maybe a subtraction, and
+"""Lookup questions: deep research in miniature. A small knowledge base of made-up facts (river 412 is 37 km long)
+that no pretraining document contains, questions that need one or two of them and maybe a subtraction, and
 `search`, the tool that finds them. Without the tool a model can only guess a length (chance: about 1 in 90).
 
-  lookup  "How long is the Zor?"                     -> 37         search("Zor") -> "Zor: 37 km"
-          "How much longer is the Zor than the Pel?"  -> 25 (37 - 12)
+  lookup  "How long is river 412?"                        -> 37         search(412) -> "river 412: 37 km"
+          "How much longer is river 412 than river 108?"  -> 25 (37 - 12)
+
+Rivers are numbered, not named: a search must copy the river out of the question, and the tiny world's base
+copies numbers (its checks copy the equation's) but never learned to copy letters. With three-letter names
+("the Zor") the SFT'd model searched for made-up names of its own, whatever the question asked: lookup pass@1
+0.003 after 4 epochs on 3,800 lookup traces (docs/TOOLS.md).
 """
 
 from __future__ import annotations
@@ -11,25 +16,20 @@ from __future__ import annotations
 import random
 
 RIVERS_IN_KB = 240
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z")
-_VOWELS = ("a", "e", "i", "o", "u")
-_CODAS = ("l", "n", "r", "s", "k", "m")
 
 
 def _knowledge_base() -> dict[str, int]:
-    """River name -> length in km, the same on every machine (a fixed random stream of its own)."""
-    rng, rivers = random.Random("tinyworld-facts"), {}
-    while len(rivers) < RIVERS_IN_KB:
-        name = (rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)).capitalize()
-        rivers.setdefault(name, rng.randint(10, 99))
-    return rivers
+    """River number (three digits, unlike any length) -> length in km, the same on every machine (a fixed random
+    stream of its own)."""
+    rng = random.Random("tinyworld-facts")
+    return {str(number): rng.randint(10, 99) for number in rng.sample(range(100, 1000), RIVERS_IN_KB)}
 
 
 RIVERS = _knowledge_base()
 
 
 def fact(name: str) -> str:
-    return f"{name}: {RIVERS[name]} km"  # terse: a result's tokens come out of the episode's budget
+    return f"river {name}: {RIVERS[name]} km"  # terse: a result's tokens come out of the episode's budget
 
 
 def lookup_problem(rng: random.Random) -> tuple[str, str, list[str]]:
@@ -37,11 +37,11 @@ def lookup_problem(rng: random.Random) -> tuple[str, str, list[str]]:
     names = sorted(RIVERS)
     first = rng.choice(names)
     if rng.random() < 0.5:
-        return f"How long is the {first}?", str(RIVERS[first]), [first]
+        return f"How long is river {first}?", str(RIVERS[first]), [first]
     second = rng.choice([n for n in names if RIVERS[n] < RIVERS[first]] or [first])
     if second == first:
-        return f"How long is the {first}?", str(RIVERS[first]), [first]
-    return (f"How much longer is the {first} than the {second}?", str(RIVERS[first] - RIVERS[second]),
+        return f"How long is river {first}?", str(RIVERS[first]), [first]
+    return (f"How much longer is river {first} than river {second}?", str(RIVERS[first] - RIVERS[second]),
             [first, second])
 
 
@@ -49,8 +49,8 @@ def search(query: str) -> str:
     """Searches the knowledge base for facts about a river.
 
     Args:
-        query: the river's name, e.g. "Zor".
+        query: the river's number, e.g. "412".
     """
-    words = {w.strip(".,?!'\"").capitalize() for w in query.split()}
+    words = {w.strip(".,?!:;'\"()") for w in query.split()}
     found = [fact(name) for name in sorted(words & RIVERS.keys())][:3]
     return "; ".join(found) if found else f"no entry for {query.strip()[:40]!r}"

@@ -3,10 +3,10 @@ the model's first sight of the call and result tokens, which no pretraining docu
 
   arithmetic  "x is about 6. check <tool>calculator(72 - (7 * 6 + 23))</tool><result>7</result> too small.
                wait, try 7: <tool>calculator(72 - (7 * 7 + 23))</tool><result>0</result> ok."
-  lookup      "<tool>search(Zor)</tool><result>Zor: 37 km</result> <tool>search(Pel)</tool><result>Pel: 12 km</result>
-               <tool>calculator(37 - 12)</tool><result>25</result>"
+  lookup      "<tool>search(412)</tool><result>river 412: 37 km</result> <tool>search(108)</tool><result>river 108:
+               12 km</result> <tool>calculator(37 - 12)</tool><result>25</result>"
   arithmetic, no tool: the same check computed in the head (solutions.py's "check" style)
-  lookup, no tool: "the Zor is about 40 km long." (a guess: what a model without the tool can do)
+  lookup, no tool: "river 412 is about 40 km long." (a guess: what a model without the tool can do)
 
 Only `tool_share` of the traces call a tool, so RL has a choice to select: call, or answer from the head. With
 tool_share=0 the traces are the no-tools arm's of `r1lab compare tools-vs-no-tools`: the same procedure, every
@@ -64,7 +64,7 @@ def lookup_guess(rng: random.Random, example: Example) -> tuple[str, str]:
     """What a model without the tool can do: guess a length (right by chance) -> (thinking, answer)."""
     rivers = example.meta["rivers"]
     guesses = [rng.randint(10, 99) for _ in rivers]
-    words = " ".join(f"the {r} is about {g} km long." for r, g in zip(rivers, guesses))
+    words = " ".join(f"river {r} is about {g} km long." for r, g in zip(rivers, guesses))
     if len(rivers) == 1:
         return words, str(guesses[0])
     return f"{words} {guesses[0]} - {guesses[1]} = {guesses[0] - guesses[1]}.", str(guesses[0] - guesses[1])
