@@ -5,6 +5,8 @@ torch engine continues from token ids exactly as from text."""
 from __future__ import annotations
 
 import copy
+import random
+import time
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from r1lab.config import SamplingConfig
 from r1lab.engines import make_engine
 from r1lab.engines.base import Rollout
 from r1lab.engines.episodes import run_episodes
+from r1lab.engines.torch_engine import TorchEngine
 from r1lab.rl.loop import train_rl
 from r1lab.tools import calculator
 from r1lab.tools.box import Tool, ToolBox
@@ -129,3 +132,215 @@ def test_train_rl_runs_tool_episodes_and_logs_them(tiny, tokenizer, tmp_path):
              report=rows.append, max_turns=3)
     assert [r["tool_calls_mean"] for r in rows] == [1.0, 1.0] and all(r["turns_mean"] == 2 for r in rows)
     assert all(r["tool_error_frac"] == 0 and 0 < r["masked_token_frac"] < 1 for r in rows)
+
+
+# ---- the torch engine's live path: one decode loop, results prefilled into the live KV cache ----------------
+
+PROMPTS = ["Compute 1 + 1", "User: Make 12 from 2, 3, 4. Assistant: <think>", "Hi"]  # lengths differ: left padding
+
+
+def _lifted(model, tokenizer):
+    """`model` with the markers as tokens, `</tool>` and EOS lifted so that random weights write calls (about one
+    token in seven) and some episodes end early."""
+    model.resize_token_embeddings(len(tokenizer))
+    lift = torch.zeros(len(tokenizer))
+    lift[tokenizer.convert_tokens_to_ids("</tool>")], lift[tokenizer.eos_token_id] = 4.0, 1.5
+    model.lm_head.register_forward_hook(lambda m, i, out: out + lift)
+    return model
+
+
+@pytest.fixture
+def tool_model(tiny, tokenizer):
+    return _lifted(copy.deepcopy(tiny[0]), tokenizer)
+
+
+@pytest.fixture
+def gqa_tool_model(tokenizer):
+    """A Llama whose 4 query heads share 2 key/value heads (the tiny one has 4 of each)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=0)
+    return _lifted(LlamaForCausalLM(config).eval(), tokenizer)
+
+
+class Responder:
+    """A deterministic `respond`: row r's results are `<result>`, (r % 3) * 3 digits, `</result>` (3 lengths in a
+    batch); every fourth row's second call ends its episode (None). Records what it was asked and answered."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.asked, self.answered = tokenizer, {}, {}
+        self.head, self.tail = (tokenizer.convert_tokens_to_ids(m) for m in ("<result>", "</result>"))
+        self.digit = tokenizer("7", add_special_tokens=False)["input_ids"][-1]
+
+    def __call__(self, rows, turn_ids):
+        out = []
+        for r, ids in zip(rows, turn_ids):
+            asked = self.asked.setdefault(r, [])
+            asked.append(ids)
+            digits = [self.digit + len(asked)] * (r % 3 * 3)  # each call's result has digits of its own
+            out.append(None if r % 4 == 3 and len(asked) == 2 else [self.head, *digits, self.tail])
+            self.answered.setdefault(r, []).append(out[-1])
+        return out
+
+
+def _episodes(model, tokenizer, respond, n=4, budget=48, max_turns=4, seed=0, **kw):
+    engine = TorchEngine(model, tokenizer, seed=seed)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    return ids, engine.run_episodes(ids, SamplingConfig(temperature=1.0, max_new_tokens=budget), n, respond,
+                                    close="</tool>", max_turns=max_turns, **kw)
+
+
+def _teacher_forced(model, prompt, completion):
+    """-> log-probs and entropies (len(completion),) of the model's own forward over prompt + completion (fp32)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1: -1].float()
+    logprobs = logits.log_softmax(-1)
+    return logprobs.gather(1, torch.tensor(completion)[:, None]).squeeze(1), -(logprobs.exp() * logprobs).sum(-1)
+
+
+def _segments(mask_row: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each run of 0s (the results) in a loss mask."""
+    runs, start = [], None
+    for i, m in enumerate(mask_row + [1]):
+        if m == 0 and start is None:
+            start = i
+        elif m == 1 and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def _check_structure(rollout, respond, tokenizer, budget: int, max_turns: int) -> None:
+    """Each row's results are exactly the ids respond returned, in order (the last maybe cut by the budget), each
+    after a turn that closed a call; turns, the budget and max_turns hold; a row ends short of the budget only
+    by EOS or a turn that was no call after all, and is truncated exactly when it reached the budget."""
+    close = tokenizer.convert_tokens_to_ids("</tool>")
+    assert max(rollout.turns) <= max_turns and int(rollout.lengths.max()) <= budget
+    for r, n in enumerate(rollout.lengths.tolist()):
+        completion, mask = rollout.completion_ids[r, :n].tolist(), rollout.loss_mask[r, :n].tolist()
+        asked, answered = respond.asked.get(r, []), respond.answered.get(r, [])
+        results, runs = [a for a in answered if a is not None], _segments(mask)
+        assert [completion[a:b] for a, b in runs] == [x[: n - a] for x, (a, _) in zip(results, runs)]
+        assert len(runs) == len(results) and len(asked) <= max_turns - 1
+        assert all(t[-1] == close for t in asked)  # a row waits only on a call it closed, and sends this turn's ids
+        assert all(completion[a - 1] == close for a, _ in runs)
+        assert rollout.turns[r] == 1 + len(results) - (n == budget and mask[-1] == 0)
+        assert rollout.truncated[r] == (n == budget)
+        if n < budget:
+            assert completion[-1] == tokenizer.eos_token_id or answered[-1:] == [None]
+
+
+@pytest.mark.parametrize("kind", ["tiny", "gqa"])
+def test_live_episodes_match_a_teacher_forced_forward_and_keep_result_ids(kind, request, tokenizer, one_thread):
+    tool_model = request.getfixturevalue("tool_model" if kind == "tiny" else "gqa_tool_model")
+    respond = Responder(tokenizer)
+    prompt_ids, rollout = _episodes(tool_model, tokenizer, respond, n=4, budget=48, max_turns=4)
+    lengths, calls = rollout.lengths.tolist(), {r: len(a) for r, a in respond.answered.items()}
+    # the batch holds what the test is about: rows with 3 calls, results of 3 lengths, rows that ended early
+    # (EOS or no call) while others decoded on, rows at the budget
+    assert max(calls.values()) == 3 and len({r % 3 for r in calls}) == 3 and min(lengths) < 48 and max(lengths) == 48
+    assert any(a[-1] is None for a in respond.answered.values())
+    _check_structure(rollout, respond, tokenizer, 48, 4)
+    for r, n in enumerate(lengths):
+        completion, trained = rollout.completion_ids[r, :n].tolist(), rollout.loss_mask[r, :n].bool()
+        expected, entropies = _teacher_forced(tool_model, prompt_ids[r // 4], completion)
+        torch.testing.assert_close(rollout.logprobs[r, :n][trained], expected[trained], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(rollout.entropies[r, :n][trained], entropies[trained], atol=1e-4, rtol=1e-4)
+        assert rollout.logprobs[r, :n][~trained].eq(0).all() and rollout.completion_mask[r, n:].eq(0).all()
+
+
+def test_live_episodes_hold_max_turns_and_the_budget(tool_model, tokenizer, one_thread):
+    respond = Responder(tokenizer)
+    _, rollout = _episodes(tool_model, tokenizer, respond, budget=64, max_turns=2)
+    _check_structure(rollout, respond, tokenizer, 64, 2)
+    last_turns = []  # what the rows in their last turn wrote: "</tool>" no longer ends a turn
+    for r, n in enumerate(rollout.lengths.tolist()):
+        if rollout.turns[r] == 2:
+            result_end = _segments(rollout.loss_mask[r, :n].tolist())[0][1]
+            last_turns.append(tokenizer.decode(rollout.completion_ids[r, result_end:n].tolist()))
+    assert any("</tool>" in text for text in last_turns)
+    respond = Responder(tokenizer)
+    _, rollout = _episodes(tool_model, tokenizer, respond, budget=20, max_turns=6)
+    _check_structure(rollout, respond, tokenizer, 20, 6)
+    cut = [n == 20 and m == 0 for n, m in zip(rollout.lengths.tolist(), rollout.loss_mask[:, 19].tolist())]
+    assert any(cut)  # a result cut by the budget
+
+
+def test_live_episodes_without_calls_sample_what_generate_ids_samples(tool_model, tokenizer, one_thread):
+    """max_turns=1: no call is waited on, the live loop is generation: the same draws give the same tokens."""
+    ids, live = _episodes(tool_model, tokenizer, Responder(tokenizer), n=3, budget=24, max_turns=1, seed=5)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=24)
+    plain = TorchEngine(tool_model, tokenizer, seed=5).generate_ids(ids, sampling, n=3)
+    assert torch.equal(live.completion_ids, plain.completion_ids) and live.truncated == plain.truncated
+    torch.testing.assert_close(live.logprobs, plain.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_seeded_live_episodes_are_the_same_twice_and_apart_from_the_batch(tool_model, tokenizer, one_thread):
+    slow, jitter = Responder(tokenizer), random.Random(0)
+
+    def slow_tools(rows, turn_ids):  # tools that take their time: rows resume at the same step all the same
+        time.sleep(jitter.uniform(0, 0.02))
+        return slow(rows, turn_ids)
+
+    _, a = _episodes(tool_model, tokenizer, Responder(tokenizer), seed=3)
+    _, b = _episodes(tool_model, tokenizer, slow_tools, seed=3)
+    assert torch.equal(a.completion_ids, b.completion_ids) and torch.equal(a.logprobs, b.logprobs) and a.turns == b.turns
+    # per-prompt seeds: a prompt's episodes are drawn from its own seed, whatever else is in the batch
+    _, together = _episodes(tool_model, tokenizer, Responder(tokenizer), seeds=[11, 12, 13])
+    engine = TorchEngine(tool_model, tokenizer, seed=0)
+    alone = engine.run_episodes([tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]], SamplingConfig(
+        temperature=1.0, max_new_tokens=48), 4, Responder(tokenizer), close="</tool>", max_turns=4, seeds=[11])
+    T = alone.completion_ids.size(1)
+    assert torch.equal(together.completion_ids[:4, :T], alone.completion_ids) and together.turns[:4] == alone.turns
+    torch.testing.assert_close(together.logprobs[:4, :T], alone.logprobs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_run_episodes_with_tools_on_both_torch_paths(tool_model, tokenizer, fast, one_thread):
+    """Through episodes.py with a real tool box: the fast path runs live, the plain one (no FastDecoder) turn by
+    turn over generate_ids; both give the same Rollout fields, results as `<result>...</result>` ids."""
+    engine = TorchEngine(tool_model, tokenizer, seed=1, fast=fast)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    if not fast:
+        assert engine.run_episodes(ids, SamplingConfig(), 1, None, close="</tool>", max_turns=2) is None
+    rollout = run_episodes(engine, ids, SamplingConfig(temperature=1.0, max_new_tokens=48), 3,
+                           ToolBox([Tool.of(calculator)]), max_turns=3, budget=48, max_result_tokens=6)
+    head, tail = (tokenizer.convert_tokens_to_ids(m) for m in ("<result>", "</result>"))
+    assert sum(rollout.tool_calls) > 0 and rollout.tool_errors == rollout.tool_calls  # random text: calls are errors
+    assert rollout.exact_logprobs and max(rollout.turns) <= 3 and int(rollout.lengths.max()) <= 48
+    for r, n in enumerate(rollout.lengths.tolist()):
+        completion, mask = rollout.completion_ids[r, :n].tolist(), rollout.loss_mask[r, :n].tolist()
+        runs = _segments(mask)
+        assert len(runs) == rollout.tool_calls[r] and rollout.turns[r] == len(runs) + 1 - (n == 48 and mask[-1] == 0)
+        assert rollout.truncated[r] == (n == 48)
+        for a, b in runs:
+            assert completion[a] == head and (completion[b - 1] == tail and b - a <= 8 or b == 48)  # 6 tokens at most
+            assert tokenizer.decode(completion[a:b]).startswith("<result>error") or b == 48
+        expected, _ = _teacher_forced(tool_model, ids[r // 3], completion)
+        trained = rollout.loss_mask[r, :n].bool()
+        torch.testing.assert_close(rollout.logprobs[r, :n][trained], expected[trained], atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_live_episodes_log_probs_are_the_training_pass_s(tiny_model_dir, tokenizer, one_thread):
+    """In bf16 (fp32 master weights) the chunks of results compute what the training pass computes, up to bf16 rounding."""
+    from r1lab.models.device import autocast
+    from r1lab.models.io import load_model
+
+    model, _ = load_model(str(tiny_model_dir), device="cpu", dtype="bf16", master_weights=True)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # an untrained model's logits are near 0: spread them so rounding shows
+            p.mul_(1 + torch.rand_like(p))
+    model = _lifted(model, tokenizer)
+    respond = Responder(tokenizer)
+    prompt_ids, rollout = _episodes(model, tokenizer, respond, n=4, budget=40, max_turns=4)
+    assert sum(len(a) for a in respond.answered.values()) >= 6
+    _check_structure(rollout, respond, tokenizer, 40, 4)
+    for r, n in enumerate(rollout.lengths.tolist()):
+        with autocast(model):
+            expected, _ = _teacher_forced(model, prompt_ids[r // 4], rollout.completion_ids[r, :n].tolist())
+        trained = rollout.loss_mask[r, :n].bool()
+        torch.testing.assert_close(rollout.logprobs[r, :n][trained], expected[trained], atol=0.03, rtol=0.03)

@@ -1,6 +1,6 @@
 """What every rollout engine returns (`Rollout`) and provides (`Engine`); what an engine that also streams one
 completion as text for chat provides (`StreamingEngine`); and token sampling shared by the torch engine's two
-paths."""
+paths (and their left-padded prompts)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,14 @@ class Engine(Protocol):
     weights being trained: an engine with its own copy of the weights (vLLM) takes them in `load_weights`,
     which the trainer calls after every optimizer step. Optional: `in_process = True` for an engine that
     computes in this process (the torch engine), so the trainer fits its CPU threads around it.
+
+    Optional, for episodes with turns (engines/episodes.py): `run_episodes(prompt_ids, sampling, n, respond, *,
+    close, max_turns, seeds=None) -> Rollout | None` runs them in the engine's own decode loop: every episode
+    at most sampling.max_new_tokens completion tokens (generated + results) and max_turns generations; a turn
+    that writes `close` (with turns left) waits for `respond(rows, turn_ids)` (rows: episode indices; turn_ids:
+    each one's ids of this turn), which returns one result per row, the ids to append as read (loss_mask 0,
+    log-prob 0), or None to end that episode. The Rollout has loss_mask and turns; None means the engine
+    cannot here, and episodes.py runs turns over generate_ids. The torch engine's fast path has it.
     """
 
     tokenizer: object  # the one it was built with: prompts are rendered and padded with it
@@ -116,6 +124,17 @@ class StreamingEngine(Engine, Protocol):
 def pad_id(tokenizer) -> int:
     """The id completions are padded with: the tokenizer's pad token, else its EOS."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def left_padded(prompt_ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of several lengths as one batch: ids, attention mask (prompts, longest), padded on the left."""
+    width = max(map(len, prompt_ids))
+    ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for i, p in enumerate(prompt_ids):
+        ids[i, width - len(p):] = torch.tensor(p)
+        attn[i, width - len(p):] = 1
+    return ids.to(device), attn.to(device)
 
 
 def filter_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:

@@ -3,12 +3,14 @@ append each result as token ids, and generate on, for up to `max_turns` turns.
 
     rollout = run_episodes(engine, prompt_ids, sampling, n, toolbox, max_turns=3, budget=128)
 
-Any engine with `generate_ids` runs episodes: each turn it continues every live episode from exactly the ids it
-has (prompt + everything generated + results), so generated text is never tokenised again (a known source of
-drift between what was sampled and what is trained). The episodes of a batch advance together, one turn at a
-time; between turns their calls run at once (ToolBox.run_many), so one slow tool holds no other episode's
-decoding back beyond the turn. A result's tokens are in the completion (the policy reads them) but out of its
-loss mask (it did not write them): rl/step.py trains only the tokens the policy sampled.
+An episode always goes on from exactly the ids it has (prompt + everything generated + results), so generated
+text is never tokenised again (a known source of drift between what was sampled and what is trained). The torch
+engine's fast path runs the whole batch in one decode loop (engines/live_episodes.py): a row that closes a call
+waits while the others decode, its call runs at once with the others closed that step (ToolBox.run_many), and
+its result is prefilled into the live KV cache. Any other engine (vLLM, which caches prefixes itself; the torch
+engine's plain path) runs turn by turn over `generate_ids`: the episodes advance together, one turn at a time,
+their calls run at once between turns. A result's tokens are in the completion (the policy reads them) but out
+of its loss mask (it did not write them): rl/step.py trains only the tokens the policy sampled.
 """
 
 from __future__ import annotations
@@ -44,19 +46,61 @@ def run_episodes(engine, prompt_ids: list[list[int]], sampling, n: int, toolbox:
                  budget: int, markers: tuple[str, str, str, str] = PLAIN, style: str = "plain",
                  max_result_tokens: int = MAX_RESULT_TOKENS) -> Rollout:
     """n episodes per prompt; each holds at most `budget` completion tokens (generated + results) and at most
-    `max_turns` generations. `markers`: call open / close, result open / close (tools/calls.py)."""
+    `max_turns` generations. `markers`: call open / close, result open / close (tools/calls.py). An engine with
+    `run_episodes` (engines/base.py Engine: the torch engine's fast path) runs them in one decode loop, results
+    prefilled into its live KV cache; any other, or one that declines, turn by turn over generate_ids."""
+    N, tokenizer = len(prompt_ids) * n, engine.tokenizer
+    calls, errors = [0] * N, [0] * N
+    # The result markers' ids, once. Encoding on this thread first also settles a fast tokenizer's truncation state:
+    # `answer` encodes on a worker thread beside the engine's decodes, and resetting it there would clash.
+    head, tail = (tokenizer(m, add_special_tokens=False)["input_ids"] for m in markers[2:])
+
+    def answer(rows: list[int], texts: list[str]) -> list[list[int] | None]:
+        """The turns of `rows` (their texts) ended at a call's close marker: their results' ids, run at once
+        (`<result>...</result>`, the text cut to max_result_tokens); None for a turn that was no call after all."""
+        found = [(i, _call_in(text, toolbox, markers, style)) for i, text in zip(rows, texts)]
+        made = [(i, call) for i, call in found if call is not None]
+        results = toolbox.run_many([call for _, call in made])
+        bodies = tokenizer(results, add_special_tokens=False)["input_ids"] if results else []
+        out = dict.fromkeys(rows)
+        for (i, _), result, body in zip(made, results, bodies):
+            calls[i] += 1
+            errors[i] += result.startswith("error:")
+            out[i] = head + body[:max_result_tokens] + tail
+        return [out[i] for i in rows]
+
+    live, rollout = getattr(engine, "run_episodes", None), None
+    if live is not None:
+        rollout = live(prompt_ids, sampling.model_copy(update={"max_new_tokens": budget}), n,
+                       lambda rows, ids: answer(rows, tokenizer.batch_decode(ids)), close=markers[1],
+                       max_turns=max_turns)
+    if rollout is None:
+        rollout = _turn_by_turn(engine, prompt_ids, sampling, n, answer, max_turns, budget, markers[1])
+    rollout.tool_calls, rollout.tool_errors = calls, errors
+    return rollout
+
+
+def _call_in(text: str, toolbox: ToolBox, markers, style: str):
+    """The call a turn ends with (tools/calls.py ToolCall, maybe one with an error), or None if it ends in none."""
+    if not text.rstrip().endswith(markers[1]):
+        return None
+    return parse_call(text.rstrip()[: -len(markers[1])].rpartition(markers[0])[2], toolbox.parameters, style)
+
+
+def _turn_by_turn(engine, prompt_ids, sampling, n: int, answer, max_turns: int, budget: int, close: str) -> Rollout:
+    """Episodes over generate_ids: each turn continues every live episode from all its ids (prompt + episode so far)."""
     tokenizer = engine.tokenizer
     rows = [list(p) for p in prompt_ids for _ in range(n)]
     ids, logprobs, trained = ([[] for _ in rows] for _ in range(3))
-    calls, errors, turns, truncated = [0] * len(rows), [0] * len(rows), [0] * len(rows), [False] * len(rows)
+    turns, truncated = [0] * len(rows), [False] * len(rows)
     live, exact = list(range(len(rows))), True
     for turn in range(max_turns):
         room = max(budget - len(ids[i]) for i in live)
-        stops = [*sampling.stop, markers[1]] if turn < max_turns - 1 else list(sampling.stop)
+        stops = [*sampling.stop, close] if turn < max_turns - 1 else list(sampling.stop)
         out = engine.generate_ids([rows[i] + ids[i] for i in live], sampling.model_copy(
             update={"max_new_tokens": min(sampling.max_new_tokens, room), "stop": stops}), n=1)
         exact = exact and out.exact_logprobs
-        waiting = []  # (episode, call) of the episodes whose turn ended in a call
+        waiting = []  # the episodes whose turn ended at a call's close marker, with the turn's text
         for row, i in enumerate(live):
             length = min(int(out.completion_mask[row].sum()), budget - len(ids[i]))
             new = out.completion_ids[row, :length].tolist()
@@ -65,17 +109,14 @@ def run_episodes(engine, prompt_ids: list[list[int]], sampling, n: int, toolbox:
             trained[i] += [1] * length
             turns[i] += 1
             text = tokenizer.decode(new)
-            if turn < max_turns - 1 and text.rstrip().endswith(markers[1]) and len(ids[i]) < budget:
-                inside = text.rstrip()[: -len(markers[1])].rpartition(markers[0])[2]
-                waiting.append((i, parse_call(inside, toolbox.parameters, style)))
+            if turn < max_turns - 1 and text.rstrip().endswith(close) and len(ids[i]) < budget:
+                waiting.append((i, text))
             else:
                 truncated[i] = bool(out.truncated[row]) or len(ids[i]) >= budget
-        results = toolbox.run_many([call for _, call in waiting])
+        results = answer([i for i, _ in waiting], [text for _, text in waiting])
         live = []
-        for (i, call), result in zip(waiting, results):
-            calls[i] += 1
-            errors[i] += result.startswith("error:")
-            appended = _result_ids(tokenizer, result, markers, max_result_tokens)[: budget - len(ids[i])]
+        for (i, _), appended in zip(waiting, results):
+            appended = appended[: budget - len(ids[i])]
             ids[i] += appended
             logprobs[i] += [0.0] * len(appended)
             trained[i] += [0] * len(appended)
@@ -85,16 +126,10 @@ def run_episodes(engine, prompt_ids: list[list[int]], sampling, n: int, toolbox:
                 truncated[i] = True
         if not live:
             break
-    return _rollout(tokenizer, prompt_ids, n, ids, logprobs, trained, truncated, calls, errors, turns, exact)
+    return _rollout(tokenizer, prompt_ids, n, ids, logprobs, trained, truncated, turns, exact)
 
 
-def _result_ids(tokenizer, result: str, markers, max_tokens: int) -> list[int]:
-    """A tool's result as the policy will read it: `<result>...</result>`, its text cut to `max_tokens`."""
-    head, body, tail = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in (markers[2], result, markers[3]))
-    return head + body[:max_tokens] + tail
-
-
-def _rollout(tokenizer, prompt_ids, n, ids, logprobs, trained, truncated, calls, errors, turns, exact) -> Rollout:
+def _rollout(tokenizer, prompt_ids, n, ids, logprobs, trained, truncated, turns, exact) -> Rollout:
     T = max(1, max(map(len, ids)))
     pad = pad_id(tokenizer)
 
@@ -105,5 +140,5 @@ def _rollout(tokenizer, prompt_ids, n, ids, logprobs, trained, truncated, calls,
     return Rollout(prompt_ids=[list(p) for p in prompt_ids], completion_ids=padded(ids, pad, torch.long),
                    completion_mask=completion_mask, logprobs=padded(logprobs, 0.0, torch.float),
                    texts=tokenizer.batch_decode(ids, skip_special_tokens=True), truncated=truncated, n=n,
-                   loss_mask=padded(trained, 0, torch.long), tool_calls=calls, tool_errors=errors, turns=turns,
+                   loss_mask=padded(trained, 0, torch.long), turns=turns,
                    exact_logprobs=exact)

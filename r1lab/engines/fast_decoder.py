@@ -23,6 +23,8 @@ class KVCache:
 
     bias (slots * kv_heads, 1, P + width) is added to the attention scores: -inf on the prompt's padding and
     on generated columns not written yet (`open(t)` unmasks column P + t). rows[i] is the output row of slot i.
+    In episodes with turns (engines/live_episodes.py) each slot fills its columns at its own pace (`extend`,
+    `open_at`): a slot's generated columns are its completion so far, tool results included.
     Attention reads whole contiguous blocks: CPU batched matmuls on slices are several times slower. One
     block per slot (not the prompt once per group) reads the prompt n times, but keeps attention at three
     ops per layer, where the shared prompt needed a dozen reshapes and gathers: at these sizes ops cost
@@ -48,8 +50,18 @@ class KVCache:
         for cache, x in ((self.k[layer], k), (self.v[layer], v)):
             cache[:, :, : self.P].unflatten(0, (-1, self.n)).copy_(x[:, None].expand(-1, self.n, -1, -1, -1))
 
+    @staticmethod
+    def compact_now(slots: int, live: int, steps_left: int) -> bool:
+        """Drop finished rows when carrying them for the steps left costs more than copying the cache once:
+        a finished row costs about 1/slots of a step per step, the copy about two steps' attention."""
+        return (slots - live) * steps_left >= 2 * slots
+
     def open(self, t: int) -> None:
         self.bias[:, :, self.P + t] = 0
+
+    def open_at(self, slots: torch.Tensor, columns: torch.Tensor) -> None:
+        """Unmasks generated column columns[i] of slot slots[i] only (episodes: slots write at columns of their own)."""
+        self.bias.view(-1, self.kv_heads, self.bias.size(-1))[slots, :, self.P + columns] = 0
 
     def rebuild(self, keep: torch.Tensor | None, width: int) -> None:
         """Keeps the slots `keep` (None: all) and widens the generated part to `width` columns."""
@@ -266,3 +278,69 @@ class FastDecoder:
             out = torch.bmm(probs, values.view(B * Hkv, -1, d))
             x = self._mlp_and_residual(layer, x, out.view(B, H * d))
         return self.model.lm_head(_rms_norm(x, self.norm)).float()
+
+    def extend(self, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, columns: torch.Tensor, chunks: int,
+               cache: KVCache) -> torch.Tensor:
+        """Chunks of tokens, each going on from where its slot is (at most one chunk per slot): ids, positions,
+        slots, generated columns (R,), laid out as the first token of every chunk in slot order (`chunks` of them),
+        then the chunks' later tokens, chunk after chunk, each in order. A token attends to its slot's open columns
+        and its chunk up to itself. -> the next-token logits after each chunk (chunks, V) as float32, in slot order.
+
+        Work goes by tokens, not by slots x the longest chunk: the matmuls run on the R tokens, attention as a decode
+        step for the first tokens and apart for the later ones (tool results), over a copy of their few slots' cache."""
+        B, F, H, d, g = cache.k[0].size(0), chunks, self.heads, self.head_dim, self.heads // self.kv_heads
+        written, firsts = cache.P + columns, slots[:F]
+        cache.open_at(firsts, columns[:F])  # the later tokens' columns open after the forward: first tokens never see them
+        later, last = self._later(slots[F:], written[F:], firsts, cache) if len(ids) > F else (None, torch.arange(F))
+        pick = None  # each slot's query in the decode-step attention: its first token; any, for a slot feeding nothing
+        if F < B:
+            pick = torch.zeros(B, dtype=torch.long, device=ids.device).index_put_((firsts,), torch.arange(F).to(ids.device))
+        x = self.embed(ids)
+        cos, sin = (c.unsqueeze(-2) for c in self._rope(positions))
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, _rms_norm(x, layer["ln1"]), cos, sin)  # (R, heads, d)
+            keys, values = cache.k[i], cache.v[i]  # (B, Hkv, P + width, d)
+            keys[slots, :, written], values[slots, :, written] = k, v
+            q = q * self.scaling
+            first = q[:F] if pick is None else q.index_select(0, pick)  # (B, H, d)
+            scores = torch.baddbmm(cache.bias, first.view(-1, g, d), keys.view(B * self.kv_heads, -1, d).transpose(1, 2))
+            probs = scores.softmax(-1, dtype=torch.float32).to(q.dtype)  # (B * Hkv, g, P + width)
+            out = torch.bmm(probs, values.view(B * self.kv_heads, -1, d)).view(B, H * d)
+            out = out if pick is None else out[firsts]
+            if later is not None:
+                out = torch.cat([out, self._attend_later(q[F:], keys, values, *later)])
+            x = self._mlp_and_residual(layer, x, out)
+        cache.open_at(slots[F:], columns[F:])
+        return self.model.lm_head(_rms_norm(x[last.to(x.device)], self.norm)).float()
+
+    def _later(self, slots: torch.Tensor, written: torch.Tensor, firsts: torch.Tensor, cache: KVCache):
+        """The chunks' later tokens (slots, written columns: (L',)) -> ((their S slots, each token's place on an
+        (S, longest) grid, the token on each place of the grid (any, on padding), the bias (S, 1, longest, C) that
+        opens each chunk up to each token), the index of each chunk's last token among all R (chunks,))."""
+        dev, F = slots.device, len(firsts)
+        owners, chunk = torch.unique_consecutive(slots, return_inverse=True)  # (S,), (L',)
+        index = torch.arange(len(slots), device=dev)
+        starts = torch.ones_like(slots, dtype=torch.bool)
+        starts[1:] = chunk[1:] != chunk[:-1]
+        place = index - torch.cummax(torch.where(starts, index, 0), 0).values  # 0 for a chunk's second token
+        L, C, S, Hkv = int(place.max()) + 1, cache.bias.size(-1), len(owners), self.kv_heads
+        second = torch.zeros(S, dtype=torch.long, device=dev).index_put_((chunk,), written - place)  # (S,) its column
+        reach = torch.arange(C, device=dev) - second[:, None, None]  # (S, 1, C)
+        opened = (reach >= 0) & (reach <= torch.arange(L, device=dev)[:, None])  # (S, L, C): up to the token itself
+        bias = cache.bias.view(-1, Hkv, C)[:, :1].index_select(0, owners)[:, :, None]  # (S, 1, 1, C): same for every head
+        bias = bias.masked_fill(opened[:, None], 0)  # (S, 1, L, C)
+        ends = torch.ones_like(starts)
+        ends[:-1] = starts[1:]
+        last = torch.arange(F, device=dev).index_put_((torch.searchsorted(firsts, owners),), F + index[ends])
+        grid = chunk * L + place  # (L',)
+        fill = torch.zeros(S * L, dtype=torch.long, device=dev).index_put_((grid,), index)
+        return (owners, grid, fill, bias), last
+
+    def _attend_later(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, owners: torch.Tensor,
+                      grid: torch.Tensor, fill: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention of the chunks' later tokens q (L', H, d), laid out on the (S, longest) grid -> (L', H * d)."""
+        S, L = bias.size(0), bias.size(2)
+        padded = q.index_select(0, fill).view(S, L, self.heads, self.head_dim).transpose(1, 2)  # (S, H, L, d)
+        k, v = keys.index_select(0, owners), values.index_select(0, owners)  # (S, Hkv, C, d)
+        out = F.scaled_dot_product_attention(padded, k, v, attn_mask=bias, scale=1.0, enable_gqa=self.heads != self.kv_heads)
+        return out.transpose(1, 2).reshape(S * L, -1).index_select(0, grid)

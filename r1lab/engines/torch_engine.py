@@ -14,14 +14,20 @@ Both paths sample the same tokens for the same seed (the fast path draws only fo
 the same order) and agree on the log-probs and entropies up to float rounding; tests/test_rollout.py
 checks that. With per-prompt `seeds`, each row's draws are taken in advance from its prompt's generator
 and read by row and position, so both paths still draw the same tokens.
+
+Episodes with turns (`run_episodes`) run on the fast path in one decode loop, tool results prefilled into the
+live cache (engines/live_episodes.py); on the plain path engines/episodes.py runs them turn by turn.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
-from r1lab.engines.base import Rollout, pad_id, sample_next
+from r1lab.engines.base import Rollout, left_padded, pad_id, sample_next
 from r1lab.engines.fast_decoder import FastDecoder, KVCache
+from r1lab.engines.live_episodes import LiveEpisodes
 from r1lab.engines.streaming import stream_text
 from r1lab.models.device import autocast
 from r1lab.models.memory import cache_of, with_cache
@@ -67,26 +73,12 @@ class TorchEngine:
     def generate_ids(self, prompt_ids: list[list[int]], sampling, n: int = 1, seeds: list[int] | None = None) -> Rollout:
         """`generate` from prompts given as token ids: an episode goes on from exactly the ids it has (a tool's
         result appended), never from its text tokenised again."""
-        model = self.model
-        if any(len(p) == 0 for p in prompt_ids):
-            raise ValueError("an empty prompt cannot be continued: every prompt needs at least one token")
-        limit = getattr(model.config, "max_position_embeddings", None)
-        longest = max(map(len, prompt_ids))
-        max_new = sampling.max_new_tokens if limit is None else min(sampling.max_new_tokens, limit - longest)
-        if max_new <= 0:
-            raise ValueError(f"a prompt of {longest} tokens leaves no room to generate in the model's context of {limit}")
-
-        was_training = model.training
-        model.eval()
-        try:
-            decoder = FastDecoder.of(model) if self.fast else None
+        max_new = self._room(prompt_ids, sampling.max_new_tokens)
+        with self._sampling():
+            decoder = FastDecoder.of(self.model) if self.fast else None
             run = self._sample_fast if decoder is not None else self._sample_plain
             uniforms = None if seeds is None else self._uniforms(seeds, n, max_new)
-            with autocast(model):  # computes as the training pass does (bf16: over the fp32 master weights)
-                tokens, logprobs, entropies, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new, uniforms)
-        finally:
-            if was_training:
-                model.train()
+            tokens, logprobs, entropies, lengths, stopped = run(decoder, prompt_ids, sampling, n, max_new, uniforms)
         tokens, logprobs, entropies, lengths, stopped = (x.cpu() for x in (tokens, logprobs, entropies, lengths, stopped))
         T = int(lengths.max())
         mask = torch.arange(T)[None, :] < lengths[:, None]
@@ -97,26 +89,55 @@ class TorchEngine:
                        entropies=entropies[:, :T] * mask,
                        exact_logprobs=True)  # the trainer's own weights and arithmetic: its log-probs are the old log-probs
 
+    @torch.no_grad()
+    def run_episodes(self, prompt_ids: list[list[int]], sampling, n: int, respond, *, close: str, max_turns: int,
+                     seeds: list[int] | None = None) -> Rollout | None:
+        """Episodes with turns in one decode loop, each tool result prefilled into the live KV cache
+        (engines/live_episodes.py; the protocol: engines/base.py Engine). None where the fast path does not
+        apply: engines/episodes.py then runs the turns over generate_ids."""
+        budget = self._room(prompt_ids, sampling.max_new_tokens)
+        with self._sampling():
+            decoder = FastDecoder.of(self.model) if self.fast else None
+            if decoder is None:
+                return None
+            uniforms = None if seeds is None else self._uniforms(seeds, n, budget)
+            return LiveEpisodes(self, decoder, prompt_ids, sampling, n, respond, close=close, max_turns=max_turns,
+                                budget=budget, uniforms=uniforms).run()
+
+    def _room(self, prompt_ids: list[list[int]], max_new_tokens: int) -> int:
+        """Tokens the prompts leave to generate: max_new_tokens, or less in the model's context."""
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("an empty prompt cannot be continued: every prompt needs at least one token")
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        longest = max(map(len, prompt_ids))
+        max_new = max_new_tokens if limit is None else min(max_new_tokens, limit - longest)
+        if max_new <= 0:
+            raise ValueError(f"a prompt of {longest} tokens leaves no room to generate in the model's context of {limit}")
+        return max_new
+
+    @contextmanager
+    def _sampling(self):
+        """Eval mode, and the training pass's arithmetic (bf16: over the fp32 master weights)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with autocast(self.model):
+                yield
+        finally:
+            if was_training:
+                self.model.train()
+
     @staticmethod
     def _uniforms(seeds: list[int], n: int, max_new: int) -> torch.Tensor:
         """(N, max_new): row i's draw for each position, from the generator of its prompt's seed (drawn on
         the CPU, so a seed means the same draws on any device)."""
         return torch.cat([torch.rand((n, max_new), generator=torch.Generator().manual_seed(seed)) for seed in seeds])
 
-    def _left_padded(self, prompt_ids: list[list[int]], dev) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(map(len, prompt_ids))
-        ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-        for i, p in enumerate(prompt_ids):
-            ids[i, width - len(p):] = torch.tensor(p)
-            attn[i, width - len(p):] = 1
-        return ids.to(dev), attn.to(dev)
-
     def _sample_plain(self, _, prompt_ids, sampling, n: int, max_new: int, uniforms: torch.Tensor | None = None):
         """-> tokens, logprobs, entropies (N, max_new), lengths (N,), stopped (N,), with the model's own forward."""
         model, dev = self.model, self.model.device
         # Prefill each prompt once (left-padded), then repeat its cache for the n samples.
-        ids, attn = self._left_padded(prompt_ids, dev)
+        ids, attn = left_padded(prompt_ids, self.pad_id, dev)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True)
         cache = cache_of(out)
@@ -166,10 +187,10 @@ class TorchEngine:
         The batch holds slots: rows still generating plus finished rows not yet dropped. Finished rows are
         never sampled again (sampling sees the live rows only, in order, as the plain path's batch does);
         they leave the batch when the cache is rebuilt: when the generated part needs more columns, or
-        when carrying them costs more than copying the cache (see `_compact_now`).
+        when carrying them costs more than copying the cache (see `KVCache.compact_now`).
         """
         dev = dec.device
-        ids, attn = self._left_padded(prompt_ids, dev)
+        ids, attn = left_padded(prompt_ids, self.pad_id, dev)
         N = len(prompt_ids) * n
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = KVCache(dec, attn.bool(), n, max_new)
@@ -209,7 +230,7 @@ class TorchEngine:
             inputs = choice if all_live else torch.full_like(cache.rows, self.pad_id).index_put_((live_idx,), choice)
             grow = t == cache.width  # token t goes into generated column t
             width = min(2 * cache.width, max_new) if grow else cache.width
-            drop = n_live < len(cache.rows) and (grow or self._compact_now(len(cache.rows), n_live, max_new - t - 1))
+            drop = n_live < len(cache.rows) and (grow or KVCache.compact_now(len(cache.rows), n_live, max_new - t - 1))
             if grow or drop:  # one copy of the cache does both
                 keep = live.nonzero().squeeze(1) if drop else None
                 cache.rebuild(keep, width)
@@ -219,12 +240,6 @@ class TorchEngine:
             logits = dec.step(inputs, next_pos, t, cache)
             next_pos = next_pos + 1
         return tokens, logprobs, entropies, lengths, stopped
-
-    @staticmethod
-    def _compact_now(slots: int, live: int, steps_left: int) -> bool:
-        """Drop finished rows when carrying them for the steps left costs more than copying the cache once:
-        a finished row costs about 1/slots of a step per step, the copy about two steps' attention."""
-        return (slots - live) * steps_left >= 2 * slots
 
     def _hit_stop(self, row: torch.Tensor, stops: list[str]) -> bool:
         tail = self.tokenizer.decode(row[-16:].tolist(), skip_special_tokens=True)

@@ -17,6 +17,7 @@ def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig
     lengths = rollout.lengths.float()
     grouped = rewards.view(-1, cfg.group_size)
     out = {"stage": stage, "step": step, "reward": rewards.mean().item()}
+    sampled = rollout.completion_mask if rollout.loss_mask is None else rollout.loss_mask  # not a tool's result tokens
     applied = {name: [v for v in values if v is not None] for name, values in per_fn.items()}  # general vs reasoning
     out.update({f"reward/{name}": sum(v) / len(v) for name, v in applied.items() if v})
     out.update({
@@ -28,7 +29,7 @@ def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig
         "reflection_rate": sum(reflects(r, cfg.reflection_phrases) for r in responses) / len(responses),
         "language_consistency": sum(map(language_consistency_reward, responses)) / len(responses),
         "zero_std_frac": (grouped.std(1) == 0).float().mean().item(),
-        "entropy": float(masked_mean(rollout.entropies, rollout.completion_mask)) if rollout.entropies is not None else None,
+        "entropy": float(masked_mean(rollout.entropies, sampled)) if rollout.entropies is not None else None,
         **(episode_metrics(rollout, per_fn.get("accuracy")) if rollout.turns is not None else {}),
         **stats,
         "lr": lr,
