@@ -1,8 +1,8 @@
 """Lookup questions: deep research in miniature. A small knowledge base of made-up facts (river 412 is 37 km long)
-that no pretraining document contains, questions that need one or two of them and maybe a subtraction, and
+that no pretraining document contains, questions that need one or two of them and a subtraction, and
 `search`, the tool that finds them. Without the tool a model can only guess a length (chance: about 1 in 90).
 
-  lookup  "How long is river 412?"                        -> 37         search(412) -> "river 412: 37 km"
+  lookup  "How much longer is river 412 than 20 km?"      -> 17 (37 - 20)    search(412) -> "river 412: 37 km"
           "How much longer is river 412 than river 108?"  -> 25 (37 - 12)
 
 Rivers are numbered, not named: a search must copy the river out of the question, and the tiny world's base
@@ -32,17 +32,18 @@ def fact(name: str) -> str:
     return f"river {name}: {RIVERS[name]} km"  # terse: a result's tokens come out of the episode's budget
 
 
-def lookup_problem(rng: random.Random) -> tuple[str, str, list[str]]:
-    """(question, answer, the rivers it needs): one fact half the time, otherwise a difference of two."""
+def lookup_problem(rng: random.Random) -> tuple[str, str, list[str], int | None]:
+    """(question, answer, the rivers it needs, the length it compares with: None when it compares two rivers). Every
+    question needs a fact and a subtraction; half of them a second fact. (A plain "How long is river 412?" has
+    only 240 forms: the test split, drawn first, took most of them, and training saw a handful.)"""
     names = sorted(RIVERS)
-    first = rng.choice(names)
+    first = rng.choice([n for n in names if RIVERS[n] > 10])
     if rng.random() < 0.5:
-        return f"How long is river {first}?", str(RIVERS[first]), [first]
-    second = rng.choice([n for n in names if RIVERS[n] < RIVERS[first]] or [first])
-    if second == first:
-        return f"How long is river {first}?", str(RIVERS[first]), [first]
+        km = rng.randint(10, RIVERS[first] - 1)
+        return f"How much longer is river {first} than {km} km?", str(RIVERS[first] - km), [first], km
+    second = rng.choice([n for n in names if RIVERS[n] < RIVERS[first]])
     return (f"How much longer is river {first} than river {second}?", str(RIVERS[first] - RIVERS[second]),
-            [first, second])
+            [first, second], None)
 
 
 def search(query: str) -> str:

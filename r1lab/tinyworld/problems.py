@@ -5,7 +5,7 @@ Two families of checkable reasoning problems, and one of simple questions:
   countdown   "Make 22 from 3, 5, 7"           -> an expression using each number once
   general     "What comes after 37?"           -> 38, answered without a chain of thought (R1's
               non-reasoning data: the part of the SFT mix that keeps a model from over-thinking)
-  lookup      "How long is river 412?"         -> 37, a made-up fact no corpus holds: answerable with the
+  lookup      "How much longer is river 412 than 20 km?" -> 17, a made-up fact no corpus holds: answerable with the
               `search` tool (lookup.py), a guess without it. Not part of plain `tinyworld` or its corpus.
 
 The worked solutions a corpus shows for them, in several styles: solutions.py; the Chinese words some
@@ -126,8 +126,8 @@ def sample_problem(rng: random.Random, kind: str) -> Example:
         prompt, answer = general_problem(rng)
         return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "general": True})
     if kind == "lookup":
-        prompt, answer, rivers = lookup_problem(rng)
-        return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "rivers": rivers})
+        prompt, answer, rivers, km = lookup_problem(rng)
+        return Example(id=prompt, prompt=prompt, answer=answer, meta={"kind": kind, "rivers": rivers, "km": km})
     if kind == "arithmetic":
         prompt, parts = arithmetic_problem(rng)
         return Example(id=prompt, prompt=prompt, answer=str(parts[-1]), meta={"kind": kind, "parts": parts})

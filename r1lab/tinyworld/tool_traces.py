@@ -4,9 +4,10 @@ the model's first sight of the call and result tokens, which no pretraining docu
   arithmetic  "x is about 6. check <tool>calculator(72 - (7 * 6 + 23))</tool><result>7</result> too small.
                wait, try 7: <tool>calculator(72 - (7 * 7 + 23))</tool><result>0</result> ok."
   lookup      "<tool>search(412)</tool><result>river 412: 37 km</result> <tool>search(108)</tool><result>river 108:
-               12 km</result> <tool>calculator(37 - 12)</tool><result>25</result>"
+               12 km</result> <tool>calculator(37 - 12)</tool><result>25</result>"  (than river 108)
+              "<tool>search(412)</tool><result>river 412: 37 km</result> <tool>calculator(37 - 20)</tool>..." (than 20 km)
   arithmetic, no tool: the same check computed in the head (solutions.py's "check" style)
-  lookup, no tool: "river 412 is about 40 km long." (a guess: what a model without the tool can do)
+  lookup, no tool: "river 412 is about 40 km long. 40 - 20 = 20." (a guess: what a model without the tool can do)
 
 Only `tool_share` of the traces call a tool, so RL has a choice to select: call, or answer from the head. With
 tool_share=0 the traces are the no-tools arm's of `r1lab compare tools-vs-no-tools`: the same procedure, every
@@ -51,23 +52,20 @@ def arithmetic_with_calculator(rng: random.Random, example: Example) -> str:
 
 
 def lookup_with_search(example: Example) -> str:
-    """Look every river up, then compute what the question asks."""
-    lengths = [RIVERS[r] for r in example.meta["rivers"]]
-    found = " ".join(call("search", r, search(r)) for r in example.meta["rivers"])
-    if len(lengths) == 1:
-        return found
-    expression = f"{lengths[0]} - {lengths[1]}"
+    """Look every river up, then subtract with the calculator what the question asks."""
+    rivers, km = example.meta["rivers"], example.meta["km"]
+    found = " ".join(call("search", r, search(r)) for r in rivers)
+    expression = f"{RIVERS[rivers[0]]} - {RIVERS[rivers[1]] if km is None else km}"
     return f"{found} {call('calculator', expression, calculator(expression))}"
 
 
 def lookup_guess(rng: random.Random, example: Example) -> tuple[str, str]:
-    """What a model without the tool can do: guess a length (right by chance) -> (thinking, answer)."""
-    rivers = example.meta["rivers"]
+    """What a model without the tool can do: guess the lengths (right by chance) -> (thinking, answer)."""
+    rivers, km = example.meta["rivers"], example.meta["km"]
     guesses = [rng.randint(10, 99) for _ in rivers]
     words = " ".join(f"river {r} is about {g} km long." for r, g in zip(rivers, guesses))
-    if len(rivers) == 1:
-        return words, str(guesses[0])
-    return f"{words} {guesses[0]} - {guesses[1]} = {guesses[0] - guesses[1]}.", str(guesses[0] - guesses[1])
+    other = guesses[1] if km is None else km
+    return f"{words} {guesses[0]} - {other} = {guesses[0] - other}.", str(guesses[0] - other)
 
 
 def trace(rng: random.Random, example: Example, tool_share: float) -> tuple[str, str]:
