@@ -65,3 +65,24 @@ class InterruptedEngine:
 
     def __getattr__(self, name):  # tokenizer, pad_id, load_weights, rng_state, ...
         return getattr(self.engine, name)
+
+
+class AnswerBook:
+    """An environment in TRL's environment_factory shape, as a TRL user writes one: reset(**row) with the example's
+    row, public methods as tools, reward() for the episode."""
+
+    def reset(self, **row) -> str:
+        self.answer, self.looked = row["answer"], 0
+        return " (the book is open)"
+
+    def look(self, page: str) -> str:
+        """Reads a page of the answer book.
+
+        Args:
+            page: any page name.
+        """
+        self.looked += 1
+        return f"the answer is {self.answer}"
+
+    def reward(self) -> float:
+        return float(self.looked)

@@ -134,6 +134,54 @@ def test_train_rl_runs_tool_episodes_and_logs_them(tiny, tokenizer, tmp_path):
     assert all(r["tool_error_frac"] == 0 and 0 < r["masked_token_frac"] < 1 for r in rows)
 
 
+def test_an_environment_runs_per_episode_with_its_row_and_its_reward_trains(tiny, tokenizer, tmp_path):
+    """rl.environment, TRL's environment_factory shape unchanged: an instance per episode, reset with that episode's
+    row (its observation ends the prompt), its methods as tools (answering from its own row), its reward() scored
+    by the 'environment' reward; rewards also read the episode's calls."""
+    from helpers import AnswerBook
+
+    from r1lab.engines.episodes import Turns
+    from r1lab.rewards.registry import REWARD_FUNCTIONS
+
+    engine = ScriptedEngine(tokenizer, ["<tool>look(1)</tool>", "<answer>x</answer></s>"])
+    examples = EchoTask().examples("train")[:2]
+    turns = Turns(ToolBox([Tool.of(calculator)]), max_turns=3, environment=AnswerBook)
+    rollout = turns.rollout(engine, [e.prompt for e in examples], SamplingConfig(max_new_tokens=96), 2, examples)
+    texts = [tokenizer.decode(row) for row in rollout.completion_ids]
+    assert all(f"the answer is {examples[i // 2].answer}" in texts[i] for i in range(4))  # each episode its own row
+    assert tokenizer.decode(engine.calls[0][0]).endswith("Compute 1 + 1 (the book is open)")
+    assert rollout.environment_rewards == [1.0] * 4 and rollout.tool_calls == [1] * 4
+    with pytest.raises(ValueError, match="need each prompt's example"):
+        turns.rollout(engine, ["Compute 1 + 1"], SamplingConfig(max_new_tokens=96), 1)
+
+    model, _ = tiny
+    policy = copy.deepcopy(model)
+    policy.resize_token_embeddings(len(tokenizer))
+    seen = []
+    REWARD_FUNCTIONS["calls_seen"] = lambda task, **_: lambda response, example, tool_call=None, **info: seen.append(
+        (tool_call, info.get("environment_reward"))) or 0.0
+    try:
+        cfg = rl_config(steps=1, prompts_per_step=2, group_size=2, rewards={"environment": 1.0, "calls_seen": 1.0},
+                        environment="helpers:AnswerBook", sampling=SamplingConfig(max_new_tokens=96))
+        rows = []
+        train_rl(policy, tokenizer, EchoTask(), cfg, tmp_path, engine=engine, template="r1-zero", system="",
+                 report=rows.append, max_turns=3)
+    finally:
+        del REWARD_FUNCTIONS["calls_seen"]
+    assert rows[0]["reward/environment"] == 1.0 and seen == [(1, 1.0)] * 4
+
+
+def test_bad_environments_are_refused_at_load_naming_the_field():
+    from r1lab.errors import ConfigError
+    from r1lab.recipes.load import load_config
+
+    with pytest.raises(ConfigError, match="rl.environment: environment 'helpers:digits' is not a class"):
+        load_config("r1-zero", ["rl.environment=helpers:digits"])
+    with pytest.raises(ConfigError, match="rl.rewards: the 'environment' reward .* set rl.environment"):
+        load_config("r1-zero", ["rl.rewards.environment=1"])
+    assert load_config("r1-zero", ["rl.environment=helpers:AnswerBook", "rl.rewards.environment=1"]).rl.environment
+
+
 # ---- the torch engine's live path: one decode loop, results prefilled into the live KV cache ----------------
 
 PROMPTS = ["Compute 1 + 1", "User: Make 12 from 2, 3, 4. Assistant: <think>", "Hi"]  # lengths differ: left padding

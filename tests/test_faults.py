@@ -473,7 +473,10 @@ def test_kill_9_during_a_tool_run_then_resume_gives_the_same_curve(tmp_path):
     reference, _ = _kill_trials(tmp_path, TOOLS_KILL_SCRIPT.format(tests=str(TESTS)), rows_of, trials=2)
     rows = read_jsonl(reference / "metrics.jsonl")
     assert sum(r.get("tool_calls_mean", 0) for r in rows) > 0  # the episodes did call tools: the resume covers them
-    assert (reference / "final" / "r1lab.json").exists()
+    meta = json.loads((reference / "final" / "r1lab.json").read_text())
+    assert meta["tools"] == ["r1lab.tools:calculator", "r1lab.tinyworld.lookup:search"] and meta["max_turns"] == 4
+    tokenizer = load_tokenizer(str(reference / "final"))
+    assert all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in ("<tool>", "</result>", "search"))
 
 
 class _LongTask(EchoTask):

@@ -119,6 +119,10 @@ class RLConfig(Strict):
                              "(r1lab.tools:calculator, my_tools:search): typed functions with a docstring. With tools, "
                              "an episode has up to rollout.max_turns turns within sampling.max_new_tokens tokens "
                              "(engines/episodes.py)")
+    environment: str | None = Field(None, description="a class by import path (my_envs:Library) in TRL's environment_factory "
+                                    "shape: one instance per episode, reset(**row) with the example's row (its observation "
+                                    "ends the prompt), its public methods tools beside rl.tools, its reward() the "
+                                    "'environment' reward")
     reflection_phrases: list[str] = Field(default_factory=lambda: list(REFLECTION_PHRASES),
                                           description="phrases counted as reflection (training and eval metrics)")
     rollout_is: Literal["auto", "truncate", "mask", "off"] = Field(

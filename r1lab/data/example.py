@@ -15,6 +15,12 @@ class Example:
     # content is `prompt`; rendered by data.format.render_prompt. None: `prompt` is the whole question.
     messages: tuple[dict, ...] | None = field(default=None, compare=False, hash=False)
 
+    def fields(self) -> dict:
+        """The example as a dataset row: its meta's keys and a dataset row's own columns (meta["columns"]) by name,
+        as TRL passes a row to batched rewards and to an environment's reset(**row)."""
+        meta = self.meta or {}
+        return {**{k: v for k, v in meta.items() if k != "columns"}, **meta.get("columns", {})}
+
 
 class Task:
     """A task owns its splits and its verifier. Train and test never share an example."""

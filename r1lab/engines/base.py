@@ -10,7 +10,7 @@ from typing import Iterator, Protocol
 import torch
 import torch.nn.functional as F
 
-EPISODE_FIELDS = ("tool_calls", "tool_errors", "turns")
+EPISODE_FIELDS = ("tool_calls", "tool_errors", "turns", "environment_rewards")
 
 
 @dataclass(kw_only=True)
@@ -30,6 +30,7 @@ class Rollout:
     tool_calls: list[int] | None = None  # (N,) episodes with turns (engines/episodes.py): calls made, calls that
     tool_errors: list[int] | None = None  # (N,) came back as errors, and turns generated
     turns: list[int] | None = None
+    environment_rewards: list[float | None] | None = None  # (N,) with rl.environment: each episode's reward()
     exact_logprobs: bool = False  # the log-probs are the trainer's own (same weights, same kernels): rl.rollout_is=auto
     # corrects nothing then. An engine says so only when it is true (the torch engine); any other is corrected.
 

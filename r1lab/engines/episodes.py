@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from r1lab.data.example import Example
 from r1lab.engines.base import Rollout, pad_id
-from r1lab.tools.box import ToolBox
+from r1lab.tools.box import ToolBox, environment_tools, run_calls
 from r1lab.tools.calls import PLAIN, parse_call
 
 MAX_RESULT_TOKENS = 48  # a result longer than this is cut: an episode's budget is for the policy's tokens
@@ -28,29 +29,54 @@ MAX_RESULT_TOKENS = 48  # a result longer than this is cut: an episode's budget 
 
 @dataclass
 class Turns:
-    """How a run's episodes take turns: its tools, at most `max_turns` generations, the call format."""
+    """How a run's episodes take turns: its tools, at most `max_turns` generations, the call format; with an
+    `environment` (a class in TRL's environment_factory shape, rl.environment), an instance of it per episode."""
 
     toolbox: ToolBox
     max_turns: int
     markers: tuple[str, str, str, str] = PLAIN
     style: str = "plain"
+    environment: type | None = None
 
-    def rollout(self, engine, prompts: list[str], sampling, n: int) -> Rollout:
-        """n episodes per prompt (text), each within sampling.max_new_tokens tokens."""
+    def rollout(self, engine, prompts: list[str], sampling, n: int, examples: list[Example] | None = None) -> Rollout:
+        """n episodes per prompt (text), each within sampling.max_new_tokens tokens. With an environment, each
+        episode's instance is reset with its example's row (`examples`, one per prompt), whose first observation
+        (if it returns one) ends the prompt; its methods join the tools, and its reward() is the episode's
+        `environment_rewards` entry (the 'environment' reward reads it)."""
+        envs, boxes = None, self.toolbox
+        if self.environment is not None:
+            if examples is None:
+                raise ValueError("episodes with an environment need each prompt's example: its row goes to reset(**row)")
+            envs = [self.environment() for _ in range(len(prompts) * n)]
+            prompts = [p + _observation(envs[i * n : (i + 1) * n], ex) for i, (p, ex) in enumerate(zip(prompts, examples))]
+            boxes = [ToolBox([*self.toolbox.tools.values(), *environment_tools(env)], self.toolbox.time_limit_s,
+                             self.toolbox.max_result_chars) for env in envs]
         prompt_ids = [engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        return run_episodes(engine, prompt_ids, sampling, n, self.toolbox, max_turns=self.max_turns,
-                            budget=sampling.max_new_tokens, markers=self.markers, style=self.style)
+        rollout = run_episodes(engine, prompt_ids, sampling, n, boxes, max_turns=self.max_turns,
+                               budget=sampling.max_new_tokens, markers=self.markers, style=self.style)
+        if envs is not None:
+            rollout.environment_rewards = [float(env.reward()) if callable(getattr(env, "reward", None)) else None
+                                           for env in envs]
+        return rollout
 
 
-def run_episodes(engine, prompt_ids: list[list[int]], sampling, n: int, toolbox: ToolBox, *, max_turns: int,
+def _observation(envs: list, example: Example) -> str:
+    """Resets a prompt's episodes' environments with its row; the first one's observation (a group shares its prompt)."""
+    observations = [env.reset(**{"prompt": example.prompt, "answer": example.answer, **example.fields()}) for env in envs]
+    return observations[0] if isinstance(observations[0], str) else ""
+
+
+def run_episodes(engine, prompt_ids: list[list[int]], sampling, n: int, toolbox: ToolBox | list[ToolBox], *, max_turns: int,
                  budget: int, markers: tuple[str, str, str, str] = PLAIN, style: str = "plain",
                  max_result_tokens: int = MAX_RESULT_TOKENS) -> Rollout:
     """n episodes per prompt; each holds at most `budget` completion tokens (generated + results) and at most
-    `max_turns` generations. `markers`: call open / close, result open / close (tools/calls.py). An engine with
+    `max_turns` generations. `markers`: call open / close, result open / close (tools/calls.py). `toolbox`: one for
+    every episode, or one per episode (rows in prompt order, n per prompt: environments). An engine with
     `run_episodes` (engines/base.py Engine: the torch engine's fast path) runs them in one decode loop, results
     prefilled into its live KV cache; any other, or one that declines, turn by turn over generate_ids."""
     N, tokenizer = len(prompt_ids) * n, engine.tokenizer
     calls, errors = [0] * N, [0] * N
+    boxes = toolbox if isinstance(toolbox, list) else [toolbox] * N
     # The result markers' ids, once. Encoding on this thread first also settles a fast tokenizer's truncation state:
     # `answer` encodes on a worker thread beside the engine's decodes, and resetting it there would clash.
     head, tail = (tokenizer(m, add_special_tokens=False)["input_ids"] for m in markers[2:])
@@ -58,9 +84,9 @@ def run_episodes(engine, prompt_ids: list[list[int]], sampling, n: int, toolbox:
     def answer(rows: list[int], texts: list[str]) -> list[list[int] | None]:
         """The turns of `rows` (their texts) ended at a call's close marker: their results' ids, run at once
         (`<result>...</result>`, the text cut to max_result_tokens); None for a turn that was no call after all."""
-        found = [(i, _call_in(text, toolbox, markers, style)) for i, text in zip(rows, texts)]
+        found = [(i, _call_in(text, boxes[i], markers, style)) for i, text in zip(rows, texts)]
         made = [(i, call) for i, call in found if call is not None]
-        results = toolbox.run_many([call for _, call in made])
+        results = run_calls([(boxes[i], call) for i, call in made])
         bodies = tokenizer(results, add_special_tokens=False)["input_ids"] if results else []
         out = dict.fromkeys(rows)
         for (i, _), result, body in zip(made, results, bodies):

@@ -51,7 +51,7 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
         for start in range(0, len(examples), per_chunk):
             chunk = examples[start : start + per_chunk]
             prompts = [render_prompt(e, template, engine.tokenizer, system) for e in chunk]
-            rollout = turns.rollout(engine, prompts, cfg.sampling, n=cfg.k) if turns else engine.generate(prompts, cfg.sampling, n=cfg.k)
+            rollout = turns.rollout(engine, prompts, cfg.sampling, cfg.k, chunk) if turns else engine.generate(prompts, cfg.sampling, n=cfg.k)
             calls += rollout.tool_calls or [0] * len(rollout.texts)
             errors += rollout.tool_errors or [0] * len(rollout.texts)
             for i, ex in enumerate(chunk):

@@ -114,6 +114,7 @@ CURVES = {
                ("eval_pass", "Held-out pass@1 (eval.every)", "eval_pass@1", "step", "step"),
                ("eval_length", "Held-out response length (eval.every)", "eval_length", "step", "step"),
                ("eval_reflection", "Held-out reflection rate (eval.every)", "eval_reflection", "step", "step"),
+               ("tool_calls", "Episodes that call a tool (rl.tools)", "tool_call_rate", "step", "step"),
                ("accuracy_time", "Training accuracy vs wall time", "accuracy", "wall_seconds", "seconds")],
     "control": [("return_steps", "Return vs environment steps", "mean_return", "env_steps", "environment steps"),
                 ("return_time", "Return vs wall time", "mean_return", "wall_seconds", "seconds")],
@@ -154,7 +155,9 @@ def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dic
     if spec.kind == "recipe":
         final = summary["stages"][-1]["eval_after"]
         row.update({"pass@1": final["pass@1"], "cons@k": final.get("cons@k"), "mean_length": final.get("mean_length"),
-                    "reflection_rate": final.get("reflection_rate")})
+                    "reflection_rate": final.get("reflection_rate"),
+                    **{f"{kind} pass@1": v for kind, v in final.get("pass@1_by_kind", {}).items()},  # a task mixing kinds
+                    **({"tool_call_rate": final["tool_call_rate"]} if "tool_call_rate" in final else {})})
     else:
         row.update({"final_mean_return": summary["final_mean_return"], "env_steps": summary["env_steps"]})
     row.update({"threshold_step": step, "threshold_seconds": seconds, "wall_seconds": summary["wall_seconds"]})
@@ -204,9 +207,9 @@ def _write_html(spec: CompareSpec, out: Path, rows: list[dict], images: list[str
             return format_duration(v) if column.endswith("seconds") else format_number(v)
         return html.escape("–" if v is None else str(v))
 
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(c for r in rows for c in r))  # variants with tools have a column more
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(c, r[c])}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode((out / "plots" / f"{n}.png").read_bytes()).decode()}">'
                    for n in images)
     note = f"threshold {spec.threshold}" if spec.threshold is not None else "no threshold"
@@ -220,8 +223,9 @@ def _print(spec: CompareSpec, rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(title=f"compare {spec.compare}")
-    for c in rows[0]:
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    for c in columns:
         t.add_column(c)
     for r in rows:
-        t.add_row(*("–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
+        t.add_row(*("–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in map(r.get, columns)))
     console.print(t)

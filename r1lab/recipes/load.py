@@ -25,7 +25,7 @@ from r1lab.errors import ConfigError, did_you_mean
 from r1lab.rewards.registry import reward_factory
 from r1lab.rl.algorithms import ALGORITHMS
 from r1lab.store.trackers import TRACKERS
-from r1lab.tools.box import load_tools
+from r1lab.tools.box import load_environment, load_tools
 
 
 def recipe_path(name: str) -> Path:
@@ -138,7 +138,14 @@ def _rl_problems(rl, lora: bool) -> list[tuple[str, str]]:
         load_tools(rl.tools)
     except ValueError as err:
         problems.append(("tools", str(err)))
-    if rl.tools and ALGORITHMS[rl.algorithm].needs_value_model:
+    try:
+        if rl.environment:
+            load_environment(rl.environment)
+    except ValueError as err:
+        problems.append(("environment", str(err)))
+    if "environment" in {**rl.rewards, **rl.general_rewards} and not rl.environment:
+        problems.append(("rewards", "the 'environment' reward is what rl.environment's reward() returns: set rl.environment"))
+    if (rl.tools or rl.environment) and ALGORITHMS[rl.algorithm].needs_value_model:
         problems.append(("algorithm", f"{rl.algorithm}'s GAE runs over consecutive policy tokens: with rl.tools (tool "
                                       "results between them) use a GRPO-family algorithm"))
     if lora and ALGORITHMS[rl.algorithm].needs_value_model:

@@ -16,7 +16,8 @@ config is loaded. A batched function gets one list per column, an entry per samp
 `prompts` (the examples' prompts, before the template), `answer` (their reference answers), a dataset
 row's other columns by name (a dataset task's `solution`, …, as TRL passes them), each other key of the
 examples' `meta` (None where an example lacks it; `source`, the tiny world's `kind`, reasoning-gym's
-`entry`), each key of `info` (`num_tokens`, `max_tokens`, `truncated`, `completion_ids`), and
+`entry`), each key of `info` (`num_tokens`, `max_tokens`, `truncated`, `completion_ids`; in episodes `tool_call`,
+`tool_error`, `environment_reward`), and
 `trainer_state` (not a list: `global_step` and `max_steps`, as TRL's has them). For a conversational
 prompt (data.prompt_format=conversational), `prompts` holds its messages and `completions` a one-message
 list `[{"role": "assistant", "content": ...}]`, TRL's conversational format.
@@ -65,7 +66,15 @@ REWARD_FUNCTIONS: dict[str, Callable[..., RewardFn]] = {
     "reward_model": lambda task, **options: RewardModel(options.get("reward_model"), options.get("device", "cpu"),
                                                         options.get("dtype")),
     "language": lambda task, **options: language_consistency_reward,
+    "environment": lambda task, **options: environment_reward,
 }
+
+
+def environment_reward(response: str, example: Example, *, environment_reward: float | None = None, **_) -> float:
+    """What the episode's environment says it earned (its reward(), TRL's environment_factory shape; rl.environment)."""
+    if environment_reward is None:
+        raise ValueError("no environment reward: the 'environment' reward needs rl.environment, a class with reward()")
+    return environment_reward
 BATCH_FIRST = ("completions", "prompts")  # a first parameter so named makes a function batched (TRL's)
 
 
@@ -192,11 +201,7 @@ def batch_columns(responses: list[str], examples: list[Example], infos: list[dic
     """The keyword lists a batched reward gets (the module docstring lists them), trainer_state aside. A dataset
     row's own columns (meta["columns"]) come by their names, as TRL passes them; a conversational example's
     prompt is its messages and its completion [{"role": "assistant", "content": ...}], TRL's conversational form."""
-    def fields(e: Example) -> dict:
-        meta = e.meta or {}
-        return {**{k: v for k, v in meta.items() if k != "columns"}, **meta.get("columns", {})}
-
-    rows = [fields(e) for e in examples]
+    rows = [e.fields() for e in examples]
     columns = {key: [row.get(key) for row in rows] for key in dict.fromkeys(k for row in rows for k in row)}
     columns |= {key: [info.get(key) for info in infos] for key in dict.fromkeys(k for info in infos for k in info)}
     prompts = [e.prompt if e.messages is None else list(e.messages) for e in examples]

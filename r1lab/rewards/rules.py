@@ -3,8 +3,9 @@
 A reward function scores one sample: `fn(response, example, **info) -> float`, where `response` is the
 model's whole response starting with its opening "<think>", and `info` holds at least
 `num_tokens`, `max_tokens` (the generation limit) and `truncated` (hit the limit without EOS); in RL also
-`completion_ids` (the sampled token ids, EOS included). Functions take `**_` and ignore what they don't
-need. `Rewards` (rewards/registry.py) combines them with weights, and also calls batched (TRL-style) ones.
+`completion_ids` (the sampled token ids, EOS included); in episodes with tools also `tool_call` (calls made),
+`tool_error` (of them, errors) and, with rl.environment, `environment_reward` (its reward()). Functions take
+`**_` and ignore what they don't need. `Rewards` (rewards/registry.py) combines them with weights, and also calls batched (TRL-style) ones.
 """
 
 from __future__ import annotations

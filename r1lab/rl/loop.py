@@ -43,7 +43,7 @@ from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
-from r1lab.tools.box import ToolBox, load_tools
+from r1lab.tools.box import ToolBox, load_environment, load_tools
 from r1lab.train.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
 from r1lab.train.optim import lr_lambda
 from r1lab.train.threads import ThreadFit
@@ -139,7 +139,8 @@ def setup(policy, task: Task, cfg: RLConfig, seed: int, max_turns: int = 1) -> T
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.schedule))
     ref = _reference(policy) if cfg.beta > 0 else None  # whole on every rank: no gradients, no optimizer state
     ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
-    turns = Turns(ToolBox(load_tools(cfg.tools)), max_turns) if cfg.tools else None
+    turns = Turns(ToolBox(load_tools(cfg.tools)), max_turns, environment=load_environment(cfg.environment)
+                  if cfg.environment else None) if cfg.tools or cfg.environment else None
     return Training(algorithm, trainee, value_model, opt, sched, ref, ref_copy, stream, rewards,
                     dist.TrainingState(opt, trainee, value_model=value_model), turns)
 

@@ -98,13 +98,16 @@ def sample_groups(engine, stream: PromptStream, rewards_fn, prompt_of, cfg: RLCo
     prompts = [prompt_of(e) for e in examples]
     seeded = {"seeds": seeds[mine]} if seeds is not None else {}  # without: the engine's own stream, as always
     if turns is not None:
-        rollout = turns.rollout(engine, prompts, cfg.sampling, cfg.group_size)
+        rollout = turns.rollout(engine, prompts, cfg.sampling, cfg.group_size, examples)
     else:
         rollout = engine.generate(prompts, cfg.sampling, n=cfg.group_size, **seeded)
     group_examples = [e for e in examples for _ in range(cfg.group_size)]
     responses = [response_prefix(prompts[i // cfg.group_size]) + t for i, t in enumerate(rollout.texts)]
     infos = [{"num_tokens": n, "max_tokens": cfg.sampling.max_new_tokens, "truncated": tr, "completion_ids": ids[:n].tolist()}
              for n, tr, ids in zip(rollout.lengths.tolist(), rollout.truncated, rollout.completion_ids)]
+    for key in ("tool_calls", "tool_errors", "environment_rewards"):  # rewards read an episode's calls (and env)
+        for info, value in zip(infos, getattr(rollout, key) or []):
+            info[key.removesuffix("s")] = value
     totals, per_fn = rewards_fn(responses, group_examples, infos)
     return Scored(rollout=rollout, examples=group_examples, responses=responses,
                   rewards=torch.tensor(totals, dtype=torch.float64), per_fn=per_fn)

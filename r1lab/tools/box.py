@@ -54,6 +54,24 @@ def load_tools(names: list[str]) -> list[Tool]:
     return [Tool.of(import_path(name, "tool")) for name in names]
 
 
+def load_environment(name: str) -> type:
+    """`rl.environment` (module:Class) checked: a class whose instances have `reset` and at least one tool; a
+    ValueError naming what is wrong."""
+    cls = import_path(name, "environment")
+    if not inspect.isclass(cls):
+        raise ValueError(f"environment {name!r} is not a class: give the class itself (TRL's environment_factory shape)")
+    try:
+        env = cls()
+    except Exception as err:
+        raise ValueError(f"environment {name!r}: {cls.__name__}() failed ({err!r}); an environment is made with no "
+                         "arguments, each episode's row goes to its reset(**row)") from None
+    if not callable(getattr(env, "reset", None)):
+        raise ValueError(f"environment {name!r} has no reset(**row) method")
+    if not environment_tools(env):
+        raise ValueError(f"environment {name!r} has no public method besides reset and reward: its methods are the tools")
+    return cls
+
+
 def environment_tools(env) -> list[Tool]:
     """The public methods of a TRL-style environment instance, but reset and reward, as tools."""
     methods = [(n, m) for n, m in inspect.getmembers(env, inspect.ismethod)
@@ -74,20 +92,7 @@ class ToolBox:
 
     def run_many(self, calls: list[ToolCall]) -> list[str]:
         """Every call at once, each on a thread of its own, each given the time limit from now."""
-        results: list[str | None] = [None] * len(calls)
-        threads = []
-        for i, call in enumerate(calls):
-            if call.error is not None:
-                results[i] = f"error: {call.error}"
-                continue
-            thread = threading.Thread(target=self._call, args=(call, results, i), daemon=True)  # a hung tool never blocks exit
-            thread.start()
-            threads.append((i, call, thread))
-        for i, call, thread in threads:
-            thread.join(self.time_limit_s)
-            if thread.is_alive():
-                results[i] = f"error: {call.name} took longer than {self.time_limit_s:g} s"
-        return [self._capped(r) for r in results]
+        return run_calls([(self, call) for call in calls])
 
     def _call(self, call: ToolCall, results: list, i: int) -> None:
         try:
@@ -104,3 +109,22 @@ class ToolBox:
         if len(text) <= self.max_result_chars:
             return text
         return text[: self.max_result_chars] + f" ... [cut at {self.max_result_chars} characters]"
+
+
+def run_calls(calls: list[tuple[ToolBox, ToolCall]]) -> list[str]:
+    """Each call by its own box (episodes with environments have a box each), all at once on threads of their own,
+    each given its box's time limit from now."""
+    results: list[str | None] = [None] * len(calls)
+    threads = []
+    for i, (box, call) in enumerate(calls):
+        if call.error is not None:
+            results[i] = f"error: {call.error}"
+            continue
+        thread = threading.Thread(target=box._call, args=(call, results, i), daemon=True)  # a hung tool never blocks exit
+        thread.start()
+        threads.append((i, box, call, thread))
+    for i, box, call, thread in threads:
+        thread.join(box.time_limit_s)
+        if thread.is_alive():
+            results[i] = f"error: {call.name} took longer than {box.time_limit_s:g} s"
+    return [box._capped(r) for (box, _), r in zip(calls, results)]
