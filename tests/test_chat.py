@@ -274,4 +274,6 @@ def test_chat_with_tools_given_to_a_chat_template_model(tokenizer, tmp_path):
     out = _turns(console)
     assert "<tools>" in engine.prompts[0] and '"name": "calculator"' in engine.prompts[0]
     assert "tool: calculator(1 / 0) -> error: calculator: division by zero" in out and "It cannot be computed." in out
-    assert engine.prompts[1].endswith("</tool_call><tool_response>error: calculator: division by zero</tool_response>")
+    # the result goes on as the template's own tool turn, as in training (episodes.chat_result_markers)
+    assert engine.prompts[1].endswith("</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\nerror: calculator: "
+                                      "division by zero\n</tool_response><|im_end|>\n<|im_start|>assistant\n")

@@ -29,8 +29,8 @@ class ScriptedEngine:
     give (one id per character, spelled with the tokenizer's own single-character ids), so a test can tell kept
     ids from re-tokenised ones."""
 
-    def __init__(self, tokenizer, turns: list[str]):
-        self.tokenizer, self.turns, self.calls = tokenizer, turns, []
+    def __init__(self, tokenizer, turns: list[str], turn_end: str = "</result>"):
+        self.tokenizer, self.turns, self.calls, self.turn_end = tokenizer, turns, [], turn_end
 
     def spell(self, text: str) -> list[int]:
         marker = {m: self.tokenizer.convert_tokens_to_ids(m) for m in MARKERS}
@@ -49,7 +49,7 @@ class ScriptedEngine:
         self.calls.append([list(p) for p in prompt_ids])
         rows = []
         for p in prompt_ids:
-            done = sum(1 for t in p if t == self.tokenizer.convert_tokens_to_ids("</result>"))  # turns so far
+            done = self.tokenizer.decode(p).count(self.turn_end)  # turns so far
             rows.append(self.spell(self.turns[min(done, len(self.turns) - 1)])[: sampling.max_new_tokens])
         T = max(map(len, rows))
         ids = torch.tensor([r + [0] * (T - len(r)) for r in rows])
@@ -169,6 +169,34 @@ def test_an_environment_runs_per_episode_with_its_row_and_its_reward_trains(tiny
     finally:
         del REWARD_FUNCTIONS["calls_seen"]
     assert rows[0]["reward/environment"] == 1.0 and seen == [(1, 1.0)] * 4
+
+
+def test_chat_template_episodes_go_on_with_the_templates_own_tool_turn(tokenizer):
+    """template=chat: the tools' schemas are in the prompt, a call is Qwen's <tool_call> JSON, and its result is
+    appended as the template's own `tool` turn: prompt + episode is exactly the template's rendering of the
+    conversation with an assistant call and a tool message (a tiny Qwen-style template built locally)."""
+    from hub_cache import TOOLS_CHAT_TEMPLATE
+
+    from r1lab.data.format import apply_template
+    from r1lab.engines.episodes import Turns
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = TOOLS_CHAT_TEMPLATE
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6 * 7"}}\n</tool_call>'
+    engine = ScriptedEngine(tok, [call, "It is 42."], turn_end="</tool_response>")
+    turns = Turns.of(ToolBox([Tool.of(calculator)]), 3, "chat")
+    prompt = apply_template("What is 6 * 7?", "chat", tok, None, turns.schemas)
+    assert '"name": "calculator"' in prompt and "<tools>" in prompt
+    rollout = turns.rollout(engine, [prompt], SamplingConfig(max_new_tokens=200), 1)
+    n = int(rollout.completion_mask[0].sum())
+    episode = tok.decode(engine.calls[0][0] + rollout.completion_ids[0, :n].tolist())
+    conversation = [{"role": "user", "content": "What is 6 * 7?"}, {"role": "assistant", "content": call},
+                    {"role": "tool", "content": "42", "tool_call_id": "0"}]
+    rendered = tok.apply_chat_template(conversation, tools=turns.schemas, tokenize=False, add_generation_prompt=True)
+    assert episode == rendered + "It is 42."
+    assert rollout.tool_calls == [1] and rollout.tool_errors == [0] and rollout.turns == [2]
+    result = n - len(engine.spell(call)) - len(engine.spell("It is 42."))  # the tool turn's ids, none of them trained
+    assert rollout.loss_mask[0, len(engine.spell(call)): len(engine.spell(call)) + result].eq(0).all() and result > 0
 
 
 def test_bad_environments_are_refused_at_load_naming_the_field():

@@ -13,7 +13,8 @@ THINK, END_THINK, ANSWER, END_ANSWER = "<think>", "</think>", "<answer>", "</ans
 TAGS = (THINK, END_THINK, ANSWER, END_ANSWER)
 
 
-def apply_template(prompt: str, template: str, tokenizer=None, system: str | None = None) -> str:
+def apply_template(prompt: str, template: str, tokenizer=None, system: str | None = None,
+                   tools: list[dict] | None = None) -> str:
     """Wraps a task prompt for generation.
 
     r1-zero: the paper's plain template, ending in "Assistant: <think>" so the model starts thinking.
@@ -26,18 +27,20 @@ def apply_template(prompt: str, template: str, tokenizer=None, system: str | Non
     if template == "chat":
         _need_chat_template(tokenizer)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False, add_generation_prompt=True)
+    if tools:
+        raise ValueError(f"tool schemas go into a chat template's prompt; template '{template}' has no place for them")
     if template == "none":
         return prompt
     raise ValueError(f"unknown template '{template}' (choose one of {', '.join(TEMPLATES)})")
 
 
-def render_prompt(example, template: str, tokenizer=None, system: str | None = None) -> str:
+def render_prompt(example, template: str, tokenizer=None, system: str | None = None, tools: list[dict] | None = None) -> str:
     """An Example's prompt for generation: a conversational one (example.messages) through conversation_prompt,
-    a text one through apply_template."""
+    a text one through apply_template. `tools`: schemas a chat template shows the model (episodes with tools)."""
     if example.messages is not None:
-        return conversation_prompt(list(example.messages), template, tokenizer, system)
-    return apply_template(example.prompt, template, tokenizer, system)
+        return conversation_prompt(list(example.messages), template, tokenizer, system, tools)
+    return apply_template(example.prompt, template, tokenizer, system, tools)
 
 
 def without_reasoning(text: str) -> str:

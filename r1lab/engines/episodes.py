@@ -22,7 +22,7 @@ import torch
 from r1lab.data.example import Example
 from r1lab.engines.base import Rollout, pad_id
 from r1lab.tools.box import ToolBox, environment_tools, run_calls
-from r1lab.tools.calls import PLAIN, parse_call
+from r1lab.tools.calls import CHAT, PLAIN, parse_call
 
 MAX_RESULT_TOKENS = 48  # a result longer than this is cut: an episode's budget is for the policy's tokens
 
@@ -37,6 +37,23 @@ class Turns:
     markers: tuple[str, str, str, str] = PLAIN
     style: str = "plain"
     environment: type | None = None
+
+    @classmethod
+    def of(cls, toolbox: ToolBox, max_turns: int, template: str, environment: type | None = None) -> "Turns":
+        """A run's turns: the plain format, or with template=chat the chat template's (Qwen's <tool_call> JSON)."""
+        chat = template == "chat"
+        return cls(toolbox, max_turns, CHAT if chat else PLAIN, "chat" if chat else "plain", environment)
+
+    @property
+    def schemas(self) -> list[dict]:
+        """The tools' schemas (an environment's too), for a chat template's `tools=`."""
+        tools = [*self.toolbox.tools.values(), *(environment_tools(self.environment()) if self.environment else [])]
+        return [tool.schema for tool in tools]
+
+    def markers_for(self, tokenizer) -> tuple[str, str, str, str]:
+        """Call open / close, result open / close. A chat template's results are its own `tool` turn: the text it
+        writes between an assistant turn and the next around a tool's result (`chat_result_markers`)."""
+        return self.markers if self.style != "chat" else (*self.markers[:2], *chat_result_markers(tokenizer))
 
     def rollout(self, engine, prompts: list[str], sampling, n: int, examples: list[Example] | None = None) -> Rollout:
         """n episodes per prompt (text), each within sampling.max_new_tokens tokens. With an environment, each
@@ -53,11 +70,27 @@ class Turns:
                              self.toolbox.max_result_chars) for env in envs]
         prompt_ids = [engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         rollout = run_episodes(engine, prompt_ids, sampling, n, boxes, max_turns=self.max_turns,
-                               budget=sampling.max_new_tokens, markers=self.markers, style=self.style)
+                               budget=sampling.max_new_tokens, markers=self.markers_for(engine.tokenizer), style=self.style)
         if envs is not None:
             rollout.environment_rewards = [float(env.reward()) if callable(getattr(env, "reward", None)) else None
                                            for env in envs]
         return rollout
+
+
+def chat_result_markers(tokenizer) -> tuple[str, str]:
+    r"""(before, after) a tool's result in the text a chat template writes between an assistant turn that ends in a
+    call and the next assistant turn: for Qwen's, "<|im_end|>\n<|im_start|>user\n<tool_response>\n" and
+    "\n</tool_response><|im_end|>\n<|im_start|>assistant\n". Read off the template itself, so an episode's ids
+    are what the template writes for a conversation with a `tool` message (what `r1lab serve` renders)."""
+    call, result = "\x00CALL\x00", "\x00RESULT\x00"  # sentinels no template writes
+    messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": call},
+                {"role": "tool", "content": result, "tool_call_id": "0"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if call not in text or result not in text:
+        raise ValueError("the tokenizer's chat template does not write an assistant turn and a tool's result (a `tool` "
+                         "message): it cannot run episodes with tools")
+    before, _, after = text.split(call, 1)[1].partition(result)
+    return before, after
 
 
 def _observation(envs: list, example: Example) -> str:

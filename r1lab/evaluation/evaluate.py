@@ -45,12 +45,13 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
     per_chunk = max(1, cfg.batch_size // cfg.k)
     correct, formatted, lengths, reflective, consistency, cons, samples = [], [], [], [], [], [], []
     calls, errors = [], []
+    schemas = turns.schemas if turns is not None and template == "chat" else None  # a chat template shows the tools
     bar_of = progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) if progress else \
         contextlib.nullcontext(lambda *_, **__: None)
     with bar_of as bar:
         for start in range(0, len(examples), per_chunk):
             chunk = examples[start : start + per_chunk]
-            prompts = [render_prompt(e, template, engine.tokenizer, system) for e in chunk]
+            prompts = [render_prompt(e, template, engine.tokenizer, system, schemas) for e in chunk]
             rollout = turns.rollout(engine, prompts, cfg.sampling, cfg.k, chunk) if turns else engine.generate(prompts, cfg.sampling, n=cfg.k)
             calls += rollout.tool_calls or [0] * len(rollout.texts)
             errors += rollout.tool_errors or [0] * len(rollout.texts)

@@ -68,7 +68,7 @@ def turns_for(cfg: RunConfig):
     from r1lab.tools.box import ToolBox, load_environment, load_tools
 
     environment = load_environment(cfg.rl.environment) if cfg.rl.environment else None
-    return Turns(ToolBox(load_tools(cfg.rl.tools)), cfg.rollout.max_turns, environment=environment)
+    return Turns.of(ToolBox(load_tools(cfg.rl.tools)), cfg.rollout.max_turns, cfg.template, environment)
 
 
 def write_json_atomic(path: Path, data) -> None:

@@ -82,7 +82,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     torch.manual_seed(seed)
     if is_lora(policy) and dist.world_size() > 1:
         raise ValueError("LoRA with several processes is not supported yet: train LoRA in one process per model")
-    t = setup(policy, task, cfg, seed, max_turns)
+    t = setup(policy, task, cfg, seed, max_turns, template)
     bad = BadStepCounter(cfg.max_bad_steps, f"{stage} (rl)")
     explosions = ExplosionWatch(cfg.entropy_warn * math.log(len(tokenizer)) if cfg.entropy_warn else None, cfg.kl_warn)
     start, elapsed = resume(run_dir, t, policy, engine, bad, stage)
@@ -93,8 +93,10 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     if measure_held_out is not None and start == 0:
         append_metrics(run_dir / "metrics.jsonl", {"stage": stage, "step": 0, **measure_held_out()}, report)
 
+    schemas = t.turns.schemas if t.turns is not None and template == "chat" else None  # a chat template shows the tools
+
     def prompt_of(example) -> str:
-        return render_prompt(example, template, tokenizer, system)
+        return render_prompt(example, template, tokenizer, system, schemas)
 
     on_cpu = next(policy.parameters()).device.type == "cpu"
     fit_threads = ThreadFit(enabled=on_cpu and getattr(engine, "in_process", False))
@@ -124,7 +126,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3)}
 
 
-def setup(policy, task: Task, cfg: RLConfig, seed: int, max_turns: int = 1) -> Training:
+def setup(policy, task: Task, cfg: RLConfig, seed: int, max_turns: int = 1, template: str = "r1-zero") -> Training:
     """Everything a stage trains with, built in a fixed order (the value head's initialisation draws from torch's RNG)."""
     algorithm = ALGORITHMS[cfg.algorithm]
     weights = next(policy.parameters())  # a reward model runs beside the policy, in its dtype
@@ -139,8 +141,8 @@ def setup(policy, task: Task, cfg: RLConfig, seed: int, max_turns: int = 1) -> T
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.schedule))
     ref = _reference(policy) if cfg.beta > 0 else None  # whole on every rank: no gradients, no optimizer state
     ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
-    turns = Turns(ToolBox(load_tools(cfg.tools)), max_turns, environment=load_environment(cfg.environment)
-                  if cfg.environment else None) if cfg.tools or cfg.environment else None
+    turns = Turns.of(ToolBox(load_tools(cfg.tools)), max_turns, template, load_environment(cfg.environment)
+                     if cfg.environment else None) if cfg.tools or cfg.environment else None
     return Training(algorithm, trainee, value_model, opt, sched, ref, ref_copy, stream, rewards,
                     dist.TrainingState(opt, trainee, value_model=value_model), turns)
 

@@ -3,6 +3,7 @@ calls tools has each call run (engines/episodes.py, as in training) and shown wi
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from contextlib import closing
@@ -16,7 +17,7 @@ from r1lab.engines import make_engine
 from r1lab.engines.episodes import Turns, run_episodes
 from r1lab.models.io import load_model, trained_system, trained_tools
 from r1lab.tools.box import ToolBox, load_tools
-from r1lab.tools.calls import CHAT, PLAIN, parse_call
+from r1lab.tools.calls import parse_call
 from r1lab.ui.chat_input import clean, context_of, robust_stdin, too_long
 from r1lab.ui.display import ToolShown, call_text, show_response
 
@@ -97,9 +98,7 @@ def tool_episodes(model_dir: str, template: str, tools: list[str] | None, max_tu
     names = list(dict.fromkeys([*trained, *(tools or [])]))
     if not names:
         return None
-    chat_format = template == "chat"
-    return Turns(ToolBox(load_tools(names)), max_turns or (trained_turns if trained else DEFAULT_TOOL_TURNS),
-                 CHAT if chat_format else PLAIN, "chat" if chat_format else "plain")
+    return Turns.of(ToolBox(load_tools(names)), max_turns or (trained_turns if trained else DEFAULT_TOOL_TURNS), template)
 
 
 def question_prompt(question: str, template: str, tokenizer, system: str | None, episodes: Turns | None) -> str:
@@ -121,16 +120,20 @@ def answer(engine, prompt: str, sampling: SamplingConfig, console: Console, epis
     ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     limit = context_of(engine)
     budget = sampling.max_new_tokens if limit is None else min(sampling.max_new_tokens, limit - len(ids))
+    markers = episodes.markers_for(engine.tokenizer)  # a chat template's results are its own tool turns, as in training
     rollout = run_episodes(engine, [ids], sampling, 1, episodes.toolbox, max_turns=episodes.max_turns, budget=budget,
-                           markers=episodes.markers, style=episodes.style)
-    show_response(episode_chunks(rollout.texts[0], episodes), console, response_prefix(prompt))
+                           markers=markers, style=episodes.style)
+    special = [t for t in engine.tokenizer.all_special_tokens if t]
+    visible = tuple(functools.reduce(lambda m, t: m.replace(t, ""), special, m) for m in markers)  # as texts hold them
+    show_response(episode_chunks(rollout.texts[0], episodes, visible), console, response_prefix(prompt))
     return int(rollout.loss_mask.sum())  # the model's tokens, not the results'
 
 
-def episode_chunks(text: str, episodes: Turns):
+def episode_chunks(text: str, episodes: Turns, markers: tuple[str, str, str, str] | None = None):
     """An episode's text as show_response's chunks: the text between calls, and each call with its result. A
-    call is what follows the last opening marker before its close, as run_episodes reads it."""
-    call, end, result, result_end = (re.escape(marker) for marker in episodes.markers)
+    call is what follows the last opening marker before its close, as run_episodes reads it. `markers`: as the
+    text holds them (special tokens removed); None: the episodes' own."""
+    call, end, result, result_end = (re.escape(marker) for marker in markers or episodes.markers)
     end_of_text = 0
     for match in re.finditer(f"{call}((?:(?!{call}).)*?){end}\\s*{result}(.*?){result_end}", text, re.S):
         yield text[end_of_text:match.start()]
