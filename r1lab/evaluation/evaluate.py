@@ -53,8 +53,8 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
             chunk = examples[start : start + per_chunk]
             prompts = [render_prompt(e, template, engine.tokenizer, system, schemas) for e in chunk]
             rollout = turns.rollout(engine, prompts, cfg.sampling, cfg.k, chunk) if turns else engine.generate(prompts, cfg.sampling, n=cfg.k)
-            calls += rollout.tool_calls or [0] * len(rollout.texts)
-            errors += rollout.tool_errors or [0] * len(rollout.texts)
+            if turns:
+                calls, errors = calls + rollout.tool_calls, errors + rollout.tool_errors
             for i, ex in enumerate(chunk):
                 rows = range(i * cfg.k, (i + 1) * cfg.k)
                 responses = [response_prefix(prompts[i]) + rollout.texts[r] for r in rows]
