@@ -401,34 +401,37 @@ torch.save({{n: p.detach() for n, p in model.named_parameters()}}, sys.argv[1] +
 """
 
 
-def _kill_trials(tmp_path, script: str, rows_of, trials: int = 4, seed: int = 13):
-    """Runs `script OUT` once whole, then `trials` times killed (-9) at a random moment and run again to the end: every
-    resumed run's rows_of(OUT) must equal the whole run's. Returns (reference dir, the trial dirs)."""
+def _kill_trials(tmp_path, script: str, rows_of, trials: int = 4, seed: int = 13, started=lambda out: True):
+    """Runs `script OUT` once whole, then `trials` times killed (-9) at a random moment after started(OUT) holds, and
+    run again to the end: every resumed run's rows_of(OUT) must equal the whole run's. Returns (reference, trials)."""
     path = tmp_path / "script.py"
     path.write_text(script)
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent), "R1LAB_CACHE": str(tmp_path / "cache")}
 
-    def run(out, kill_after=None):
+    def run(out, kill_after=None) -> tuple[int, float]:
+        """(exit code, seconds from started(out) to the end)."""
         proc = subprocess.Popen([sys.executable, str(path), str(out)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not started(out):
+            time.sleep(0.02)
+        t0 = time.time()
         if kill_after is not None:
             try:
                 proc.wait(timeout=kill_after)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
-        return proc.wait()
+        return proc.wait(), time.time() - t0
 
     reference = tmp_path / "reference"
-    assert run(reference) == 0
+    assert run(reference)[0] == 0
     expected = rows_of(reference)
-    t0 = time.time()
-    assert run(tmp_path / "timing") == 0
-    duration = time.time() - t0
+    code, duration = run(tmp_path / "timing")
+    assert code == 0
     rng, outs = random.Random(seed), []
     for trial in range(trials):
         out = tmp_path / f"trial-{trial}"
         run(out, kill_after=rng.uniform(0.3, 1.0) * duration)
-        assert run(out) == 0, f"trial {trial}: the resumed run failed"
+        assert run(out)[0] == 0, f"trial {trial}: the resumed run failed"
         assert rows_of(out) == [pytest.approx(row, rel=1e-5, abs=1e-6) for row in expected], f"trial {trial}"
         outs.append(out)
     return reference, outs
@@ -462,15 +465,17 @@ sys.exit(main(["run", "r1-tools", "--out", sys.argv[1], *MICRO, "stages.traces.p
 
 @pytest.mark.slow
 def test_kill_9_during_a_tool_run_then_resume_gives_the_same_curve(tmp_path):
-    """The r1-tools recipe (traces, SFT, GRPO with tools) in miniature, killed at random moments and resumed: the RL
-    stage's metrics, tool calls included, are the uninterrupted run's."""
+    """The r1-tools recipe (traces, SFT, GRPO with tools) in miniature, killed at random moments of its RL stage and
+    resumed: the RL stage's metrics, tool calls included, are the uninterrupted run's."""
     keys = ("step", "reward", "loss", "completion_len_mean", "tool_calls_mean", "tool_error_frac", "masked_token_frac")
 
     def rows_of(out):
         rows = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("stage") == "tools-rl" and "reward" in r]
         return [{k: r.get(k) for k in keys} for r in rows]
 
-    reference, _ = _kill_trials(tmp_path, TOOLS_KILL_SCRIPT.format(tests=str(TESTS)), rows_of, trials=2)
+    # killed in the RL stage (the one with tools): from its first metrics row on
+    reference, _ = _kill_trials(tmp_path, TOOLS_KILL_SCRIPT.format(tests=str(TESTS)), rows_of, trials=2,
+                                started=lambda out: (out / "tools-rl" / "metrics.jsonl").exists())
     rows = read_jsonl(reference / "metrics.jsonl")
     assert sum(r.get("tool_calls_mean", 0) for r in rows) > 0  # the episodes did call tools: the resume covers them
     meta = json.loads((reference / "final" / "r1lab.json").read_text())
