@@ -21,7 +21,7 @@ import torch
 
 from r1lab.data.example import Example
 from r1lab.engines.base import Rollout, pad_id
-from r1lab.tools.box import ToolBox, environment_tools, run_calls
+from r1lab.tools.box import ToolBox, environment_tools, load_environment, load_tools, run_calls
 from r1lab.tools.calls import CHAT, PLAIN, parse_call
 
 MAX_RESULT_TOKENS = 48  # a result longer than this is cut: an episode's budget is for the policy's tokens
@@ -43,6 +43,17 @@ class Turns:
         """A run's turns: the plain format, or with template=chat the chat template's (Qwen's <tool_call> JSON)."""
         chat = template == "chat"
         return cls(toolbox, max_turns, CHAT if chat else PLAIN, "chat" if chat else "plain", environment)
+
+    @classmethod
+    def of_settings(cls, tools: list[str], environment: str | None, max_turns: int, template: str) -> "Turns | None":
+        """A run's turns from its settings (rl.tools, rl.environment, rollout.max_turns), None without either."""
+        if not (tools or environment):
+            return None
+        return cls.of(ToolBox(load_tools(tools)), max_turns, template, load_environment(environment) if environment else None)
+
+    def prompt_tools(self, template: str) -> list[dict] | None:
+        """What a prompt shows of the tools: their schemas in a chat template's `tools=`, nothing in the others."""
+        return self.schemas if template == "chat" else None
 
     @property
     def schemas(self) -> list[dict]:

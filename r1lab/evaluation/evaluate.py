@@ -45,7 +45,7 @@ def evaluate(engine, task: Task, cfg: EvalConfig, *, template: str, system: str 
     per_chunk = max(1, cfg.batch_size // cfg.k)
     correct, formatted, lengths, reflective, consistency, cons, samples = [], [], [], [], [], [], []
     calls, errors = [], []
-    schemas = turns.schemas if turns is not None and template == "chat" else None  # a chat template shows the tools
+    schemas = turns.prompt_tools(template) if turns is not None else None
     bar_of = progress_bar(f"{label}: {len(examples)} problems x {cfg.k}", len(examples)) if progress else \
         contextlib.nullcontext(lambda *_, **__: None)
     with bar_of as bar:

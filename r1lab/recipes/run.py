@@ -62,13 +62,9 @@ def load_task_for(cfg: RunConfig, name: str | None = None):
 def turns_for(cfg: RunConfig):
     """How episodes take turns when the run's rl.tools or rl.environment are set (training and every evaluation
     alike), else None."""
-    if not (cfg.rl.tools or cfg.rl.environment):
-        return None
     from r1lab.engines.episodes import Turns
-    from r1lab.tools.box import ToolBox, load_environment, load_tools
 
-    environment = load_environment(cfg.rl.environment) if cfg.rl.environment else None
-    return Turns.of(ToolBox(load_tools(cfg.rl.tools)), cfg.rollout.max_turns, cfg.template, environment)
+    return Turns.of_settings(cfg.rl.tools, cfg.rl.environment, cfg.rollout.max_turns, cfg.template)
 
 
 def write_json_atomic(path: Path, data) -> None:

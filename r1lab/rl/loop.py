@@ -43,7 +43,6 @@ from r1lab.rl.rollouts import PromptStream, Scored, sample_step
 from r1lab.rl.step import rl_step
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
-from r1lab.tools.box import ToolBox, load_environment, load_tools
 from r1lab.train.guards import BadStepCounter, DivergedError, ExplosionWatch, params_finite, step_problem
 from r1lab.train.optim import lr_lambda
 from r1lab.train.threads import ThreadFit
@@ -93,7 +92,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     if measure_held_out is not None and start == 0:
         append_metrics(run_dir / "metrics.jsonl", {"stage": stage, "step": 0, **measure_held_out()}, report)
 
-    schemas = t.turns.schemas if t.turns is not None and template == "chat" else None  # a chat template shows the tools
+    schemas = t.turns.prompt_tools(template) if t.turns is not None else None
 
     def prompt_of(example) -> str:
         return render_prompt(example, template, tokenizer, system, schemas)
@@ -141,8 +140,7 @@ def setup(policy, task: Task, cfg: RLConfig, seed: int, max_turns: int = 1, temp
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio, cfg.schedule))
     ref = _reference(policy) if cfg.beta > 0 else None  # whole on every rank: no gradients, no optimizer state
     ref_copy = ref if isinstance(ref, torch.nn.Module) else None  # weights of its own: checkpointed, reset
-    turns = Turns.of(ToolBox(load_tools(cfg.tools)), max_turns, template, load_environment(cfg.environment)
-                     if cfg.environment else None) if cfg.tools or cfg.environment else None
+    turns = Turns.of_settings(cfg.tools, cfg.environment, max_turns, template)
     return Training(algorithm, trainee, value_model, opt, sched, ref, ref_copy, stream, rewards,
                     dist.TrainingState(opt, trainee, value_model=value_model), turns)
 

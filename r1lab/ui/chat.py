@@ -105,7 +105,7 @@ def question_prompt(question: str, template: str, tokenizer, system: str | None,
     """The prompt for one question; a chat template is shown the tools' schemas (a tiny-world model learned
     its tools without them)."""
     if episodes is not None and template == "chat":
-        schemas = [tool.schema for tool in episodes.toolbox.tools.values()]
+        schemas = episodes.schemas
         return conversation_prompt([{"role": "user", "content": question}], template, tokenizer, system, tools=schemas)
     return apply_template(question, template, tokenizer, system)
 
