@@ -42,7 +42,7 @@ def setup(size: str, call_rate: float):
 
     tokenizer = load_tokenizer(str(_common.tokenizer_dir()))
     model = build_model(PretrainConfig(max_len=256, **_common.SIZES[size]), len(tokenizer)).eval()
-    add_tokens(model, tokenizer, list(PLAIN))
+    add_tokens(model, tokenizer, list(PLAIN), seed=0)
     V, close, eos = len(tokenizer), tokenizer.convert_tokens_to_ids(PLAIN[1]), tokenizer.eos_token_id
     shift = torch.zeros(V)  # random logits are near 0: exp(shift) / (V - 1 + exp(shift)) = call_rate
     shift[close], shift[eos] = torch.tensor(call_rate * (V - 1) / (1 - call_rate)).log(), -1e4

@@ -212,14 +212,34 @@ def test_tool_tokens_are_added_as_single_ids_without_moving_old_outputs(tiny_mod
     model, tokenizer = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
     ids = tokenizer("Solve 7 * x + 23 = 72", return_tensors="pt")["input_ids"]
     before = model(ids).logits[0, -1]
-    assert add_tokens(model, tokenizer, list(PLAIN)) == list(PLAIN)
-    assert add_tokens(model, tokenizer, list(PLAIN)) == []  # a second time adds nothing
+    assert add_tokens(model, tokenizer, list(PLAIN), seed=0) == list(PLAIN)
+    assert add_tokens(model, tokenizer, list(PLAIN), seed=0) == []  # a second time adds nothing
     text = "<tool>calculator(6 * 7)</tool><result>42</result>"
     pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
     assert all(t in pieces for t in PLAIN) and tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
     after = model(ids).logits[0, -1]
     assert after.shape[0] == before.shape[0] + 4
     torch.testing.assert_close(after[: before.shape[0]], before)  # old text, old outputs
+
+
+def test_new_token_rows_follow_the_seed_and_leave_the_global_generator_alone(tiny_model_dir):
+    """Unseeded, each process drew its own rows: a run was not its own rerun, and a resumed run's SFT stage was
+    another draw than the uninterrupted run's (the tool kill test caught it)."""
+    from r1lab.models.io import load_model
+    from r1lab.models.vocab import add_tokens
+    from r1lab.tools.calls import PLAIN
+
+    def new_rows(seed):
+        model, tokenizer = load_model(str(tiny_model_dir), device="cpu", dtype="fp32")
+        add_tokens(model, tokenizer, list(PLAIN), seed=seed)
+        return model.get_input_embeddings().weight[-len(PLAIN):].detach().clone()
+
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    first = new_rows(0)
+    assert torch.equal(torch.get_rng_state(), state)  # the run's own draws are not moved
+    torch.manual_seed(2)  # another global state: the same rows
+    assert torch.equal(new_rows(0), first) and not torch.equal(new_rows(1), first)
 
 
 def test_check_lines_are_judged_with_and_without_the_calculator():

@@ -22,7 +22,7 @@ def trainable(run: Run, name: str):
     from r1lab.models.vocab import add_tokens
 
     model, tokenizer = run.load(name, master_weights=not run.cfg.lora.enabled)
-    add_tokens(model, tokenizer, run.tool_tokens)  # a run with tools: its first trained model learns their markers
+    add_tokens(model, tokenizer, run.tool_tokens, run.cfg.seed)  # a run with tools: its first trained model learns their markers
     if not run.cfg.lora.enabled:
         return model, tokenizer
     from r1lab.models.lora import add_lora
