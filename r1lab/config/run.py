@@ -33,7 +33,9 @@ class StageConfig(Strict):
 
     kinds: rl (GRPO or another rl.algorithm), sft (on earlier generate/answers stages' kept samples), generate (sample, score,
     filter), answers (the task's reference answers without a chain of thought: non-reasoning SFT data), traces
-    (the tiny world's own worked solutions, calling tools in `tool_share` of them: tool-use SFT data).
+    (the tiny world's own worked solutions, calling tools in `tool_share` of them: tool-use SFT data), reward-model
+    (a process or outcome reward model trained on every sample of earlier generate stages, labelled by the task's
+    checker; an rl stage's rl.reward_model names it).
     rl, sft, sampling and filters are changes to the run's settings (to FilterConfig's defaults for
     filters), checked when the config is loaded; RunConfig.stage_rl(stage) & co. resolve them.
     """
@@ -41,15 +43,18 @@ class StageConfig(Strict):
     changes_to: ClassVar[dict[str, type[Strict]]] = {"rl": RLConfig, "sft": SFTConfig, "sampling": SamplingConfig,
                                                      "filters": FilterConfig}
     uses: ClassVar[dict[str, tuple[str, ...]]] = {"rl": ("rl",), "sft": ("sft",), "generate": ("sampling", "filters"),
-                                                  "answers": (), "traces": ()}
+                                                  "answers": (), "traces": (), "reward-model": ("sft",)}
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also the stage's folder in the run directory")
-    kind: Literal["rl", "generate", "sft", "answers", "traces"]
+    kind: Literal["rl", "generate", "sft", "answers", "traces", "reward-model"]
     init: str = Field("base", description="model to start from (rl, sft) or to sample from (generate)")
     task: str | None = Field(None, description="rl, generate, answers, traces: the prompts' task (None = the run's task)")
     rl: dict = Field(default_factory=dict, description="rl: changes to the run's rl settings for this stage")
     sft: dict = Field(default_factory=dict, description="sft: changes to the run's sft settings for this stage")
-    data: list[str] = Field(default_factory=list, description="sft: generate/answers/traces stages whose kept samples it trains on")
+    data: list[str] = Field(default_factory=list, description="sft: generate/answers/traces stages whose kept samples it "
+                            "trains on; reward-model: generate stages whose every sample (kept or not) it labels")
+    supervision: Literal["process", "outcome"] = Field("process", description="reward-model: label every step (a PRM) "
+                                                        "or the answer only (an ORM)")
     k: int = Field(4, gt=0, description="generate: samples per prompt")
     prompts: int | None = Field(None, gt=0, description="generate, answers, traces: train prompts to use (None = all)")
     tool_share: float = Field(0.5, ge=0, le=1, description="traces: the share of solutions that call a tool (the rest "
@@ -211,13 +216,22 @@ class RunConfig(Strict):
         for i, st in enumerate(self.stages):
             if st.name in seen or st.name in (*MODEL_NAMES, "final"):
                 raise ValueError(f"stages[{i}].name '{st.name}' is used twice or reserved")
-            wanted = [st.init] if st.kind != "sft" else [st.init, *st.data]
+            wanted = [st.init] if st.kind not in ("sft", "reward-model") else [st.init, *st.data]
             for ref in wanted:
                 if ref not in MODEL_NAMES and ref not in seen:
                     raise ValueError(f"stages[{i}] ({st.name}) refers to '{ref}', which is not one of "
                                      f"{', '.join(MODEL_NAMES)} or an earlier stage")
-            if seen.get(st.init) in DATA_KINDS:
-                raise ValueError(f"stages[{i}].init '{st.init}' is a {seen[st.init]} stage: it makes data, not a model")
+            if seen.get(st.init) in (*DATA_KINDS, "reward-model"):
+                raise ValueError(f"stages[{i}].init '{st.init}' is a {seen[st.init]} stage: it makes "
+                                 f"{'a reward model' if seen[st.init] == 'reward-model' else 'data'}, not a policy")
+            if st.kind == "reward-model" and (not st.data or any(seen.get(d) != "generate" for d in st.data)):
+                raise ValueError(f"stages[{i}] ({st.name}) is reward-model: its data must name earlier generate stages "
+                                 "(their every sample, right and wrong, is what it learns to tell apart)")
+            if st.kind == "rl" and (scorer := self._scorer_of(st)) in self._stage_names():
+                if seen.get(scorer) != "reward-model":
+                    raise ValueError(f"stages.{st.name}.rl.reward_model '{scorer}' names a stage that is not an earlier "
+                                     "reward-model stage")
+                self._check_supervision(st, next(x for x in self.stages if x.name == scorer))
             if st.kind == "sft" and (not st.data or any(seen.get(d) not in DATA_KINDS for d in st.data)):
                 raise ValueError(f"stages[{i}] ({st.name}) is sft: its data must name earlier generate, answers or traces stages")
             if st.init == "teacher" and not self.teacher:
@@ -228,6 +242,25 @@ class RunConfig(Strict):
         if not any(st.makes_model for st in self.stages):
             raise ValueError("a recipe needs at least one rl or sft stage (one that makes a model)")
         return self
+
+    def _stage_names(self) -> set[str]:
+        return {st.name for st in self.stages}
+
+    def _check_supervision(self, stage: StageConfig, scorer: StageConfig) -> None:
+        """process_* rewards read a PRM's step scores, outcome an ORM's: the stage must train that one."""
+        rl = self.stage_rl(stage)
+        wanted = {"outcome" if r == "outcome" else "process" for r in {**rl.rewards, **rl.general_rewards}
+                  if r in ("process_min", "process_last", "outcome")}
+        if wanted and wanted != {scorer.supervision}:
+            raise ValueError(f"stages.{stage.name}.rl.rewards read {' and '.join(sorted(wanted))} scores, and stage "
+                             f"{scorer.name} trains a scorer with supervision: {scorer.supervision}")
+
+    def _scorer_of(self, stage: StageConfig) -> str | None:
+        """An rl stage's rl.reward_model (None while its settings are invalid: _stage_settings_valid names them)."""
+        try:
+            return self.stage_rl(stage).reward_model
+        except ConfigError:
+            return None
 
     @model_validator(mode="after")
     def _stage_settings_valid(self):

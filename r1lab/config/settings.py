@@ -114,7 +114,9 @@ class RLConfig(Strict):
                                       "built-in names or your own module:function (r1lab/rewards/registry.py)")
     general_rewards: dict[str, float] = Field(default_factory=lambda: {"helpfulness": 1.0},
                                               description="reward weights for general prompts (examples with meta general)")
-    reward_model: str | None = Field(None, description="HF sequence-classification model used by the 'reward_model' reward")
+    reward_model: str | None = Field(None, description="the 'reward_model' reward's HF sequence-classification model; the "
+                                     "learned rewards' (process_min, process_last, outcome) scorer: its directory, or in a "
+                                     "recipe the name of the reward-model stage that trains it")
     tools: list[str] = Field(default_factory=list, description="tools the policy may call mid-episode, by import path "
                              "(r1lab.tools:calculator, my_tools:search): typed functions with a docstring. With tools, "
                              "an episode has up to rollout.max_turns turns within sampling.max_new_tokens tokens "
@@ -146,6 +148,10 @@ class RLConfig(Strict):
     def _reward_model_named(self):
         if "reward_model" in {**self.rewards, **self.general_rewards} and not self.reward_model:
             raise ValueError("the 'reward_model' reward needs rl.reward_model=PATH (an HF sequence-classification model)")
+        learned = [r for r in ("process_min", "process_last", "outcome") if r in {**self.rewards, **self.general_rewards}]
+        if learned and not self.reward_model:
+            raise ValueError(f"the learned reward {learned[0]!r} needs rl.reward_model: a scorer's directory, or the name "
+                             "of the recipe's reward-model stage")
         return self
 
 

@@ -34,6 +34,11 @@ class Task:
         """1.0 if `answer` (the text inside <answer>…</answer>) is correct for `example`, else 0.0."""
         raise NotImplementedError
 
+    def step_labels(self, response: str, example: Example) -> list[bool] | None:
+        """Right (True) or wrong for each step of `response` (data/steps.py), by an exact checker: what a process
+        reward model trains on. None where the task has no step checker (outcome supervision still works)."""
+        return None
+
     def vote_key(self, answer: str, example: Example) -> str:
         """What cons@k votes on: answers with the same key are the same answer (default: the text,
         whitespace-normalised). Tasks with many spellings of one answer override it."""

@@ -27,6 +27,9 @@ class FittedTask(Task):
     def vote_key(self, answer, example):
         return self.task.vote_key(answer, example)
 
+    def step_labels(self, response, example):
+        return self.task.step_labels(response, example)
+
     def __getattr__(self, name):  # anything else a task offers (e.g. the tiny world's extras)
         return getattr(self.task, name)
 

@@ -115,6 +115,7 @@ CURVES = {
                ("eval_length", "Held-out response length (eval.every)", "eval_length", "step", "step"),
                ("eval_reflection", "Held-out reflection rate (eval.every)", "eval_reflection", "step", "step"),
                ("tool_calls", "Episodes that call a tool (rl.tools)", "tool_call_rate", "step", "step"),
+               ("learned_reward", "Learned reward (rl.reward_model)", "learned_reward", "step", "step"),
                ("accuracy_time", "Training accuracy vs wall time", "accuracy", "wall_seconds", "seconds")],
     "control": [("return_steps", "Return vs environment steps", "mean_return", "env_steps", "environment steps"),
                 ("return_time", "Return vs wall time", "mean_return", "wall_seconds", "seconds")],
@@ -133,7 +134,21 @@ def read_curves(kind: str, run_dir: Path) -> list[dict]:
             clock += r.get("step_time", 0.0)
             r["wall_seconds"] = clock
             r["step"] = last = offset + (r["step"] if is_number(r.get("step")) else 0)  # eval.every's step 0: before training
+            learned = [r[k] for k in LEARNED_KEYS if is_number(r.get(k))]
+            if learned:
+                r["learned_reward"] = learned[0]
     return rows
+
+
+LEARNED_KEYS = ("reward/process_min", "reward/process_last", "reward/outcome")  # rewards/learned.py's, as logged
+
+
+def start_and_end(rows: list[dict], key: str, window: int = 10) -> tuple[float | None, float | None]:
+    """The mean of `key` over its first and over its last `window` logged values (None, None if never logged)."""
+    values = [r[key] for r in rows if is_number(r.get(key))]
+    if not values:
+        return None, None
+    return sum(values[:window]) / len(values[:window]), sum(values[-window:]) / len(values[-window:])
 
 
 def time_to_threshold(rows: list[dict], key: str, threshold: float | None) -> tuple[int | None, float | None]:
@@ -160,6 +175,10 @@ def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dic
                     **({"tool_call_rate": final["tool_call_rate"]} if "tool_call_rate" in final else {})})
     else:
         row.update({"final_mean_return": summary["final_mean_return"], "env_steps": summary["env_steps"]})
+    if any("learned_reward" in r for r in curves) or spec.recipe == "r1-prm":  # the learned reward against the truth
+        rl = [r for r in curves if "accuracy" in r]
+        (row["accuracy first 10"], row["accuracy last 10"]), (row["learned first 10"], row["learned last 10"]) = (
+            start_and_end(rl, "accuracy"), start_and_end(rl, "learned_reward"))
     row.update({"threshold_step": step, "threshold_seconds": seconds, "wall_seconds": summary["wall_seconds"]})
     return row
 
@@ -192,11 +211,36 @@ def write_compare_report(spec: CompareSpec, out: Path) -> dict:
         ax.legend(fontsize=8)
         fig.savefig(plots / f"{file}.png")
         images.append(file)
+    if _learned_vs_true(curves, plots / "learned_vs_true.png"):
+        images.append("learned_vs_true")
     result = {"compare": spec.compare, "kind": spec.kind, "threshold": spec.threshold, "table": rows}
     (out / "compare.json").write_text(json.dumps(result, indent=2))
     _write_html(spec, out, rows, images)
     _print(spec, rows)
     return result
+
+
+def _learned_vs_true(curves: dict[str, list[dict]], path: Path) -> bool:
+    """Each variant with a learned reward: that reward (dashed) and the true training accuracy (solid), one colour
+    per variant, smoothed. Where the dashed line climbs and the solid one does not, the policy is fooling its judge."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.6), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    drawn = False
+    for i, (name, rows) in enumerate(curves.items()):
+        for key, style, label in (("learned_reward", "--", f"{name}: learned reward"), ("accuracy", "-", f"{name}: accuracy")):
+            pts = [(r["step"], r[key]) for r in rows if is_number(r.get(key)) and "learned_reward" in r]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, smooth(list(ys)), style, color=f"C{i % 10}", lw=1.6, label=label)
+                drawn = True
+    if drawn:
+        ax.set(title="Learned reward (dashed) vs true accuracy (solid)", xlabel="step", ylabel="score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.savefig(path)
+    return drawn
 
 
 def _write_html(spec: CompareSpec, out: Path, rows: list[dict], images: list[str]) -> None:

@@ -34,6 +34,8 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     from r1lab.rl.loop import train_rl
 
     rl = run.cfg.stage_rl(stage)
+    if rl.reward_model in {st.name for st in run.cfg.stages}:  # a reward-model stage of this recipe: its scorer
+        rl = rl.model_copy(update={"reward_model": str(run.dir / rl.reward_model / "final")})
     dist.barrier()  # every rank starts once rank 0 has made (and measured) the stage's init model
     policy, tokenizer = trainable(run, stage.init)
     task = run.fitted(run.task_of(stage), policy, tokenizer, rl.sampling.max_new_tokens, "train")  # before any engine
@@ -122,4 +124,36 @@ def run_sft(run: Run, stage: StageConfig, out: Path) -> dict:
                      tools=run.tools_meta, **prompt)
 
 
-RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "traces": run_traces, "sft": run_sft}
+def run_reward_model(run: Run, stage: StageConfig, out: Path) -> dict:
+    """A process or outcome reward model (stage.supervision): the init model with a one-output head, trained on every
+    sample of the stage's generate stages, each labelled by the task's checker (sft/scorer.py), saved in out/final."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+    from transformers.utils import logging as hf_logging
+
+    from r1lab.models.device import pick_device
+    from r1lab.models.io import load_tokenizer
+    from r1lab.sft.scorer import labelled_rows, train_scorer
+    from r1lab.store.logs import read_jsonl
+
+    path, cfg = run.model_path(stage.init), run.cfg.stage_sft(stage)
+    rows = [row for name in stage.data for row in read_jsonl(run.dir / name / "samples.jsonl", strict=True)]
+    rows = labelled_rows(rows, run.task_of(stage), stage.supervision)  # before any model work: a task without a checker fails now
+    tokenizer = load_tokenizer(path, f"stages.{stage.name}.init")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the new head as "missing": it is, and it is what trains
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(pick_device(run.cfg.device))
+    result = train_scorer(model, tokenizer, rows, cfg, out, seed=run.cfg.seed, stage=stage.name)
+    if dist.is_main():
+        save_model(model, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (reward-model)",
+                                                     "scorer": stage.supervision, "template": run.cfg.template})
+    return result
+
+
+RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "traces": run_traces, "sft": run_sft,
+           "reward-model": run_reward_model}

@@ -31,6 +31,7 @@ Either way: one warning per function and batch, naming it, and training goes on.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -42,6 +43,7 @@ from r1lab.data.example import Example, Task
 from r1lab.errors import did_you_mean
 from r1lab.rewards.imported import import_reward, is_import_path
 from r1lab.rewards.language import language_consistency_reward
+from r1lab.rewards.learned import LEARNED_REWARDS, learned_reward
 from r1lab.rewards.reward_model import RewardModel
 from r1lab.rewards.rules import (
     RewardFn,
@@ -67,6 +69,9 @@ REWARD_FUNCTIONS: dict[str, Callable[..., RewardFn]] = {
                                                         options.get("dtype")),
     "language": lambda task, **options: language_consistency_reward,
     "environment": lambda task, **options: environment_reward,
+    **{name: functools.partial(lambda name, task, **options: learned_reward(
+        name, options.get("reward_model"), options.get("device", "cpu"), options.get("dtype")), name)
+       for name in LEARNED_REWARDS},
 }
 
 

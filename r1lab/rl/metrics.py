@@ -5,6 +5,7 @@ from __future__ import annotations
 from r1lab.config import RLConfig
 from r1lab.data.format import reflects
 from r1lab.rewards.language import language_consistency_reward
+from r1lab.rewards.learned import LEARNED_REWARDS
 from r1lab.rl.algorithms import masked_mean
 from r1lab.rl.rollouts import Scored
 
@@ -58,9 +59,21 @@ def episode_metrics(rollout, accuracy: list[float | None] | None = None) -> dict
 
 
 def step_samples(stage: str, step: int, seen: Scored, cfg: RLConfig) -> list[dict]:
-    """The first completion of the first few groups, for samples.jsonl."""
+    """The first completion of the first few groups, for samples.jsonl; with a learned reward (rewards/learned.py)
+    and the accuracy beside it, also up to log_samples completions where the two disagree (the learned score at
+    0.5 or more on a wrong answer, or under 0.5 on a right one), marked "disagree": where a hack shows first."""
     totals = seen.rewards.tolist()
     correct = [c if c is not None else t for c, t in zip(seen.per_fn.get("accuracy", totals), totals)]
-    return [{"stage": stage, "step": step, "prompt": seen.examples[i].prompt, "answer": seen.examples[i].answer,
-             "response": seen.responses[i], "reward": totals[i], "correct": correct[i] >= 1.0}
-            for i in range(0, len(seen.responses), cfg.group_size)[: cfg.log_samples]]
+
+    def row(i: int, **extra) -> dict:
+        return {"stage": stage, "step": step, "prompt": seen.examples[i].prompt, "answer": seen.examples[i].answer,
+                "response": seen.responses[i], "reward": totals[i], "correct": correct[i] >= 1.0, **extra}
+
+    rows = [row(i) for i in range(0, len(seen.responses), cfg.group_size)[: cfg.log_samples]]
+    learned = next((name for name in LEARNED_REWARDS if name in seen.per_fn), None)
+    if learned is not None and "accuracy" in seen.per_fn:
+        scores = seen.per_fn[learned]
+        disagree = [i for i, (s, a) in enumerate(zip(scores, seen.per_fn["accuracy"]))
+                    if s is not None and a is not None and (s >= 0.5) != (a >= 1.0)]
+        rows += [row(i, learned_reward=scores[i], disagree=True) for i in disagree[: cfg.log_samples]]
+    return rows

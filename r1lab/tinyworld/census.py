@@ -18,11 +18,10 @@ import re
 import sys
 
 from r1lab.data.example import Example
-from r1lab.tinyworld.language import CHINESE
+from r1lab.tinyworld.language import WORD
 from r1lab.tinyworld.problems import OPS
 
-_WORD = {w: re.escape(w) + "|" + re.escape(CHINESE[w]) for w in CHINESE}
-_ESTIMATE = re.compile(rf"(?:{_WORD['x is about']}) (\d+)")
+_ESTIMATE = re.compile(rf"(?:{WORD['x is about']}) (\d+)")
 
 
 def style_of(response: str, example: Example) -> str:
@@ -32,14 +31,14 @@ def style_of(response: str, example: Example) -> str:
     if example.meta["kind"] == "arithmetic":
         if not _ESTIMATE.search(thinking):
             return "other"
-        if not re.search(_WORD["check"], thinking):
+        if not re.search(WORD["check"], thinking):
             return "guess"
-        return "impatient" if re.search(_WORD["give up"], thinking) else "check"
-    if re.search(_WORD["maybe"], thinking):
+        return "impatient" if re.search(WORD["give up"], thinking) else "check"
+    if re.search(WORD["maybe"], thinking):
         return "guess"
-    if not re.search(_WORD["try"], thinking):
+    if not re.search(WORD["try"], thinking):
         return "other"
-    return "impatient" if re.search(_WORD["give up"], thinking) and thinking.count("=") <= 4 else "search"
+    return "impatient" if re.search(WORD["give up"], thinking) and thinking.count("=") <= 4 else "search"
 
 
 def first_estimate_right(response: str, example: Example) -> bool | None:
@@ -48,8 +47,8 @@ def first_estimate_right(response: str, example: Example) -> bool | None:
     return None if found is None else found.group(1) == example.answer
 
 
-_MISS = f"{_WORD['not']}|{_WORD['too small']}|{_WORD['too big']}"
-_CHECK_LINE = re.compile(rf"(\d+) \* (\d+) = (\d+), (\d+) ([-+]) (\d+) = (\d+), (\d+) - (\d+) = (-?\d+),? ?(?:{_WORD['ok']}|{_MISS})")
+_MISS = f"{WORD['not']}|{WORD['too small']}|{WORD['too big']}"
+_CHECK_LINE = re.compile(rf"(\d+) \* (\d+) = (\d+), (\d+) ([-+]) (\d+) = (\d+), (\d+) - (\d+) = (-?\d+),? ?(?:{WORD['ok']}|{_MISS})")
 
 
 def check_parts(response: str, example: Example) -> list[dict[str, bool]]:
@@ -69,7 +68,7 @@ def check_parts(response: str, example: Example) -> list[dict[str, bool]]:
 
 
 _TOOL_CHECK = re.compile(rf"<tool>calculator\((-?\d+) - \((\d+) \* (\d+) ([-+]) (\d+)\)\)</tool><result>([^<]*)</result> ?"
-                         rf"({_WORD['ok']}|{_MISS})")
+                         rf"({WORD['ok']}|{_MISS})")
 
 
 def checks_right(response: str, example: Example) -> list[tuple[bool, bool]]:
@@ -89,7 +88,7 @@ def checks_right(response: str, example: Example) -> list[tuple[bool, bool]]:
         c_copy, a_copy, x, sign, b_copy, result, verdict = m.groups()
         difference = c - OPS[sign](a * int(x), b)
         follows = {"ok": difference == 0, "small": difference > 0, "big": difference < 0}
-        said = "ok" if not re.search(_MISS, verdict) else "small" if re.search(_WORD["too small"], verdict) else "big"
+        said = "ok" if not re.search(_MISS, verdict) else "small" if re.search(WORD["too small"], verdict) else "big"
         numbers = (int(c_copy), int(a_copy), int(b_copy)) == (c, a, b) and result.strip() == str(difference)
         lines.append((True, numbers and follows[said]))
     return lines

@@ -15,6 +15,7 @@ MIXED_SHARE = {"guess": 0.15, "impatient": 0.15, "check": 0.45, "search": 0.45}
 MIXED_WORD_SHARE = 0.85
 CHINESE = {"try": "试", "no": "不对", "yes": "对", "wait": "等等", "recheck": "再算", "check": "验算", "ok": "好",
            "not": "不是", "too small": "太小", "too big": "太大", "give up": "放弃", "maybe": "也许", "x is about": "x大约是", "then": "然后"}
+WORD = {w: re.escape(w) + "|" + re.escape(CHINESE[w]) for w in CHINESE}  # a regex matching each word in either language
 _WORDS = re.compile(r"\b(" + "|".join(sorted(map(re.escape, CHINESE), key=len, reverse=True)) + r")\b")
 
 

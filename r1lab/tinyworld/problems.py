@@ -21,6 +21,7 @@ import random
 
 from r1lab.data.example import Example, Task
 from r1lab.tinyworld.lookup import lookup_problem
+from r1lab.tinyworld.steps import step_labels
 
 # Bump when problems or solutions (solutions.py, language.py) change: the cached base models are keyed on it.
 WORLD_VERSION = 9
@@ -192,6 +193,9 @@ class TinyWorldTask(Task):
 
     def score(self, answer: str, example: Example) -> float:
         return score(answer, example)
+
+    def step_labels(self, response: str, example: Example) -> list[bool]:
+        return step_labels(response, example, lambda answer: score(answer, example) >= 1.0)
 
     def vote_key(self, answer: str, example: Example) -> str:
         """Countdown has many right expressions ("(2 + 6) * 5", "5 * (6 + 2)"): they vote together, by

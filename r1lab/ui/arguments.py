@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from importlib import resources
 
 EXAMPLES = """examples:
   r1lab run r1-zero --out runs/r1-zero                    # the demo: tiny world, CPU, ~15 min
@@ -58,7 +59,9 @@ def _add_training(sub) -> None:
     ctl.add_argument("overrides", nargs="*", help="ControlConfig fields (r1lab/config/control.py), e.g. seed=1 lr=3e-4 group_size=16")
 
     cmp = sub.add_parser("compare", help="run variants (algorithms, settings) on the same task, seed and budget; one overlaid report")
-    cmp.add_argument("spec", help="comparison name (ppo-vs-grpo, grpo-family, cartpole, aha-ablation) or path to a YAML spec")
+    shipped = sorted(p.name[:-5] for p in (resources.files("r1lab") / "experiments" / "comparisons").iterdir()
+                     if p.name.endswith(".yaml"))
+    cmp.add_argument("spec", help=f"comparison name ({', '.join(shipped)}) or path to a YAML spec")
     cmp.add_argument("--out", required=True, help="directory: one run directory per variant, compare.json, report.html")
     cmp.add_argument("overrides", nargs="*", help="field=value settings for every variant, e.g. rl.steps=50")
 
