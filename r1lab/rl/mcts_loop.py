@@ -40,6 +40,7 @@ from r1lab.rl.rollouts import PromptStream
 from r1lab.store import checkpoint
 from r1lab.store.logs import append_jsonl, append_metrics, truncate_jsonl
 from r1lab.train.guards import DivergedError, params_finite
+from r1lab.train.threads import ThreadFit
 
 
 def train_mcts(policy, tokenizer, task: Task, cfg: MCTSConfig, run_dir: Path, *, engine, template: str,
@@ -69,15 +70,19 @@ def train_mcts(policy, tokenizer, task: Task, cfg: MCTSConfig, run_dir: Path, *,
     def prompt_of(example) -> str:
         return render_prompt(example, template, tokenizer, system)
 
+    # torch's threads fitted to the cores other processes leave free, as the RL loop does (train/threads.py)
+    fit_threads = ThreadFit(enabled=next(policy.parameters()).device.type == "cpu")
     with progress_bar(f"{stage}: mcts", cfg.steps) as bar:
         bar(start)
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.time()
+            fit_threads()
             examples = stream.next(cfg.prompts_per_step)
             prompts = [prompt_of(ex) for ex in examples]
             results = [search.run(tokenizer(p, add_special_tokens=False)["input_ids"], response_prefix(p), ex)
                        for p, ex in zip(prompts, examples)]
             t_search = time.time() - t0
+            fit_threads()
             stats = train_policy(policy, optimizer, results, pad, cfg) | train_values(value_model, optimizer, results, pad, cfg)
             engine.load_weights(policy)
             compute += sum(r.policy_tokens + r.value_tokens for r in results)
@@ -130,7 +135,7 @@ def train_values(value_model, optimizer, results: list[SearchResult], pad: int, 
     for _ in range(cfg.value_updates):
         loss = outcome_loss(value_model, list(paths.values()), pad)
         _update(optimizer, loss, value_model.parameters(), cfg.max_grad_norm)
-    return {"value_loss": float(loss), "value_paths": len(paths)}
+    return {"value_loss": float(loss.detach()), "value_paths": len(paths)}
 
 
 def _update(optimizer, loss: torch.Tensor, params, max_grad_norm: float) -> None:
