@@ -62,6 +62,17 @@ def test_select_stops_at_a_terminal_node_and_an_unvisited_child_has_q_zero():
     assert lone.q == 0.0 and best_path(lone) == [lone]  # unvisited: Q 0; a lone root is its own best path
 
 
+def test_progressive_widening_stops_at_a_node_that_may_have_more_children():
+    root, a, b, a1, a2 = toy_tree()
+    root.expansions = a.expansions = 1
+    assert not root.widens(0.0) and root.widens(0.5)  # floor(4 ** 0.5) = 2 expansions allowed, 1 made
+    assert select(root, 1.0, widening=0.5) == [root]
+    root.expansions = 2
+    assert select(root, 1.0, widening=0.5) == [root, a, a1]  # a: floor(2 ** 0.5) = 1, made
+    a1.terminal = True
+    assert not a1.widens(0.99)
+
+
 def test_value_model_loss_falls_on_a_tiny_set(tiny, one_thread):
     model, tokenizer = tiny
     torch.manual_seed(0)
@@ -123,9 +134,10 @@ def test_search_respects_max_expansions_and_counts_tokens(tiny, one_thread, monk
     nodes = [out.root]
     for node in nodes:
         nodes.extend(node.children)
-        assert len(node.children) <= 2 and all(len(c.tokens) <= 2 for c in node.children)
+        assert len(node.children) <= 2 * node.expansions and all(len(c.tokens) <= 2 for c in node.children)
         if node.children:
             assert sum(c.prior for c in node.children) == pytest.approx(1.0)
+    assert out.root.expansions == 2  # widened once (MCTSConfig's widening 0.5): at 4 visits, floor(4 ** 0.5) = 2
     assert len(nodes) - 1 <= 3 * 2 and out.root.visits == len(nodes) - 1  # each child valued once when made
     assert out.score == 1.0 and len(out.completion) <= 20 and out.finished[-1] == (out.completion, 1.0)
 

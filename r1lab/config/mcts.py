@@ -15,10 +15,15 @@ class MCTSConfig(Strict):
     outcomes of the finished paths the search found."""
 
     steps: int = Field(20, gt=0, description="training steps (each: a search on prompts_per_step problems, one update)")
+    compute_budget: int = Field(0, ge=0, description="stop after the step whose cumulative compute_tokens (policy tokens "
+                                "generated + value-model tokens) reaches this, if before `steps` (0 = off): equal compute "
+                                "against an rl stage's compute_tokens")
     prompts_per_step: int = Field(8, gt=0, description="problems searched per step (P)")
     c_puct: float = Field(1.5, ge=0, description="PUCT's exploration weight: Q + c_puct * P * sqrt(N_parent) / (1 + N)")
     branching: int = Field(3, gt=0, description="children sampled from the policy per expansion (duplicates merged)")
     max_expansions: int = Field(12, gt=0, description="expansions (policy calls) per problem: the search's cap")
+    widening: float = Field(0.5, ge=0, lt=1, description="progressive widening: an expanded node is sampled again "
+                            "(another `branching` steps) while its expansions < floor(visits ** widening); 0 = never")
     step_tokens: int = Field(0, ge=0, description="what a step is: 0 = a sentence (up to '.' or the answer's end), "
                              "N = N tokens")
     lr: float = Field(1e-4, gt=0, description="policy learning rate (cross-entropy on correct best paths)")

@@ -7,6 +7,7 @@
         else expand it: engine.generate_ids(prefix, n=branching), each sample one step:
              a sentence (up to '.') with step_tokens=0, else step_tokens tokens; the answer's end closes any step
              children = the distinct samples, prior = their sampled probabilities normalised over the children
+             (progressive widening, mcts.widening > 0: an expanded node is sampled again once its visits grow)
              a child that finished (EOS, </answer>, the answer's token budget): value = the task's rule score
              any other: value = the value model's V(prefix + child)
              each child's value backed up along path + child
@@ -76,10 +77,10 @@ class TreeSearch:
         simulations = 0
         while out.expansions < self.cfg.max_expansions and simulations < 4 * self.cfg.max_expansions:
             simulations += 1  # a search whose leaves are all finished stops here, not in an endless loop
-            path = select(root, self.cfg.c_puct)
+            path = select(root, self.cfg.c_puct, self.cfg.widening)
             leaf = path[-1]
             if leaf.terminal:
-                backup(path, leaf.outcome)
+                backup(path, leaf.outcome)  # a known outcome, counted again: the search's visits follow it
                 continue
             for child in self._expand(leaf, out, prefix, example):
                 backup(path + [child], child.outcome if child.terminal else child.estimate)
@@ -96,16 +97,20 @@ class TreeSearch:
         rollout = self.engine.generate_ids([out.prompt_ids + so_far], sampling, n=self.cfg.branching)
         out.expansions += 1
         out.policy_tokens += int(rollout.lengths.sum())
-        steps: dict[tuple[int, ...], float] = {}  # distinct step -> its sampled log-probability
+        leaf.expansions += 1
+        known = {c.tokens for c in leaf.children}  # a widened node: samples it already has are not new children
+        children = []
         for row in range(self.cfg.branching):
             n = int(rollout.lengths[row])
             tokens = tuple(rollout.completion_ids[row, :n].tolist())
-            steps.setdefault(tokens, float(rollout.logprobs[row, :n].sum()))
-        # P: the samples' sequence probabilities normalised over the distinct children (a softmax of their log-probs)
-        top = max(steps.values())
-        weights = {t: math.exp(lp - top) for t, lp in steps.items()}
-        total = sum(weights.values())
-        children = [leaf.add_child(t, w / total) for t, w in weights.items()]
+            if tokens not in known:
+                known.add(tokens)
+                children.append(leaf.add_child(tokens, 0.0, float(rollout.logprobs[row, :n].sum())))
+        # P: the steps' sampled sequence probabilities normalised over the distinct children (a softmax of their log-probs)
+        top = max(c.logprob for c in leaf.children)
+        weights = [math.exp(c.logprob - top) for c in leaf.children]
+        for child, weight in zip(leaf.children, weights):
+            child.prior = weight / sum(weights)
         unfinished = []
         for child in children:
             completion = so_far + list(child.tokens)

@@ -70,35 +70,41 @@ def train_mcts(policy, tokenizer, task: Task, cfg: MCTSConfig, run_dir: Path, *,
     def prompt_of(example) -> str:
         return render_prompt(example, template, tokenizer, system)
 
+    def spent(compute: int) -> bool:
+        return bool(cfg.compute_budget) and compute >= cfg.compute_budget
+
     # torch's threads fitted to the cores other processes leave free, as the RL loop does (train/threads.py)
     fit_threads = ThreadFit(enabled=next(policy.parameters()).device.type == "cpu")
+    last = start  # the last step done
     with progress_bar(f"{stage}: mcts", cfg.steps) as bar:
         bar(start)
         for step in range(start + 1, cfg.steps + 1):
+            if spent(compute):
+                break  # resumed from the checkpoint of the step that spent the budget
             t0 = time.time()
             fit_threads()
             examples = stream.next(cfg.prompts_per_step)
-            prompts = [prompt_of(ex) for ex in examples]
             results = [search.run(tokenizer(p, add_special_tokens=False)["input_ids"], response_prefix(p), ex)
-                       for p, ex in zip(prompts, examples)]
+                       for p, ex in zip(map(prompt_of, examples), examples)]
             t_search = time.time() - t0
             fit_threads()
             stats = train_policy(policy, optimizer, results, pad, cfg) | train_values(value_model, optimizer, results, pad, cfg)
             engine.load_weights(policy)
             compute += sum(r.policy_tokens + r.value_tokens for r in results)
             metrics = search_metrics(stage, step, results, stats, compute, t_search, time.time() - t0)
-            if held_out is not None and held_out_every and (step % held_out_every == 0 or step == cfg.steps):
+            last, done = step, step == cfg.steps or spent(compute)
+            if held_out is not None and held_out_every and (step % held_out_every == 0 or done):
                 metrics |= held_out()  # after step_time: its cost is not the step's
             append_metrics(run_dir / "metrics.jsonl", metrics, report)
-            append_jsonl(run_dir / "samples.jsonl", [{"stage": stage, "step": step, "prompt": ex.prompt, "answer": ex.answer,
-                                                      "response": r.response, "correct": r.score >= 1.0}
-                                                     for ex, r in list(zip(examples, results))[: cfg.log_samples]])
+            append_jsonl(run_dir / "samples.jsonl", step_samples(stage, step, examples, results, cfg.log_samples))
             elapsed += metrics["step_time"]
             bar(accuracy=f"{metrics['accuracy']:.3f}", expansions=f"{metrics['expansions_mean']:.1f}")
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or done:
                 _save(run_dir, training, policy, tokenizer, engine, stream, step, elapsed, compute, stage)
+            if done:
+                break
     policy.eval()
-    return {"steps": cfg.steps, "wall_seconds": round(elapsed, 3), "compute_tokens": compute}
+    return {"steps": last, "wall_seconds": round(elapsed, 3), "compute_tokens": compute}
 
 
 def train_policy(policy, optimizer, results: list[SearchResult], pad: int, cfg: MCTSConfig) -> dict:
@@ -119,7 +125,7 @@ def train_policy(policy, optimizer, results: list[SearchResult], pad: int, cfg: 
     losses = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")  # (n, L-1)
     loss = (losses * predicted).sum() / predicted.sum().clamp(min=1)
     _update(optimizer, loss, policy.parameters(), cfg.max_grad_norm)
-    return {"policy_loss": float(loss), "trained_paths": len(paths)}
+    return {"policy_loss": float(loss.detach()), "trained_paths": len(paths)}
 
 
 def train_values(value_model, optimizer, results: list[SearchResult], pad: int, cfg: MCTSConfig) -> dict:
@@ -156,7 +162,9 @@ def search_metrics(stage: str, step: int, results: list[SearchResult], stats: di
     """One metrics.jsonl row: accuracy is the best paths' rule score; the value error is V's estimate at each
     node it valued against the mean outcome of the finished answers the search found under that node."""
     n = len(results)
-    errors = [(v - target) for r in results for v, target in r.value_errors()]
+    pairs = [pair for r in results for pair in r.value_errors()]
+    errors, targets = [v - target for v, target in pairs], [target for _, target in pairs]
+    spread = sum((t - sum(targets) / len(targets)) ** 2 for t in targets) / len(targets) if targets else 0.0
     tokens = sum(r.policy_tokens + r.value_tokens for r in results)
     row = {"stage": stage, "step": step, "accuracy": sum(r.score for r in results) / n,
            "expansions_mean": sum(r.expansions for r in results) / n,
@@ -164,11 +172,19 @@ def search_metrics(stage: str, step: int, results: list[SearchResult], stats: di
            "solved_in_tree": sum(any(o >= 1.0 for _, o in r.finished) for r in results) / n,
            "value_mse": sum(e * e for e in errors) / len(errors) if errors else None,
            "value_abs_error": sum(abs(e) for e in errors) / len(errors) if errors else None,
+           # 1 - MSE / Var(targets): 0 is a value model no better than the step's mean outcome, 1 a perfect one
+           "value_explained": 1 - sum(e * e for e in errors) / len(errors) / spread if spread > 0 else None,
            "value_nodes": len(errors), "tokens_per_problem": tokens / n,
            "policy_tokens": sum(r.policy_tokens for r in results), "value_tokens": sum(r.value_tokens for r in results),
            "compute_tokens": compute, "completion_len_mean": sum(len(r.completion) for r in results) / n,
            **stats, "search_time": round(t_search, 3), "step_time": round(t_step, 3)}
     return {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+
+
+def step_samples(stage: str, step: int, examples, results: list[SearchResult], n: int) -> list[dict]:
+    """The first n problems' best paths, for samples.jsonl."""
+    return [{"stage": stage, "step": step, "prompt": ex.prompt, "answer": ex.answer, "response": r.response,
+             "correct": r.score >= 1.0} for ex, r in list(zip(examples, results))[:n]]
 
 
 def _resume(run_dir: Path, training, policy, engine, stream: PromptStream, stage: str) -> tuple[int, float, int]:

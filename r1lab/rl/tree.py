@@ -22,6 +22,8 @@ class Node:
     terminal: bool = False  # the answer ended here (EOS, </answer>, the token budget): nothing to expand
     outcome: float | None = None  # a terminal node's rule score: its value every time it is reached
     estimate: float | None = None  # the value model's estimate when the node was made (None: not valued by it)
+    logprob: float = 0.0  # the step's sampled log-probability (what the priors of its siblings are normalised from)
+    expansions: int = 0  # times the policy was sampled from this node (more than once with progressive widening)
 
     @property
     def q(self) -> float:
@@ -32,10 +34,15 @@ class Node:
     def expanded(self) -> bool:
         return bool(self.children)
 
-    def add_child(self, tokens: tuple[int, ...], prior: float) -> Node:
-        child = Node(prior=prior, tokens=tuple(tokens), parent=self)
+    def add_child(self, tokens: tuple[int, ...], prior: float, logprob: float = 0.0) -> Node:
+        child = Node(prior=prior, tokens=tuple(tokens), parent=self, logprob=logprob)
         self.children.append(child)
         return child
+
+    def widens(self, widening: float) -> bool:
+        """Progressive widening: an expanded node is sampled again while its expansions are fewer than
+        floor(N ** widening) (0: once, never again; 0.5: a second time at N = 4, a third at N = 9, ...)."""
+        return widening > 0 and not self.terminal and self.expansions < math.floor(self.visits ** widening)
 
     def path(self) -> list[Node]:
         """Root ... self."""
@@ -66,10 +73,11 @@ def select_child(node: Node, c_puct: float) -> Node:
     return max(node.children, key=lambda child: puct(node, child, c_puct))
 
 
-def select(root: Node, c_puct: float) -> list[Node]:
-    """The path root -> leaf that PUCT picks, stopping at a node that has no children (to expand) or is terminal."""
+def select(root: Node, c_puct: float, widening: float = 0.0) -> list[Node]:
+    """The path root -> leaf that PUCT picks, stopping at a node that has no children (to expand), is terminal,
+    or may have more children (progressive widening, Node.widens)."""
     path = [root]
-    while path[-1].expanded and not path[-1].terminal:
+    while path[-1].expanded and not path[-1].terminal and not path[-1].widens(widening):
         path.append(select_child(path[-1], c_puct))
     return path
 
