@@ -160,8 +160,8 @@ def _micro_mcts(tmp_path, monkeypatch, *extra):
 
     monkeypatch.setenv("R1LAB_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    return run, main(["run", "r1-mcts", "--out", str(run), *MICRO, "task=tinyworld/arithmetic", "mcts.steps=3",
-                      "mcts.prompts_per_step=2", "mcts.max_expansions=3", "mcts.checkpoint_every=2", *extra])
+    return run, main(["run", "r1-mcts", "--out", str(run), *MICRO, "task=tinyworld/arithmetic", "mcts.steps=2",
+                      "mcts.prompts_per_step=2", "mcts.max_expansions=3", "mcts.checkpoint_every=1", *extra])
 
 
 @pytest.mark.slow
@@ -169,13 +169,13 @@ def test_mcts_recipe_micro_run(tmp_path, monkeypatch):
     run, code = _micro_mcts(tmp_path, monkeypatch)
     assert code == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
         assert {"accuracy", "expansions_mean", "tokens_per_problem", "compute_tokens", "step_time"} <= set(r)
         assert 1 <= r["expansions_mean"] <= 3
     assert [r["compute_tokens"] for r in rows] == sorted(r["compute_tokens"] for r in rows)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["stages"][0]["kind"] == "mcts" and summary["stages"][0]["steps"] == 3
+    assert summary["stages"][0]["kind"] == "mcts" and summary["stages"][0]["steps"] == 2
     assert (run / "final" / "config.json").exists()
     assert [p.name for p in (run / "mcts" / "checkpoints").glob("step-*")] and (run / "report.html").exists()
 
@@ -220,3 +220,33 @@ def test_mcts_stage_resumes_where_it_stopped(tiny_model_dir, tmp_path, one_threa
                 for line in (out / "metrics.jsonl").read_text().splitlines()]
 
     assert rows(tmp_path / "killed") == rows(tmp_path / "whole")
+
+
+def test_grpo_logs_the_compute_ledger(tiny, tmp_path, one_thread, monkeypatch):
+    from helpers import digits, metrics_rows, rl_config, train
+
+    from r1lab.rewards.registry import REWARD_FUNCTIONS
+
+    monkeypatch.setitem(REWARD_FUNCTIONS, "digits", lambda task, **_: digits)
+    model, tokenizer = tiny
+    train(model, tokenizer, rl_config(steps=2), tmp_path)
+    rows = metrics_rows(tmp_path)
+    assert all(r["tokens"] == round(r["completion_len_mean"] * 4 * 8) for r in rows)  # 4 prompts x 8 samples
+    assert [r["compute_tokens"] for r in rows] == [rows[0]["tokens"], rows[0]["tokens"] + rows[1]["tokens"]]
+
+
+def test_compare_puts_stages_on_one_compute_axis_and_a_ledger_per_variant(tmp_path):
+    from r1lab.experiments.compare import ledger, read_curves
+
+    rows = [{"stage": "a", "step": 0, "compute_tokens": 0, "eval_pass@1": 0.4},
+            {"stage": "a", "step": 1, "accuracy": 0.5, "compute_tokens": 100, "step_time": 1.0},
+            {"stage": "b", "step": 1, "accuracy": 0.7, "compute_tokens": 30, "expansions_mean": 4.0, "value_abs_error": 0.2,
+             "step_time": 1.0},
+            {"stage": "b", "step": 2, "accuracy": 0.9, "compute_tokens": 70, "expansions_mean": 6.0, "value_abs_error": 0.4,
+             "step_time": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = read_curves("recipe", tmp_path)
+    assert [r["compute_tokens"] for r in curves] == [0, 100, 130, 170] and [r["step"] for r in curves] == [0, 1, 2, 3]
+    assert ledger(curves) == {"train_accuracy_last5": pytest.approx(0.7), "compute_tokens": 170,
+                              "expansions_per_problem": 5.0, "value_abs_error": pytest.approx(0.3)}
+    assert ledger([{"step": 1, "accuracy": 0.5}]) == {}
