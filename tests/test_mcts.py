@@ -155,19 +155,15 @@ def test_mcts_settings_fail_at_load_naming_the_field():
             load_config("r1-mcts", [override])
 
 
-def _micro_mcts(tmp_path, monkeypatch, *extra):
+@pytest.mark.slow
+def test_mcts_recipe_micro_run(tiny_model_dir, tmp_path):
+    """The r1-mcts recipe through the CLI, from the untrained tiny model (no pretraining: the run takes seconds)."""
     from r1lab.ui.cli import main
 
-    monkeypatch.setenv("R1LAB_CACHE", str(tmp_path / "cache"))
+    micro = [o for o in MICRO if not o.startswith(("model=", "pretrain."))]
     run = tmp_path / "run"
-    return run, main(["run", "r1-mcts", "--out", str(run), *MICRO, "task=tinyworld/arithmetic", "mcts.steps=2",
-                      "mcts.prompts_per_step=2", "mcts.max_expansions=3", "mcts.checkpoint_every=1", *extra])
-
-
-@pytest.mark.slow
-def test_mcts_recipe_micro_run(tmp_path, monkeypatch):
-    run, code = _micro_mcts(tmp_path, monkeypatch)
-    assert code == 0
+    assert main(["run", "r1-mcts", "--out", str(run), f"model={tiny_model_dir}", *micro, "task=tinyworld/arithmetic",
+                 "mcts.steps=2", "mcts.prompts_per_step=2", "mcts.max_expansions=3", "mcts.checkpoint_every=1"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
