@@ -155,6 +155,12 @@ def test_mcts_settings_fail_at_load_naming_the_field():
             load_config("r1-mcts", [override])
 
 
+def test_mcts_stages_refuse_several_processes():
+    with pytest.raises(ConfigError, match="mcts stage with 2 processes"):
+        load_config("r1-mcts").check_processes(2)
+    load_config("r1-mcts").check_processes(1)
+
+
 @pytest.mark.slow
 def test_mcts_recipe_micro_run(tiny_model_dir, tmp_path):
     """The r1-mcts recipe through the CLI, from the untrained tiny model (no pretraining: the run takes seconds)."""

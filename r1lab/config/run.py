@@ -184,6 +184,9 @@ class RunConfig(Strict):
         if n > 1 and self.eval.every:
             raise ConfigError(f"eval.every={self.eval.every} with {n} processes is not supported yet (the evaluation runs "
                               "on rank 0, and a sharded model needs every rank): use eval.every=0 with several processes")
+        if n > 1 and any(st.kind == "mcts" for st in self.stages):
+            raise ConfigError(f"an mcts stage with {n} processes is not supported: its search runs in one process; "
+                              "run the recipe without --nproc")
         if n > 1 and self.lora.r > 0:
             raise ConfigError(f"lora.r > 0 with {n} processes is not supported yet: train LoRA in one process")
         bad = [f"stages.{st.name}.rl.prompts_per_step={self.stage_rl(st).prompts_per_step}"
