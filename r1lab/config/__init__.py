@@ -25,6 +25,7 @@ serves every rl and sft stage.
 from r1lab.config.base import Strict, apply_changes, changed, error_lines, format_errors
 from r1lab.config.control import SUPPORTED_ENVS, ControlConfig, check_env
 from r1lab.config.lora import LoRAConfig
+from r1lab.config.mcts import MCTSConfig
 from r1lab.config.run import MODEL_NAMES, RunConfig, StageConfig, StudentConfig
 from r1lab.config.settings import (
                                    EVAL_SAMPLING,
@@ -43,6 +44,6 @@ from r1lab.errors import ConfigError
 
 __all__ = ["ConfigError", "Strict", "apply_changes", "changed", "error_lines", "format_errors", "SUPPORTED_ENVS",
            "ControlConfig", "check_env", "EVAL_SAMPLING",
-           "MODEL_NAMES", "REFLECTION_PHRASES", "DataConfig", "EvalConfig", "FilterConfig", "LogConfig", "LoRAConfig",
+           "MODEL_NAMES", "REFLECTION_PHRASES", "DataConfig", "EvalConfig", "FilterConfig", "LogConfig", "LoRAConfig", "MCTSConfig",
            "PretrainConfig", "RLConfig",
            "RolloutConfig", "RunConfig", "SamplingConfig", "SFTConfig", "StageConfig", "StudentConfig"]

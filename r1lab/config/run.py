@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from r1lab.config.base import Strict, changed
 from r1lab.config.lora import LoRAConfig
+from r1lab.config.mcts import MCTSConfig
 from r1lab.config.settings import (
     EVAL_SAMPLING,
     DataConfig,
@@ -31,25 +32,27 @@ class StageConfig(Strict):
     """One step of a recipe. Stages run in order; a stage starts from `init`: 'base', 'student',
     'teacher' or an earlier stage's model.
 
-    kinds: rl (GRPO or another rl.algorithm), sft (on earlier generate/answers stages' kept samples), generate (sample, score,
+    kinds: rl (GRPO or another rl.algorithm), mcts (tree search over reasoning steps with a value model, training on
+    its best paths: docs/FAILED.md), sft (on earlier generate/answers stages' kept samples), generate (sample, score,
     filter), answers (the task's reference answers without a chain of thought: non-reasoning SFT data), traces
     (the tiny world's own worked solutions, calling tools in `tool_share` of them: tool-use SFT data), reward-model
     (a process or outcome reward model trained on every sample of earlier generate stages, labelled by the task's
-    checker; an rl stage's rl.reward_model names it).
-    rl, sft, sampling and filters are changes to the run's settings (to FilterConfig's defaults for
+    checker; an rl stage's rl.reward_model names it), mcts (tree search over reasoning steps, docs/FAILED.md).
+    rl, mcts, sft, sampling and filters are changes to the run's settings (to FilterConfig's defaults for
     filters), checked when the config is loaded; RunConfig.stage_rl(stage) & co. resolve them.
     """
 
-    changes_to: ClassVar[dict[str, type[Strict]]] = {"rl": RLConfig, "sft": SFTConfig, "sampling": SamplingConfig,
-                                                     "filters": FilterConfig}
-    uses: ClassVar[dict[str, tuple[str, ...]]] = {"rl": ("rl",), "sft": ("sft",), "generate": ("sampling", "filters"),
+    changes_to: ClassVar[dict[str, type[Strict]]] = {"rl": RLConfig, "mcts": MCTSConfig, "sft": SFTConfig,
+                                                     "sampling": SamplingConfig, "filters": FilterConfig}
+    uses: ClassVar[dict[str, tuple[str, ...]]] = {"rl": ("rl",), "mcts": ("mcts",), "sft": ("sft",), "generate": ("sampling", "filters"),
                                                   "answers": (), "traces": (), "reward-model": ("sft",)}
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also the stage's folder in the run directory")
-    kind: Literal["rl", "generate", "sft", "answers", "traces", "reward-model"]
-    init: str = Field("base", description="model to start from (rl, sft) or to sample from (generate)")
-    task: str | None = Field(None, description="rl, generate, answers, traces: the prompts' task (None = the run's task)")
+    kind: Literal["rl", "mcts", "generate", "sft", "answers", "traces", "reward-model"]
+    init: str = Field("base", description="model to start from (rl, mcts, sft, reward-model) or to sample from (generate)")
+    task: str | None = Field(None, description="rl, mcts, generate, answers, traces: the prompts' task (None = the run's task)")
     rl: dict = Field(default_factory=dict, description="rl: changes to the run's rl settings for this stage")
+    mcts: dict = Field(default_factory=dict, description="mcts: changes to the run's mcts settings for this stage")
     sft: dict = Field(default_factory=dict, description="sft: changes to the run's sft settings for this stage")
     data: list[str] = Field(default_factory=list, description="sft: generate/answers/traces stages whose kept samples it "
                             "trains on; reward-model: generate stages whose every sample (kept or not) it labels")
@@ -64,7 +67,7 @@ class StageConfig(Strict):
 
     @property
     def makes_model(self) -> bool:
-        return self.kind in ("rl", "sft")
+        return self.kind in ("rl", "mcts", "sft")
 
 
 class StudentConfig(Strict):
@@ -101,6 +104,7 @@ class RunConfig(Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig,
                                      description="every use's sampling (rl, eval, generate stages) unless it changes it")
     rl: RLConfig = Field(default_factory=RLConfig)
+    mcts: MCTSConfig = Field(default_factory=MCTSConfig, description="mcts stages: tree search with a value model (docs/FAILED.md)")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
@@ -115,6 +119,9 @@ class RunConfig(Strict):
 
     def stage_rl(self, stage: StageConfig) -> RLConfig:
         return changed(RLConfig, self.rl, stage.rl, f"stages.{stage.name}.rl")
+
+    def stage_mcts(self, stage: StageConfig) -> MCTSConfig:
+        return changed(MCTSConfig, self.mcts, stage.mcts, f"stages.{stage.name}.mcts")
 
     def stage_sft(self, stage: StageConfig) -> SFTConfig:
         return changed(SFTConfig, self.sft, stage.sft, f"stages.{stage.name}.sft")
@@ -182,6 +189,9 @@ class RunConfig(Strict):
         if n > 1 and self.eval.every:
             raise ConfigError(f"eval.every={self.eval.every} with {n} processes is not supported yet (the evaluation runs "
                               "on rank 0, and a sharded model needs every rank): use eval.every=0 with several processes")
+        if n > 1 and any(st.kind == "mcts" for st in self.stages):
+            raise ConfigError(f"an mcts stage with {n} processes is not supported: its search runs in one process; "
+                              "run the recipe without --nproc")
         if n > 1 and self.lora.r > 0:
             raise ConfigError(f"lora.r > 0 with {n} processes is not supported yet: train LoRA in one process")
         bad = [f"stages.{st.name}.rl.prompts_per_step={self.stage_rl(st).prompts_per_step}"
@@ -193,7 +203,7 @@ class RunConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _inherit_sampling(cls, data):
-        """rl.sampling and eval.sampling are changes to the run's `sampling` (eval's protocol, EVAL_SAMPLING,
+        """rl.sampling, mcts.sampling and eval.sampling are changes to the run's `sampling` (eval's protocol, EVAL_SAMPLING,
         between the two): filled in here, so after load both are whole SamplingConfigs."""
         if not isinstance(data, dict):
             return data
@@ -204,7 +214,7 @@ class RunConfig(Strict):
         except ValidationError:
             return data  # reported once, under `sampling`, not again under rl and eval
         data = dict(data)
-        for use, own in (("rl", {}), ("eval", EVAL_SAMPLING)):
+        for use, own in (("rl", {}), ("mcts", {}), ("eval", EVAL_SAMPLING)):
             section = data.get(use, {})
             if isinstance(section, dict) and isinstance(section.get("sampling", {}), dict):
                 data[use] = {**section, "sampling": {**top, **own, **section.get("sampling", {})}}
@@ -237,10 +247,10 @@ class RunConfig(Strict):
             if st.init == "teacher" and not self.teacher:
                 raise ValueError(f"stages[{i}] ({st.name}) starts from 'teacher': set teacher=PATH to a model directory")
             seen[st.name] = st.kind
-        if self.final_stage is not None and seen.get(self.final_stage) not in ("rl", "sft"):
-            raise ValueError(f"final_stage '{self.final_stage}' is not an rl or sft stage of this recipe")
+        if self.final_stage is not None and seen.get(self.final_stage) not in ("rl", "mcts", "sft"):
+            raise ValueError(f"final_stage '{self.final_stage}' is not an rl, mcts or sft stage of this recipe")
         if not any(st.makes_model for st in self.stages):
-            raise ValueError("a recipe needs at least one rl or sft stage (one that makes a model)")
+            raise ValueError("a recipe needs at least one rl, mcts or sft stage (one that makes a model)")
         return self
 
     def _stage_names(self) -> set[str]:
@@ -265,7 +275,7 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _stage_settings_valid(self):
         """Each stage's settings resolved now, so a typo fails at load, not when its stage starts an hour later."""
-        resolve = {"rl": self.stage_rl, "sft": self.stage_sft, "sampling": self.stage_sampling, "filters": self.stage_filters}
+        resolve = {"rl": self.stage_rl, "mcts": self.stage_mcts, "sft": self.stage_sft, "sampling": self.stage_sampling, "filters": self.stage_filters}
         problems = []
         for st in self.stages:
             for block, settings in resolve.items():

@@ -116,7 +116,11 @@ CURVES = {
                ("eval_reflection", "Held-out reflection rate (eval.every)", "eval_reflection", "step", "step"),
                ("tool_calls", "Episodes that call a tool (rl.tools)", "tool_call_rate", "step", "step"),
                ("learned_reward", "Learned reward (rl.reward_model)", "learned_reward", "step", "step"),
-               ("accuracy_time", "Training accuracy vs wall time", "accuracy", "wall_seconds", "seconds")],
+               ("accuracy_time", "Training accuracy vs wall time", "accuracy", "wall_seconds", "seconds"),
+               # one compute ledger for rl and mcts stages: policy tokens generated + value-model tokens (mcts)
+               ("accuracy_compute", "Training accuracy vs compute", "accuracy", "compute_tokens", "compute tokens"),
+               ("eval_pass_compute", "Held-out pass@1 vs compute (eval.every)", "eval_pass@1", "compute_tokens",
+                "compute tokens")],
     "control": [("return_steps", "Return vs environment steps", "mean_return", "env_steps", "environment steps"),
                 ("return_time", "Return vs wall time", "mean_return", "wall_seconds", "seconds")],
 }
@@ -124,16 +128,20 @@ CURVES = {
 
 def read_curves(kind: str, run_dir: Path) -> list[dict]:
     """The metrics.jsonl rows of one variant's run directory ([] before it logged any), ready to plot against CURVES'
-    x keys: a recipe's stages laid end to end on one `step` axis, with `wall_seconds` the sum of their step times."""
+    x keys: a recipe's stages laid end to end on one `step` axis, with `wall_seconds` the sum of their step times
+    and `compute_tokens` (each stage's own count from 0) added up the same way."""
     rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
     if kind == "recipe":
         clock, offset, last, stage = 0.0, 0, 0, None
+        spent, computed = 0, 0  # compute of the stages before this one; the latest total
         for r in rows:  # a recipe's stages are concatenated: one step axis, one clock
             if r.get("stage") != stage:
-                stage, offset = r.get("stage"), last
+                stage, offset, spent = r.get("stage"), last, computed
             clock += r.get("step_time", 0.0)
             r["wall_seconds"] = clock
             r["step"] = last = offset + (r["step"] if is_number(r.get("step")) else 0)  # eval.every's step 0: before training
+            if is_number(r.get("compute_tokens")):
+                r["compute_tokens"] = computed = spent + r["compute_tokens"]
             learned = [r[k] for k in LEARNED_KEYS if is_number(r.get(k))]
             if learned:
                 r["learned_reward"] = learned[0]
@@ -149,6 +157,22 @@ def start_and_end(rows: list[dict], key: str, window: int = 10) -> tuple[float |
     if not values:
         return None, None
     return sum(values[:window]) / len(values[:window]), sum(values[-window:]) / len(values[-window:])
+
+
+def ledger(curves: list[dict]) -> dict:
+    """What a variant spent and got on the compute ledger (rl and mcts stages): its training accuracy over the last
+    5 logged steps, compute tokens, and for mcts stages expansions per problem and the value model's absolute error
+    (means over the stage's steps). {} for a run that logged no compute."""
+    def mean(key, rows):
+        values = [r[key] for r in rows if is_number(r.get(key))]
+        return sum(values) / len(values) if values else None
+
+    trained = [r for r in curves if is_number(r.get("accuracy"))]
+    if not any(is_number(r.get("compute_tokens")) for r in curves):
+        return {}
+    return {"train_accuracy_last5": mean("accuracy", trained[-5:]),
+            "compute_tokens": max(r["compute_tokens"] for r in curves if is_number(r.get("compute_tokens"))),
+            "expansions_per_problem": mean("expansions_mean", curves), "value_abs_error": mean("value_abs_error", curves)}
 
 
 def time_to_threshold(rows: list[dict], key: str, threshold: float | None) -> tuple[int | None, float | None]:
@@ -172,7 +196,7 @@ def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dic
         row.update({"pass@1": final["pass@1"], "cons@k": final.get("cons@k"), "mean_length": final.get("mean_length"),
                     "reflection_rate": final.get("reflection_rate"),
                     **{f"{kind} pass@1": v for kind, v in final.get("pass@1_by_kind", {}).items()},  # a task mixing kinds
-                    **({"tool_call_rate": final["tool_call_rate"]} if "tool_call_rate" in final else {})})
+                    **({"tool_call_rate": final["tool_call_rate"]} if "tool_call_rate" in final else {}), **ledger(curves)})
     else:
         row.update({"final_mean_return": summary["final_mean_return"], "env_steps": summary["env_steps"]})
     if any("learned_reward" in r for r in curves) or spec.recipe == "r1-prm":  # the learned reward against the truth

@@ -25,7 +25,8 @@ def check_run(cfg: RunConfig) -> None:
         if rl and "reward_model" in {**rl.rewards, **rl.general_rewards}:
             reward_tokenizer(rl.reward_model)
     trained = [st for st in cfg.stages if st.makes_model]
-    checkpointing = {st.name: _settings(cfg, st).gradient_checkpointing for st in trained}
+    # an mcts stage trains without gradient checkpointing (its models are the tiny world's size)
+    checkpointing = {st.name: st.kind != "mcts" and _settings(cfg, st).gradient_checkpointing for st in trained}
     if not cfg.lora.enabled and not any(checkpointing.values()):
         return
     skeletons: dict[str, torch.nn.Module] = {}

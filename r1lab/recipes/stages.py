@@ -1,4 +1,5 @@
-"""The stage kinds of a recipe, one function each (RUNNERS): rl (GRPO or another rl.algorithm), generate (sample,
+"""The stage kinds of a recipe, one function each (RUNNERS): rl (GRPO or another rl.algorithm), mcts (tree search
+with a value model, docs/FAILED.md), generate (sample,
 score, filter), answers (the task's reference answers), traces (the tiny world's tool-using solutions) and sft; each
 trains or writes into the stage's directory."""
 
@@ -50,6 +51,25 @@ def run_rl(run: Run, stage: StageConfig, out: Path) -> dict:
     if dist.is_main():  # every rank holds the whole trained policy
         save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (rl)", "template": run.cfg.template,
                                                       "system": run.system, **run.tools_meta})
+    return result
+
+
+def run_mcts(run: Run, stage: StageConfig, out: Path) -> dict:
+    """The R1 paper's failed attempt #2: MCTS over reasoning steps guided by a value model (rl/mcts_loop.py)."""
+    from r1lab.rl.mcts_loop import train_mcts
+
+    cfg = run.cfg.stage_mcts(stage)
+    policy, tokenizer = trainable(run, stage.init)
+    task = run.fitted(run.task_of(stage), policy, tokenizer, cfg.sampling.max_new_tokens, "train")
+    engine = run.engine(policy, tokenizer)
+    try:
+        result = train_mcts(policy, tokenizer, task, cfg, out, engine=engine, template=run.cfg.template, system=run.system,
+                            seed=run.cfg.seed, stage=stage.name, held_out=functools.partial(held_out, run, stage, engine),
+                            held_out_every=run.cfg.eval.every, report=run.report)
+    finally:
+        engine.close()
+    save_model(policy, tokenizer, out / "final", {"built_by": f"r1lab stage {stage.name} (mcts)", "template": run.cfg.template,
+                                                  "system": run.system, **run.tools_meta})
     return result
 
 
@@ -155,5 +175,5 @@ def run_reward_model(run: Run, stage: StageConfig, out: Path) -> dict:
     return result
 
 
-RUNNERS = {"rl": run_rl, "generate": run_generate, "answers": run_answers, "traces": run_traces, "sft": run_sft,
-           "reward-model": run_reward_model}
+RUNNERS = {"rl": run_rl, "mcts": run_mcts, "generate": run_generate, "answers": run_answers, "traces": run_traces,
+           "sft": run_sft, "reward-model": run_reward_model}

@@ -63,6 +63,7 @@ class Training:
     rewards: Rewards
     state: dist.TrainingState
     turns: Turns | None  # with rl.tools: episodes that call them
+    compute_tokens: int = 0  # policy tokens generated so far (GRPO has no value model): mcts stages count on the same ledger
 
 
 def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, engine, template: str,
@@ -90,7 +91,7 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
     t.trainee.train()
     measure_held_out = held_out if held_out is not None and held_out_every and dist.is_main() else None
     if measure_held_out is not None and start == 0:
-        append_metrics(run_dir / "metrics.jsonl", {"stage": stage, "step": 0, **measure_held_out()}, report)
+        append_metrics(run_dir / "metrics.jsonl", {"stage": stage, "step": 0, "compute_tokens": 0, **measure_held_out()}, report)
 
     schemas = t.turns.prompt_tools(template) if t.turns is not None else None
 
@@ -107,6 +108,8 @@ def train_rl(policy, tokenizer, task: Task, cfg: RLConfig, run_dir: Path, *, eng
             bad.record(not problem, step, problem)
             stats["skipped_steps"] = bad.total
             metrics = step_metrics(stage, step, seen, stats, cfg, t_gen, time.time() - t0, t.scheduler.get_last_lr()[0])
+            t.compute_tokens += metrics["tokens"]
+            metrics["compute_tokens"] = t.compute_tokens
             if measure_held_out is not None and (step % held_out_every == 0 or step == cfg.steps):
                 metrics |= measure_held_out()  # after step_time: its cost is not the step's
             if dist.is_main():
@@ -161,6 +164,7 @@ def resume(run_dir: Path, t: Training, policy, engine, bad: BadStepCounter, stag
     engine.set_rng_state(dist.this_rank(state["sampler_rng"]))
     engine.load_weights(policy)
     bad.total = state.get("skipped_steps", 0)
+    t.compute_tokens = state.get("compute_tokens", 0)  # 0 from a checkpoint written before it was counted
     console.print(f"[green]resuming {stage} from {ckpt.name}")
     return state["step"], state["elapsed"]
 
@@ -199,7 +203,7 @@ def save_checkpoint(run_dir: Path, t: Training, policy, tokenizer, engine, step:
     checkpoint.save(run_dir, step, policy, tokenizer, {
         "step": step, "elapsed": elapsed, "scheduler": t.scheduler.state_dict(), "data": t.stream.state(),
         "rng": dist.by_rank(checkpoint.rng_state()), "sampler_rng": dist.by_rank(engine.rng_state()),
-        "skipped_steps": bad.total, "ref": t.ref_copy.state_dict() if t.ref_copy is not None else None}, t.state)
+        "skipped_steps": bad.total, "compute_tokens": t.compute_tokens, "ref": t.ref_copy.state_dict() if t.ref_copy is not None else None}, t.state)
 
 
 def _optimizer(policy, value_model, cfg: RLConfig):

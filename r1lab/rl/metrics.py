@@ -25,6 +25,7 @@ def step_metrics(stage: str, step: int, seen: Scored, stats: dict, cfg: RLConfig
         "accuracy": sum(a >= 1.0 for a in applied["accuracy"]) / len(applied["accuracy"]) if applied.get("accuracy") else None,
         "format_rate": sum(f >= 1.0 for f in applied["format"]) / len(applied["format"]) if applied.get("format") else None,
         "completion_len_mean": lengths.mean().item(),
+        "tokens": int(lengths.sum().item()),  # generated this step (every rank's, dapo's extra rounds too): the compute ledger
         "completion_len_max": int(lengths.max()),
         "truncated_frac": sum(rollout.truncated) / len(responses),
         "reflection_rate": sum(reflects(r, cfg.reflection_phrases) for r in responses) / len(responses),
