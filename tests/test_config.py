@@ -180,3 +180,22 @@ def test_shipped_recipes_fit_the_tiny_base_context(recipe):
                *(cfg.stage_rl(st).sampling.max_new_tokens for st in cfg.stages if st.kind == "rl"),
                *(cfg.stage_sampling(st).max_new_tokens for st in cfg.stages if st.kind == "generate")}
     assert longest + max(budgets) <= cfg.pretrain.max_len, (longest, budgets)
+
+
+def test_a_run_recorded_before_a_setting_existed_still_resumes(tmp_path):
+    """Upgrading r1lab adds settings (with defaults); a run directory recorded without them resumes, and a real
+    change is still refused by name."""
+    import yaml
+
+    from r1lab.recipes.rundir import check_run_dir, record_run
+
+    cfg = load_config("r1-zero")
+    record_run(tmp_path, cfg)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["mcts"]  # as an older r1lab wrote it
+    for stage in saved["stages"]:
+        del stage["supervision"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_run_dir(tmp_path, cfg)
+    with pytest.raises(ConfigError, match=r"different config \(fields: rl\)"):
+        check_run_dir(tmp_path, load_config("r1-zero", ["rl.lr=0.5"]))

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from r1lab.config import ConfigError, RunConfig
 from r1lab.disk import atomic_write, sha256_file
@@ -25,6 +26,15 @@ def _comparable(cfg: RunConfig) -> dict:
         for field in fields:
             dumped.get(section, {}).pop(field, None)
     return dumped
+
+
+def _recorded(saved: dict) -> dict:
+    """A recorded config as this version of r1lab reads it: a setting added since the run started takes its default,
+    so upgrading r1lab does not stop a run from resuming (a setting it cannot read any more is compared as written)."""
+    try:
+        return _comparable(RunConfig.model_validate(saved))
+    except (ValidationError, ConfigError, TypeError):
+        return saved
 
 
 def data_files(cfg: RunConfig) -> list[Path]:
@@ -59,7 +69,7 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, tasks: dict | None = None) -> N
     data.allow_changed=true). Writes nothing."""
     saved = Path(run_dir) / "config.yaml"
     if saved.exists():
-        before, now = yaml.safe_load(saved.read_text()), _comparable(cfg)
+        before, now = _recorded(yaml.safe_load(saved.read_text())), _comparable(cfg)
         for section, fields in NOT_COMPARED.items():
             for field in fields:
                 (before.get(section) or {}).pop(field, None)
