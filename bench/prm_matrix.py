@@ -126,7 +126,9 @@ def main() -> None:
     if a.cache:
         os.environ["R1LAB_CACHE"] = str(a.cache)
     variants = a.variants.split(",") if a.variants else None
-    matrix = []
+    saved = a.out / "matrix.json"  # other seeds' rows, from earlier invocations, are kept
+    matrix = [row for row in (json.loads(saved.read_text()) if saved.exists() else [])
+              if row["seed"] not in map(int, a.seeds.split(","))]
     for seed in map(int, a.seeds.split(",")):
         out = a.out / f"seed{seed}"
         run_seed(seed, out, variants, a.extra)
@@ -135,7 +137,7 @@ def main() -> None:
         row = {"seed": seed, **{name: variant_row(out / name) for name in names}}
         matrix.append(row)
         print_row(row, names)
-        (a.out / "matrix.json").write_text(json.dumps(matrix, indent=2))
+        saved.write_text(json.dumps(sorted(matrix, key=lambda row: row["seed"]), indent=2))
 
 
 def print_row(row: dict, names: list[str]) -> None:

@@ -140,6 +140,19 @@ def test_a_reward_model_stage_is_wired_and_checked_when_the_config_loads():
     load_config("r1-prm", ["stages.prm.supervision=outcome", "rl.rewards={outcome: 1.0, accuracy: 0.0}"])
 
 
+def test_a_scorer_given_by_path_is_checked_before_any_model_work(tiny_model_dir, tmp_path):
+    from r1lab.models.io import save_model
+    from r1lab.recipes.load import load_config
+    from r1lab.recipes.preflight import check_run
+
+    for path in ("/nonexistent/prm", str(tiny_model_dir)):  # no directory; a model that is no scorer
+        with pytest.raises(ConfigError, match=r"stages.rl.rl.reward_model: .* is not a process scorer r1lab trained"):
+            check_run(load_config("r1-prm", [f"rl.reward_model={path}"]))
+    model, tokenizer = _scorer(tiny_model_dir, tmp_path)
+    save_model(model, tokenizer, tmp_path / "prm", {"scorer": "process"})
+    check_run(load_config("r1-prm", [f"rl.reward_model={tmp_path / 'prm'}"]))
+
+
 @pytest.mark.slow
 def test_r1_prm_runs_end_to_end_and_logs_the_learned_reward_beside_the_truth(tmp_path):
     from helpers import MICRO

@@ -11,6 +11,7 @@ from r1lab.config import ConfigError, RunConfig, StageConfig
 from r1lab.models.device import check_device
 from r1lab.models.hub import check_source
 from r1lab.models.lora import check_targets
+from r1lab.rewards.learned import LEARNED_REWARDS, scorer_kind
 from r1lab.rewards.reward_model import reward_tokenizer
 
 
@@ -24,6 +25,13 @@ def check_run(cfg: RunConfig) -> None:
         rl = cfg.stage_rl(st) if st.kind == "rl" else None
         if rl and "reward_model" in {**rl.rewards, **rl.general_rewards}:
             reward_tokenizer(rl.reward_model)
+        learned = rl and [r for r in LEARNED_REWARDS if r in {**rl.rewards, **rl.general_rewards}]
+        if learned and rl.reward_model not in {s.name for s in cfg.stages}:  # a scorer's directory, not a stage of this run
+            want = "outcome" if learned == ["outcome"] else "process"
+            if scorer_kind(rl.reward_model) != want:
+                raise ConfigError(f"stages.{st.name}.rl.reward_model: {rl.reward_model!r} is not a {want} scorer r1lab trained "
+                                  f"(a reward-model stage's final/ directory, with \"scorer\": \"{want}\" in its r1lab.json), "
+                                  f"which the {', '.join(learned)} reward(s) read")
     trained = [st for st in cfg.stages if st.makes_model]
     # an mcts stage trains without gradient checkpointing (its models are the tiny world's size)
     checkpointing = {st.name: st.kind != "mcts" and _settings(cfg, st).gradient_checkpointing for st in trained}

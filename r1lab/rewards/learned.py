@@ -43,8 +43,11 @@ def step_positions(offsets: list[tuple[int, int]], ends: list[int]) -> list[int]
 
 def scorer_kind(path: str) -> str | None:
     """'process' or 'outcome' for a scorer r1lab trained (its r1lab.json), None for another model."""
-    meta = Path(path) / "r1lab.json"
-    return json.loads(meta.read_text()).get("scorer") if meta.exists() else None
+    meta = Path(path).expanduser() / "r1lab.json"
+    try:
+        return json.loads(meta.read_text()).get("scorer")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 class StepScorer:
