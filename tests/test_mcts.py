@@ -149,7 +149,7 @@ def test_mcts_settings_fail_at_load_naming_the_field():
     resolved = cfg.stage_mcts(stage)
     assert (resolved.branching, resolved.c_puct, resolved.sampling.temperature) == (4, 0.5, 0.8)
     for override, field in (("mcts.branching=0", "mcts.branching"), ("stages.mcts.mcts.c_puct=-1", "stages.mcts.mcts.c_puct"),
-                            ("mcts.sampling.temperature=0", "mcts.sampling"), ("mcts.brnaching=2", "mcts.branching"),
+                            ("mcts.sampling.temperature=0", "stages.mcts.mcts.sampling.temperature"), ("mcts.brnaching=2", "mcts.branching"),
                             ("stages.mcts.rl.lr=1", "stages.mcts.rl")):
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             load_config("r1-mcts", [override])

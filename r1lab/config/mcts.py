@@ -3,7 +3,7 @@ changed from a recipe as `mcts.*` (run-wide) or a stage's `mcts:` block, as rl.*
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from r1lab.config.base import Strict
 from r1lab.config.settings import SamplingConfig
@@ -35,11 +35,3 @@ class MCTSConfig(Strict):
     log_samples: int = Field(2, ge=0, description="best paths written to samples.jsonl per step")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="changes to the run's `sampling` for "
                                      "expansions; max_new_tokens is a whole answer's token budget, as in rl")
-
-    @field_validator("sampling")
-    @classmethod
-    def _samples_differ(cls, v: SamplingConfig) -> SamplingConfig:
-        if v.temperature == 0:
-            raise ValueError("an expansion samples `branching` different steps: temperature 0 makes them one; "
-                             "use mcts.sampling.temperature > 0")
-        return v

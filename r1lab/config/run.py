@@ -163,10 +163,14 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _rl_samples(self):
         """GRPO learns from the spread of a group's rewards: greedy sampling makes a group G copies of one
-        completion, every advantage 0, and nothing trains."""
+        completion, every advantage 0, and nothing trains. An mcts expansion's samples are its children: the same.
+        Checked for the stages that sample so, not for settings no stage uses."""
         problems = [f"stages.{st.name}.rl.sampling.temperature (or rl.sampling.temperature, sampling.temperature): "
                     "RL needs temperature > 0; at 0 every group's completions are identical and nothing trains"
                     for st in self.stages if st.kind == "rl" and self.stage_rl(st).sampling.temperature == 0]
+        problems += [f"stages.{st.name}.mcts.sampling.temperature (or mcts.sampling.temperature, sampling.temperature): "
+                     "an expansion samples `branching` different steps; at 0 they are one"
+                     for st in self.stages if st.kind == "mcts" and self._mcts_temperature(st) == 0]
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -252,6 +256,13 @@ class RunConfig(Strict):
         if not any(st.makes_model for st in self.stages):
             raise ValueError("a recipe needs at least one rl, mcts or sft stage (one that makes a model)")
         return self
+
+    def _mcts_temperature(self, stage: StageConfig) -> float | None:
+        """An mcts stage's sampling temperature (None while its settings are invalid: _stage_settings_valid names them)."""
+        try:
+            return self.stage_mcts(stage).sampling.temperature
+        except ConfigError:
+            return None
 
     def _stage_names(self) -> set[str]:
         return {st.name for st in self.stages}
