@@ -178,7 +178,7 @@ def test_stage_overrides_by_name_or_index_and_recipe_checks():
         load_config("r1", ["stages.nope.k=3"])
     with pytest.raises(ConfigError, match="set teacher=PATH"):
         load_config("distill")
-    with pytest.raises(ConfigError, match="final_stage 'distill-data' is not an rl or sft stage"):
+    with pytest.raises(ConfigError, match="final_stage 'distill-data' is not an rl, mcts or sft stage"):
         load_config("r1", ["final_stage=distill-data"])
     with pytest.raises(ConfigError, match="student.pretrain"):
         load_config("r1", ["student.pretrain.hidden_size=66"])
