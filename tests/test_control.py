@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from r1lab.config import ControlConfig
-from r1lab.experiments.control import make_env, mlp, reset_envs, rollout_gae, run_control, run_episodes
+from r1lab.control.envs import make_env, reset_envs
+from r1lab.control.episodes import run_episodes
+from r1lab.control.policies import CategoricalPolicy
+from r1lab.control.ppo import rollout_gae
+from r1lab.control.run import run_control
 from r1lab.rl.algorithms import group_advantages
 from r1lab.rl.ppo import value_loss
 
@@ -65,14 +69,14 @@ def test_group_resets_share_the_initial_state(env_id):
     assert not np.array_equal(obs[0], obs[3])
     # the episodes GRPO trains on start there too
     torch.manual_seed(0)
-    _, batch = run_episodes(mlp([obs.shape[1], 8, envs[0].action_space.n], 0.01), envs, seeds)
+    _, batch = run_episodes(CategoricalPolicy(obs.shape[1], envs[0].action_space.n, [8], False), envs, seeds)
     first = {int(e): batch["obs"][i].numpy() for i, e in reversed(list(enumerate(batch["episode"])))}
     assert all(np.array_equal(first[i], obs[i]) for i in range(6))
 
 
 def test_unknown_env_raises_naming_it(tmp_path):
-    with pytest.raises(ValueError, match="Pendulum-v1") as err:
-        ControlConfig(env="Pendulum-v1")
+    with pytest.raises(ValueError, match="Ant-v5") as err:
+        ControlConfig(env="Ant-v5")
     assert "env" in str(err.value) and "CartPole-v1" in str(err.value)
     with pytest.raises(ValueError, match="NoSuchEnv-v0"):
         run_control(ControlConfig.model_construct(**{**ControlConfig().model_dump(), "env": "NoSuchEnv-v0"}), tmp_path)

@@ -23,7 +23,7 @@ FLOORS = [
     {"engines", "rewards"},
     {"tinyworld"},
     {"rl", "sft", "evaluation"},
-    {"recipes"},
+    {"recipes", "control"},
     {"experiments", "serve"},
     {"ui"},
     {"__main__"},

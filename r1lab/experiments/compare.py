@@ -89,7 +89,7 @@ def run_compare(spec: CompareSpec, out: str | Path) -> dict:
 
                 run_recipe(cfg, out / name)
             else:
-                from r1lab.experiments.control import run_control
+                from r1lab.control.run import run_control
 
                 with run_lock(out / name):
                     run_control(cfg, out / name)
@@ -122,7 +122,9 @@ CURVES = {
                ("eval_pass_compute", "Held-out pass@1 vs compute (eval.every)", "eval_pass@1", "compute_tokens",
                 "compute tokens")],
     "control": [("return_steps", "Return vs environment steps", "mean_return", "env_steps", "environment steps"),
-                ("return_time", "Return vs wall time", "mean_return", "wall_seconds", "seconds")],
+                ("return_time", "Return vs wall time", "mean_return", "wall_seconds", "seconds"),
+                ("eval_steps", "Evaluation return (fresh episodes) vs environment steps", "eval_return", "env_steps",
+                 "environment steps")],
 }
 
 
@@ -198,7 +200,9 @@ def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dic
                     **{f"{kind} pass@1": v for kind, v in final.get("pass@1_by_kind", {}).items()},  # a task mixing kinds
                     **({"tool_call_rate": final["tool_call_rate"]} if "tool_call_rate" in final else {}), **ledger(curves)})
     else:
-        row.update({"final_mean_return": summary["final_mean_return"], "env_steps": summary["env_steps"]})
+        _, last = start_and_end(curves, "mean_return", window=5)  # the training return, as CleanRL reports its own
+        row.update({"final_mean_return": summary["final_mean_return"], "train_return_last5": last,
+                    "best_eval_return": summary.get("best_eval_return"), "env_steps": summary["env_steps"]})
     if any("learned_reward" in r for r in curves) or spec.recipe == "r1-prm":  # the learned reward against the truth
         rl = [r for r in curves if "accuracy" in r]
         (row["accuracy first 10"], row["accuracy last 10"]), (row["learned first 10"], row["learned last 10"]) = (
@@ -280,6 +284,9 @@ def _write_html(spec: CompareSpec, out: Path, rows: list[dict], images: list[str
     body = "".join("<tr>" + "".join(f"<td>{cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode((out / "plots" / f"{n}.png").read_bytes()).decode()}">'
                    for n in images)
+    imgs += "".join(f'<figure><img alt="{html.escape(name)}" src="data:image/gif;base64,'  # control variants run with video=true
+                    f'{base64.b64encode((out / name / "policy.gif").read_bytes()).decode()}"><figcaption>{html.escape(name)}'
+                    "</figcaption></figure>" for name in spec.variants if (out / name / "policy.gif").exists())
     note = f"threshold {spec.threshold}" if spec.threshold is not None else "no threshold"
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(spec.compare)}</title><style>{CSS}</style>'
             f'</head><body><h1>{html.escape(spec.compare)}</h1><p class="sub">{html.escape(note)} · {html.escape(str(out))}</p>'

@@ -6,6 +6,8 @@ import argparse
 import os
 from importlib import resources
 
+from r1lab.config.control import SUPPORTED_ENVS
+
 EXAMPLES = """examples:
   r1lab run r1-zero --out runs/r1-zero                    # the demo: tiny world, CPU, ~15 min
   r1lab run r1-zero --out runs/q model=Qwen/Qwen2.5-0.5B task=openai/gsm8k data.config=main rl.lr=1e-6
@@ -17,6 +19,8 @@ EXAMPLES = """examples:
   r1lab run distill-vs-rl --out runs/dvr teacher=runs/r1/final
   r1lab distill --teacher runs/r1/final --student tinyworld --out runs/distill
   r1lab control --algo ppo --env CartPole-v1 --out runs/cartpole-ppo
+  r1lab control --algo ppo --env Hopper-v5 --out runs/hopper-ppo --video   # a MuJoCo robot: pip install 'r1lab[mujoco]'
+  r1lab compare robot --env Hopper-v5 --out runs/hopper   # PPO, GRPO and branching GRPO, one budget
   r1lab compare ppo-vs-grpo --out runs/cmp                # the paper's PPO (lambda 0.95, 1.0) vs GRPO
   r1lab chat runs/r1-zero/final
   r1lab serve runs/r1-zero/final --port 8000              # OpenAI-compatible API on 127.0.0.1
@@ -52,10 +56,12 @@ def _add_training(sub) -> None:
     dis.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
     dis.add_argument("overrides", nargs="*", help="field=value settings, e.g. stages.0.k=8 sft.epochs=3 task=data.jsonl")
 
-    ctl = sub.add_parser("control", help="PPO or GRPO on a classic-control env (CartPole-v1, Acrobot-v1) with a small MLP")
-    ctl.add_argument("--algo", required=True, choices=["grpo", "ppo"])
-    ctl.add_argument("--env", default="CartPole-v1")
+    ctl = sub.add_parser("control", help="PPO, GRPO or branching GRPO on a gymnasium control task or MuJoCo robot, small MLPs")
+    ctl.add_argument("--algo", required=True, choices=["grpo", "ppo", "grpo-branch"])
+    ctl.add_argument("--env", default="CartPole-v1", help=f"one of {', '.join(SUPPORTED_ENVS)}; each starts from its preset "
+                     "(r1lab/config/control.py ENV_PRESETS)")
     ctl.add_argument("--out", required=True, help="directory: metrics.jsonl, summary.json, policy.pt")
+    ctl.add_argument("--video", action="store_true", help="also write policy.gif, an episode of the trained policy")
     ctl.add_argument("overrides", nargs="*", help="ControlConfig fields (r1lab/config/control.py), e.g. seed=1 lr=3e-4 group_size=16")
 
     cmp = sub.add_parser("compare", help="run variants (algorithms, settings) on the same task, seed and budget; one overlaid report")
@@ -63,6 +69,7 @@ def _add_training(sub) -> None:
                      if p.name.endswith(".yaml"))
     cmp.add_argument("spec", help=f"comparison name ({', '.join(shipped)}) or path to a YAML spec")
     cmp.add_argument("--out", required=True, help="directory: one run directory per variant, compare.json, report.html")
+    cmp.add_argument("--env", help="control comparisons: the env every variant trains on (the same as env=ENV)")
     cmp.add_argument("overrides", nargs="*", help="field=value settings for every variant, e.g. rl.steps=50")
 
     pre = sub.add_parser("pretrain", help="build the tiny world's base model (cached for later runs)")

@@ -76,19 +76,25 @@ def _distill(args) -> int:
 
 
 def _control(args) -> int:
-    from r1lab.experiments.control import run_control
+    from r1lab.control.run import run_control
     from r1lab.recipes.load import parse_overrides, validate_control
 
-    cfg = validate_control({"algo": args.algo, "env": args.env, **parse_overrides(args.overrides)})
+    settings = {"algo": args.algo, "env": args.env, **({"video": True} if args.video else {}), **parse_overrides(args.overrides)}
+    cfg = validate_control(settings)
     summary = run_control(cfg, args.out)
     print(json.dumps({k: summary[k] for k in ("algo", "env", "final_mean_return", "env_steps", "wall_seconds")}, indent=2))
     return 0
 
 
 def _compare(args) -> int:
+    from r1lab.errors import ConfigError
     from r1lab.experiments.compare import load_spec, run_compare
 
-    run_compare(load_spec(args.spec, args.overrides), args.out)
+    spec = load_spec(args.spec, [*([f"env={args.env}"] if args.env else []), *args.overrides])
+    if args.env and spec.kind != "control":
+        raise ConfigError(f"--env: comparison '{spec.compare}' trains language models (kind: {spec.kind}); --env is for "
+                          "control comparisons such as 'robot'")
+    run_compare(spec, args.out)
     return 0
 
 
