@@ -182,3 +182,17 @@ def test_llama_cpp_completes_and_scores_like_transformers(trained):
     agreement = greedy_agreement(llm, trained["model"], ids[:50], max_new=24, eos=0)
     assert agreement["same"] == 50, agreement
     assert max_logit_difference(llm, f16_rounded(trained["model"]), ids[:10]) < 1e-2
+
+
+def test_q4_k_m_goes_through_llama_cpps_quantiser(trained, tmp_path):
+    from r1lab.export.check import llama_greedy, load_llama
+
+    export_gguf(trained["dir"], tmp_path / "q4.gguf", quant="q4_k_m")
+    fields, _ = read(tmp_path / "q4.gguf")
+    assert fields["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_K_M
+    assert fields["tokenizer.ggml.pre"] == "gpt-2" and "Assistant: <think>" in fields["tokenizer.chat_template"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "q4.gguf"]  # its f16 step removed
+    llm = load_llama(tmp_path / "q4.gguf", n_ctx=256)  # llama.cpp loads what its quantiser wrote, and decodes with it
+    assert llm.n_vocab() == len(trained["tokenizer"])
+    completion = llama_greedy(llm, trained["prompt_ids"][0], max_new=8, eos=0)
+    assert completion and all(0 <= t < llm.n_vocab() for t in completion)
