@@ -165,6 +165,14 @@ def trained(tmp_path_factory):
     return trained_tiny_world(tmp_path_factory.mktemp("gguf-world"))
 
 
+@pytest.fixture(scope="module")
+def trained_qwen2(tmp_path_factory):
+    need_llama_cpp()
+    from gguf_world import trained_tiny_world
+
+    return trained_tiny_world(tmp_path_factory.mktemp("gguf-qwen2"), arch="qwen2")
+
+
 def test_llama_cpp_tokenises_200_prompts_as_the_hf_tokenizer(trained):
     from r1lab.export.check import load_llama, tokenisation_mismatches
 
@@ -196,3 +204,17 @@ def test_q4_k_m_goes_through_llama_cpps_quantiser(trained, tmp_path):
     assert llm.n_vocab() == len(trained["tokenizer"])
     completion = llama_greedy(llm, trained["prompt_ids"][0], max_new=8, eos=0)
     assert completion and all(0 <= t < llm.n_vocab() for t in completion)
+
+
+def test_qwen2_takes_the_same_path(trained_qwen2):
+    """Qwen2's architecture (q/k/v biases, grouped KV heads, NeoX RoPE: no row reordering) and its pre-tokenizer."""
+    from r1lab.export.check import greedy_agreement, load_llama, tokenisation_mismatches
+
+    fields, tensors = read(trained_qwen2["f16"])
+    assert fields["general.architecture"] == "qwen2" and fields["tokenizer.ggml.pre"] == "qwen2"
+    assert "blk.0.attn_q.bias" in tensors and fields["qwen2.attention.head_count_kv"] == 2
+    vocab = load_llama(trained_qwen2["f16"], n_ctx=256, vocab_only=True)
+    assert tokenisation_mismatches(vocab, trained_qwen2["tokenizer"], trained_qwen2["texts"]) == []
+    llm = load_llama(trained_qwen2["f16"], n_ctx=256)
+    agreement = greedy_agreement(llm, trained_qwen2["model"], trained_qwen2["prompt_ids"][:20], max_new=24, eos=0)
+    assert agreement["same"] == 20, agreement
