@@ -61,7 +61,8 @@ def qwen2_tokenizer(docs: list[str], vocab_size: int):
 def qwen2_model(cfg: PretrainConfig, vocab_size: int):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-                                        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab_size, hidden_size=cfg.hidden_size,
+                                        intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.layers,
+                                        num_attention_heads=cfg.heads,
                                         num_key_value_heads=cfg.heads // 2, max_position_embeddings=cfg.max_len,
                                         tie_word_embeddings=True, bos_token_id=None, eos_token_id=0, pad_token_id=0))

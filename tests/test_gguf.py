@@ -113,6 +113,16 @@ def test_what_cannot_be_mapped_is_named_and_nothing_is_written(tiny_model_dir, t
     assert not (tmp_path / "out").exists()
 
 
+def test_a_template_gguf_cannot_hold_is_named(tiny_model_dir, tmp_path):
+    model = copy_model(tiny_model_dir, tmp_path / "model")
+    (model / "r1lab.json").write_text('{"template": "none"}')
+    with pytest.raises(ConfigError, match="r1lab.json's template is 'none'"):
+        export_gguf(model, tmp_path / "m.gguf")
+    with pytest.raises(ConfigError, match="--template chat: .* has no chat template"):
+        export_gguf(model, tmp_path / "m.gguf", template="chat")
+    assert export_gguf(model, tmp_path / "m.gguf", template="r1-zero")["template"] == "r1-zero"
+
+
 def test_q4_k_m_without_llama_cpp_says_what_to_install(tiny_model_dir, tmp_path, monkeypatch):
     import importlib.util
 

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from r1lab.disk import atomic_write, writing
 from r1lab.errors import ConfigError
 from r1lab.export.modelfile import Prompting, modelfile, r1_zero_jinja
 from r1lab.export.vocab import CONTROL, GGUFVocab, read_vocab
@@ -63,7 +64,7 @@ def export_gguf(model_dir, out, quant: str = "f16", template: str | None = None)
         tmp.unlink(missing_ok=True)  # a partial file is never left behind, whatever stopped the writing
         raise
     context = _context_length(config)
-    (out.parent / "Modelfile").write_text(modelfile(out.name, prompting, context), encoding="utf-8")
+    atomic_write(out.parent / "Modelfile", modelfile(out.name, prompting, context), "ollama Modelfile")
     return {"gguf": str(out), "modelfile": str(out.parent / "Modelfile"), "architecture": arch, "quant": quant,
             "template": prompting.template, "pre_tokenizer": vocab.pre, "context_length": context,
             "bytes": out.stat().st_size, "seconds": round(time.time() - t0, 2)}
@@ -104,12 +105,13 @@ def _prompting(model_dir: Path, template: str | None, vocab: GGUFVocab) -> Promp
     own = _json_or_empty(model_dir / "tokenizer_config.json").get("chat_template")
     if own is None and (model_dir / "chat_template.jinja").exists():
         own = (model_dir / "chat_template.jinja").read_text(encoding="utf-8")
+    given = f"--template {template}" if template else f"{model_dir}/r1lab.json's template"
     template = template or meta.get("template") or ("chat" if own else "r1-zero")
     if template == "chat" and not isinstance(own, str):
-        raise ConfigError(f"--template chat: {model_dir} has no chat template (tokenizer_config.json or chat_template.jinja); "
+        raise ConfigError(f"{given}: {model_dir} has no chat template (tokenizer_config.json or chat_template.jinja); "
                           "use --template r1-zero")
     if template not in ("r1-zero", "chat"):
-        raise ConfigError(f"--template {template}: GGUF export writes r1-zero or chat")
+        raise ConfigError(f"{given} is '{template}': GGUF export writes r1-zero or chat; choose one with --template")
     system = meta.get("system") if isinstance(meta.get("system"), str) else None
     stop = vocab.tokens[vocab.eos_id] if vocab.eos_id is not None and vocab.types[vocab.eos_id] == CONTROL else None
     return Prompting(chat_template=own if template == "chat" else r1_zero_jinja(system), template=template, system=system,
@@ -135,8 +137,8 @@ def _gguf_tensors(model_dir: Path, config: dict, arch: str) -> dict:
             raise ConfigError(f"{model_dir}: tensor '{name}' has no GGUF name in r1lab export's {arch} map")
         array = tensor.float().numpy()
         if arch == "llama" and gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
-            heads = config["num_attention_heads"] if "attn_q" in gguf_name else config.get("num_key_value_heads") or config["num_attention_heads"]
-            array = permuted(array, heads)
+            heads = config["num_attention_heads"]
+            array = permuted(array, heads if "attn_q" in gguf_name else config.get("num_key_value_heads") or heads)
         out[gguf_name] = array
     return out
 
@@ -159,7 +161,6 @@ def permuted(weight, heads: int):
 
 def _write(path: Path, arch: str, config: dict, vocab: GGUFVocab, prompting: Prompting, tensors: dict, quant: str,
            name: str) -> None:
-    from r1lab.disk import writing
     from r1lab.export.gguf_write import gguf_writer
 
     with writing("GGUF file", path, cleanup=path):
