@@ -1,7 +1,8 @@
 """GGUF export, measured: `r1lab export` wall time on a model of the tiny base's size (the command as a user runs
 it, imports included), and the round trip through llama.cpp (llama-cpp-python) at f16, q8_0 and q4_k_m: greedy
 agreement with transformers on 50 tiny-world prompts, the largest logit difference on 10, tokenisation of 200
-texts. The tests assert the f16 round trip on a smaller model; this reports every number.
+texts; each with llama.cpp's KV cache in f32 (the file alone) and f16 (its default, and ollama's). The tests assert
+the f16 round trip on a smaller model; this reports every number.
 
     nice -n 15 env OMP_NUM_THREADS=1 python bench/gguf_export.py [--steps 150] [--json out.json]
 """
@@ -25,6 +26,7 @@ from r1lab.config import PretrainConfig  # noqa: E402
 from r1lab.export.check import (  # noqa: E402
     f16_rounded,
     greedy_agreement,
+    hf_logits,
     load_llama,
     max_logit_difference,
     tokenisation_mismatches,
@@ -61,14 +63,20 @@ def main() -> None:
         vocab = load_llama(world["f16"], n_ctx=cfg.max_len, vocab_only=True)
         result["tokenisation"] = {"texts": len(world["texts"]),
                                   "different": len(tokenisation_mismatches(vocab, world["tokenizer"], world["texts"]))}
+        vocab.close()
         rounded = f16_rounded(world["model"])
+        scale = max(float(abs(hf_logits(world["model"], i)).max()) for i in world["prompt_ids"][:10])
+        result["max_abs_logit_10_prompts"] = round(scale, 3)
+        ids = world["prompt_ids"]
         for quant, path in quants.items():
-            llm = load_llama(path, n_ctx=cfg.max_len)
-            ids = world["prompt_ids"]
-            result[quant] = {"bytes": Path(path).stat().st_size,
-                             "greedy_same_of_50": greedy_agreement(llm, world["model"], ids[:50], 24, eos=0)["same"],
-                             "max_logit_diff_vs_fp32_10_prompts": round(max_logit_difference(llm, world["model"], ids[:10]), 5),
-                             "max_logit_diff_vs_f16_rounded_10_prompts": round(max_logit_difference(llm, rounded, ids[:10]), 5)}
+            result[quant] = {"bytes": Path(path).stat().st_size}
+            for cache in ("f32", "f16"):  # the file alone; as llama.cpp and ollama run it by default
+                llm = load_llama(path, n_ctx=cfg.max_len, kv_cache=cache)
+                result[quant][f"kv_cache_{cache}"] = {
+                    "greedy_same_of_50": greedy_agreement(llm, world["model"], ids[:50], 24, eos=0)["same"],
+                    "max_logit_diff_vs_fp32_10_prompts": round(max_logit_difference(llm, world["model"], ids[:10]), 5),
+                    "max_logit_diff_vs_f16_rounded_10_prompts": round(max_logit_difference(llm, rounded, ids[:10]), 5)}
+                llm.close()
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

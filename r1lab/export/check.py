@@ -10,14 +10,17 @@ import torch
 from r1lab.errors import ConfigError
 
 
-def load_llama(gguf_path, n_ctx: int, vocab_only: bool = False):
-    """The GGUF file in llama.cpp: one thread (deterministic and fair on a shared machine), every position's logits."""
+def load_llama(gguf_path, n_ctx: int, vocab_only: bool = False, kv_cache: str = "f32"):
+    """The GGUF file in llama.cpp: one thread (deterministic and fair on a shared machine), every position's logits.
+    kv_cache "f32" measures the file itself; llama.cpp's (and ollama's) default "f16" cache rounds every key and value
+    to float16, which on the tiny base moves logits by about as much as the file's f16 weights do."""
     try:
-        from llama_cpp import Llama
+        import llama_cpp
     except ImportError as e:
         raise ConfigError("checking a GGUF file needs llama.cpp's Python binding: pip install llama-cpp-python") from e
-    return Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1, n_batch=n_ctx, logits_all=True,
-                 vocab_only=vocab_only, verbose=False)
+    cache = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16}[kv_cache]
+    return llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1, n_batch=n_ctx,
+                           logits_all=True, vocab_only=vocab_only, type_k=cache, type_v=cache, verbose=False)
 
 
 def llama_tokens(llm, text: str) -> list[int]:
