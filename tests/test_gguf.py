@@ -123,6 +123,15 @@ def test_a_template_gguf_cannot_hold_is_named(tiny_model_dir, tmp_path):
     assert export_gguf(model, tmp_path / "m.gguf", template="r1-zero")["template"] == "r1-zero"
 
 
+def test_without_the_gguf_package_it_says_what_to_install(tiny_model_dir, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'r1lab\[gguf\]'"):
+        export_gguf(tiny_model_dir, tmp_path / "out" / "m.gguf")
+    assert not (tmp_path / "out").exists()
+
+
 def test_q4_k_m_without_llama_cpp_says_what_to_install(tiny_model_dir, tmp_path, monkeypatch):
     import importlib.util
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from r1lab.disk import atomic_write, writing
 from r1lab.errors import ConfigError
+from r1lab.export.gguf_write import gguf_writer, need_gguf
 from r1lab.export.modelfile import Prompting, modelfile, r1_zero_jinja
 from r1lab.export.vocab import CONTROL, GGUFVocab, read_vocab
 
@@ -44,6 +45,7 @@ def export_gguf(model_dir, out, quant: str = "f16", template: str | None = None)
     arch = _architecture(config, model_dir)
     vocab = read_vocab(model_dir, config["vocab_size"])
     prompting = _prompting(model_dir, template, vocab)
+    need_gguf()
     if quant == "q4_k_m":
         _need_llama_cpp()
     tensors = _gguf_tensors(model_dir, config, arch)
@@ -161,8 +163,6 @@ def permuted(weight, heads: int):
 
 def _write(path: Path, arch: str, config: dict, vocab: GGUFVocab, prompting: Prompting, tensors: dict, quant: str,
            name: str) -> None:
-    from r1lab.export.gguf_write import gguf_writer
-
     with writing("GGUF file", path, cleanup=path):
         writer = gguf_writer(path, arch, config, vocab, prompting.chat_template, tensors, quant, name, _context_length(config))
         writer.write_header_to_file()
