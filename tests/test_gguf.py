@@ -51,10 +51,18 @@ def test_the_file_holds_the_model_its_tokenizer_and_template(tiny_model_dir, tmp
 
 
 def test_q8_0_quantises_the_matrices(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
     export_gguf(tiny_model_dir, tmp_path / "q8.gguf", quant="q8_0")
     _, tensors = read(tmp_path / "q8.gguf")
-    assert tensors["blk.1.ffn_down.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
+    down = tensors["blk.1.ffn_down.weight"]
+    assert down.tensor_type == gguf.GGMLQuantizationType.Q8_0
     assert tensors["output_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
+    weight = load_file(str(tiny_model_dir / "model.safetensors"))["model.layers.1.mlp.down_proj.weight"].numpy()
+    back = gguf.quants.dequantize(np.asarray(down.data), gguf.GGMLQuantizationType.Q8_0).reshape(weight.shape)
+    step = np.abs(weight).reshape(weight.shape[0], -1, 32).max(axis=2, keepdims=True) / 127  # each block's scale
+    # half a step from rounding, and up to 127 steps times f16's relative error (2^-11) from storing the scale in f16
+    assert (np.abs(back - weight).reshape(step.shape[0], -1, 32) <= step * (0.5 + 127 / 2048) + 1e-7).all()
 
 
 def test_llama_rows_are_interleaved_per_head():
