@@ -188,7 +188,7 @@ def _llama_cpp_quantize(source: Path, target: Path) -> None:
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
     params.nthread = 1
     if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
-        raise RuntimeError(f"llama.cpp could not quantise {source} to q4_k_m (its log above says why)")
+        raise OSError(f"llama.cpp could not quantise {source} to q4_k_m (its log above says why); nothing was written")
 
 
 def _json_or_empty(path: Path) -> dict:
