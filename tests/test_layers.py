@@ -24,7 +24,7 @@ FLOORS = [
     {"tinyworld"},
     {"rl", "sft", "evaluation"},
     {"recipes", "control"},
-    {"experiments", "serve"},
+    {"experiments", "serve", "export"},
     {"ui"},
     {"__main__"},
 ]

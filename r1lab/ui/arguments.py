@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   r1lab chat --api http://127.0.0.1:8000/v1 --model runs/r1-zero/final   # or DeepSeek's, vLLM's, ollama's
   r1lab chat --api http://127.0.0.1:8000/v1 --tools r1lab.tools:calculator  # the client runs the model's calls
   r1lab push runs/r1-zero/final you/r1lab-tiny-r1-zero    # upload a model to the Hugging Face Hub
+  r1lab export runs/r1-zero/final --gguf out/r1.gguf      # for llama.cpp and ollama (+ out/Modelfile)
 """
 
 
@@ -35,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="r1lab", description="DeepSeek-R1 in miniature: R1-Zero with GRPO, from a tiny world on a CPU to HF models.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_training, _add_sampling, _add_chat_and_serve, _add_hub_and_report):
+    for add in (_add_training, _add_sampling, _add_chat_and_serve, _add_hub_and_report, _add_export):
         add(sub)
     return p
 
@@ -153,3 +154,14 @@ def _add_hub_and_report(sub) -> None:
 
     rep = sub.add_parser("report", help="(re)write a run directory's plots and report.html")
     rep.add_argument("run_dir")
+
+
+def _add_export(sub) -> None:
+    ex = sub.add_parser("export", help="write a model as one GGUF file for llama.cpp and ollama, with an ollama Modelfile beside it")
+    ex.add_argument("model_dir", help="a saved model directory (Llama or Qwen2, byte-level BPE tokenizer)")
+    ex.add_argument("--gguf", required=True, metavar="OUT.gguf", help="the GGUF file to write (whole or not at all)")
+    ex.add_argument("--quant", default="f16", choices=["f16", "q8_0", "q4_k_m"],
+                    help="weights' precision (default f16); q4_k_m uses llama.cpp's quantiser (pip install llama-cpp-python)")
+    ex.add_argument("--template", choices=["r1-zero", "chat"], default=None,
+                    help="prompt format written into the file and Modelfile (default: the model's, r1lab.json; else its "
+                         "chat template; else r1-zero)")

@@ -221,10 +221,17 @@ def _report(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from r1lab.export.gguf import export_gguf
+
+    print(json.dumps(export_gguf(args.model_dir, args.gguf, quant=args.quant, template=args.template), indent=2))
+    return 0
+
+
 # command -> the function that runs it (main reports what they raise); a test may put its own in for one
 COMMANDS = {"run": _run, "distill": _distill, "control": _control, "compare": _compare, "pretrain": _pretrain,
             "eval": _eval, "generate": _generate, "sft": _sft, "chat": _chat, "serve": _serve, "push": _push,
-            "report": _report}
+            "report": _report, "export": _export}
 
 def _need_serve_extra() -> None:
     """r1lab serve and chat --api need the `serve` extra's packages: say so instead of a traceback."""
