@@ -25,6 +25,7 @@ FLOORS = [
     {"rl", "sft", "evaluation"},
     {"recipes"},
     {"experiments", "serve"},
+    {"api"},
     {"ui"},
     {"__main__"},
 ]

@@ -1,0 +1,121 @@
+"""The training commands as functions: `run` (and `distill`, the 'distill' recipe), `pretrain`, `compare`, `control`.
+Settings are Python values, given as keyword arguments: dotted keys (`**{"rl.lr": 1e-6}`) or nested dicts
+(`rl={"lr": 1e-6}`), validated exactly as the CLI's `field=value` strings are (the CLI parses its strings into the
+same dict and calls these). Objects in place of strings (reward functions, rows, a model object): inputs.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from r1lab.api.inputs import is_rows, name_objects, name_rewards, python_rewards, save_model_object, save_rows
+from r1lab.api.results import CompareResult, ControlResult, RunResult
+
+
+class ProcessesFailed(ChildProcessError):
+    """nproc > 1: the processes torchrun started exited with `returncode`."""
+
+    def __init__(self, returncode: int):
+        super().__init__(f"the run's processes exited with status {returncode}")
+        self.returncode = returncode
+
+
+def override_strings(settings: dict) -> list[str]:
+    """Settings as the CLI's field=value strings (which parse back to the same values), for a command started anew."""
+    out = []
+    for key, value in settings.items():
+        plain = isinstance(value, str) and (key.rsplit(".", 1)[-1] in ("model", "task", "system", "teacher")
+                                            or yaml.safe_load(value or '""') == value)
+        out.append(f"{key}={value if plain else json.dumps(value)}")
+    return out
+
+
+def prepare(recipe: str, out: str | Path, settings: dict, rewards=None, tokenizer=None):
+    """(config, resume note): objects among `settings` written to `out` or registered (inputs.py), then the
+    recipe and settings validated as the CLI's are."""
+    from r1lab.recipes.load import load_config
+
+    out, settings = Path(out), name_objects(settings)
+    started = (out / "config.yaml").exists()
+    if rewards is not None:
+        settings["rl.rewards"] = name_rewards(rewards)
+    if is_rows(settings.get("task")):
+        if not started:  # a start that failed before the run began: the rows given now replace those written then
+            shutil.rmtree(out / "input-data", ignore_errors=True)
+        settings.update(save_rows(settings.pop("task"), out / "input-data"))
+    if settings.get("model") is not None and not isinstance(settings["model"], (str, Path)):
+        settings["model"] = save_model_object(settings["model"], tokenizer, out / "input-model", fresh=not started)
+    elif tokenizer is not None:
+        raise ValueError("tokenizer: give it with a model object (model=...); a model directory holds its own")
+    cfg = load_config(recipe, settings)
+    names = {n for st in [cfg.rl, *(cfg.stage_rl(s) for s in cfg.stages if s.kind == "rl")] for n in [*st.rewards, *st.general_rewards]}
+    own = python_rewards(sorted(names))
+    note = (f"rewards {', '.join(own)} are Python functions of this process: resume from Python, passing them again; "
+            "the CLI cannot resume this run (define them in a module to name them module:function)") if own else ""
+    return cfg, note
+
+
+def run(recipe: str, out: str | Path, *, rewards=None, tokenizer=None, nproc: int = 1, **settings) -> RunResult:
+    """Runs (or resumes) `recipe` (r1-zero, r1, distill-vs-rl, distill, or a YAML path) into `out`: `r1lab run`.
+
+    settings: any RunConfig field, e.g. `rl={"steps": 50}`, `**{"rl.lr": 1e-6}`, `task="openai/gsm8k"`; also
+    `task=` rows (a list of dicts, a datasets.Dataset or DatasetDict), `model=` a transformers model (with
+    `tokenizer=`), and reward functions: `rewards={my_fn: 1.0, "format": 1.0}` (or a list, weight 1 each) sets
+    rl.rewards. Calling it again with the same arguments resumes. nproc > 1: that many processes (torchrun),
+    settings given by name only. Returns the run read back (`RunResult`)."""
+    from r1lab import dist
+    from r1lab.recipes.pipeline import run_recipe
+
+    cfg, note = prepare(recipe, out, settings, rewards, tokenizer)
+    if nproc > 1:
+        if note or any(not isinstance(v, (str, int, float, bool, list, dict, type(None))) for v in settings.values()) \
+                or rewards is not None:
+            raise ValueError("nproc: objects (functions, rows, models) live in this process; with nproc > 1 name them by "
+                             "path (module:function, a data file, a model directory)")
+        cfg.check_processes(nproc)  # a bad split fails here, before any process starts
+        status = dist.launch(nproc, ["run", recipe, "--out", str(out), *override_strings(settings)])
+        if status:
+            raise ProcessesFailed(status)
+        return RunResult.read(out)
+    with dist.process_group():  # torchrun's processes join theirs; one process has none
+        run_recipe(cfg, out)
+    return RunResult.read(out, note) if dist.is_main() else None  # other ranks wrote nothing to read
+
+
+def distill(teacher: str, out: str | Path, *, student: str = "tinyworld", **settings) -> RunResult:
+    """A teacher writes filtered traces, a student is SFT'd on them (the 'distill' recipe): `r1lab distill`."""
+    return run("distill", out, **{"teacher": str(teacher), "student.model": str(student), **settings})
+
+
+def pretrain(out: str | Path | None = None, **settings) -> Path:
+    """Builds the tiny world's base model (cached under $R1LAB_CACHE, or into `out`): `r1lab pretrain`. settings:
+    PretrainConfig fields (steps=200, hidden_size=64, ...). Returns its directory."""
+    from r1lab.progress import console
+    from r1lab.recipes.load import validate
+    from r1lab.tinyworld.build import pretrain as build
+
+    cfg = validate({}, "pretrain settings", {f"pretrain.{k}": v for k, v in settings.items()}).pretrain
+    path = build(cfg, out)
+    console.print(f"tiny base model: {path}")
+    return Path(path)
+
+
+def compare(spec: str, out: str | Path, **settings) -> CompareResult:
+    """Runs the variants of a comparison (a shipped name such as ppo-vs-grpo, or a YAML path) into out/<variant>
+    with `settings` common to all, and one overlaid report: `r1lab compare`."""
+    from r1lab.experiments.compare import load_spec, run_compare
+
+    run_compare(load_spec(spec, override_strings(settings)), out)
+    return CompareResult.read(out)
+
+
+def control(algo: str, out: str | Path, *, env: str = "CartPole-v1", **settings) -> ControlResult:
+    """PPO or GRPO on a classic-control env with a small MLP: `r1lab control`. settings: ControlConfig fields."""
+    from r1lab.experiments.control import run_control
+    from r1lab.recipes.load import validate_control
+
+    run_control(validate_control({"algo": algo, "env": env, **settings}), out)
+    return ControlResult.read(out)
