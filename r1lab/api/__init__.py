@@ -10,6 +10,9 @@ strings) and returns objects. The CLI (ui/cli.py) parses its arguments and calls
     load(run_dir) -> RunResult | CompareResult | ControlResult        (any finished directory read back)
 """
 
+import os
+import sys
+
 from r1lab.api.models import EvalResult, Reply, SFTResult, chat, evaluate, generate, push, report, serve, sft
 from r1lab.api.results import CompareResult, ControlResult, RunResult, Stage, load
 from r1lab.api.runs import compare, control, distill, pretrain, run
@@ -20,3 +23,25 @@ COMMANDS = {"run": run, "distill": distill, "control": control, "compare": compa
 
 __all__ = ["run", "distill", "pretrain", "compare", "control", "evaluate", "generate", "sft", "chat", "serve", "push",
            "report", "load", "RunResult", "Stage", "CompareResult", "ControlResult", "EvalResult", "Reply", "SFTResult"]
+
+
+def quiet_hf() -> None:
+    """r1lab draws its own progress; HF's per-file bars ("Loading weights", "Writing shards", "Generating train split")
+    are noise, and in a notebook their carriage returns leave broken lines."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is first imported
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+quiet_hf()

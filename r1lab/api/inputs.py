@@ -33,32 +33,40 @@ def _is_dataset_dict(task) -> bool:
     return hasattr(task, "keys") and hasattr(task, "values") and all(hasattr(v, "to_list") for v in task.values())
 
 
-def reward_name(fn: Callable) -> str:
+def reward_name(fn: Callable, name: str | None = None) -> str:
     """A config's name for the reward function `fn`: its import path where one imports it back, else a name
-    registered in this process."""
+    registered in this process ("python." + `name`, by default the function's own)."""
     from r1lab.rewards.registry import register_reward
 
-    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if module and module != "__main__" and name.isidentifier() and inspect.isfunction(fn):
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if module and module != "__main__" and qualname.isidentifier() and inspect.isfunction(fn):
         import importlib
 
         try:
-            if getattr(importlib.import_module(module), name, None) is fn:
-                return f"{module}:{name}"
+            if getattr(importlib.import_module(module), qualname, None) is fn:
+                return f"{module}:{qualname}"
         except ImportError:
             pass
-    return register_reward(fn, getattr(fn, "__name__", type(fn).__name__))
+    return register_reward(fn, name or getattr(fn, "__name__", type(fn).__name__))
 
 
 def name_rewards(weights) -> dict:
-    """{fn or name: weight} or [fn or name, ...] (weight 1 each) -> {name: weight}."""
+    """{fn or name: weight} or [fn or name, ...] (weight 1 each) -> {name: weight}. Two functions of one name (two
+    lambdas) are told apart by their order: lambda, lambda_2."""
     if isinstance(weights, dict):
-        items = weights.items()
+        items = list(weights.items())
     elif isinstance(weights, (list, tuple)) or callable(weights):
         items = [(w, 1.0) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
     else:
         raise ConfigError(f"rewards: give a dict {{function or name: weight}} or a list of functions and names, not {type(weights).__name__}")
-    return {(k if isinstance(k, str) else reward_name(k)): w for k, w in items}
+    named, seen = {}, {}
+    for key, weight in items:
+        if not isinstance(key, str):
+            base = getattr(key, "__name__", type(key).__name__).strip("<>")
+            seen[base] = seen.get(base, 0) + 1
+            key = reward_name(key, base if seen[base] == 1 else f"{base}_{seen[base]}")
+        named[key] = weight
+    return named
 
 
 def name_objects(settings: dict) -> dict:

@@ -56,12 +56,27 @@ class SFTResult:
         return frame(self.metrics)
 
 
-def _settings(model, task, template: str, extra: dict, tmp: str) -> dict:
-    """The run settings for a one-model command; rows as a task are written to `tmp` and evaluated whole."""
-    if is_rows(task):
-        written = save_rows(task, Path(tmp))
-        task, extra = written["task"], {"data.test_file": written.get("data.test_file", written["task"]), **extra}
-    return {"model": model if isinstance(model, str) else "tinyworld", "task": task, "template": template, **extra}
+class AllRows:
+    """A task given as rows, evaluated whole: its test split is every row (`r1lab eval` on a file holds out a
+    test split; rows handed to `evaluate` are the test). Scoring and the rest are the file task's."""
+
+    def __init__(self, task):
+        self.task, self.name = task, task.name
+
+    def examples(self, split: str):
+        return self.task.examples("test") + self.task.examples("train")
+
+    def __getattr__(self, name: str):
+        return getattr(self.task, name)
+
+
+def _task_settings(task, tmp: str) -> dict:
+    """The settings naming a task; rows are written to `tmp` (one held out, as a file task needs a test split)."""
+    if not is_rows(task):
+        return {"task": task}
+    written = save_rows(task, Path(tmp))
+    return {"task": written["task"], **({"data.test_file": written["data.test_file"]} if "data.test_file" in written
+                                         else {"data.test_size": 1})}
 
 
 def evaluate(model, *, task="tinyworld", k: int = 4, n: int | None = None, template: str = "r1-zero",
@@ -75,10 +90,14 @@ def evaluate(model, *, task="tinyworld", k: int = 4, n: int | None = None, templ
     from r1lab.recipes.load import validate
     from r1lab.recipes.run import load_task_for, resolve_model, resolve_system
 
+    model = str(model) if isinstance(model, Path) else model
     eval_settings = {"k": k, "n": n, **({"sampling": {"max_new_tokens": max_new_tokens}} if max_new_tokens is not None else {})}
     with tempfile.TemporaryDirectory(prefix="r1lab-eval-") as tmp:
-        cfg = validate(_settings(model, task, template, {"eval": eval_settings}, tmp), "eval settings", settings)
+        given = {"model": model if isinstance(model, str) else "tinyworld", "template": template, "eval": eval_settings}
+        cfg = validate(given, "eval settings", {**_task_settings(task, tmp), **settings})
         task_obj = load_task_for(cfg)
+        if is_rows(task) and not cfg.data.test_file:
+            task_obj = AllRows(task_obj)
         if isinstance(model, str):
             path = resolve_model(cfg)
             model, tokenizer = load_model(path, cfg.device, cfg.dtype, **cfg.hub_options())
@@ -95,8 +114,8 @@ def evaluate(model, *, task="tinyworld", k: int = 4, n: int | None = None, templ
 def generate(model: str, out: str | Path, *, task: str = "tinyworld", split: str = "train", n: int | None = None, k: int = 4,
              temperature: float | None = None, max_new_tokens: int | None = None, template: str = "r1-zero",
              **settings) -> tuple[Path, dict]:
-    """Samples k completions per prompt, scores and filters them, writes every sample to `out` (JSONL): `r1lab
-    generate`. Returns (out, the counts)."""
+    """Samples k completions per prompt, scores and filters them, writes every sample to `out` (JSONL):
+    `r1lab generate`. Returns (out, the counts)."""
     from r1lab.engines import make_engine
     from r1lab.models.io import load_model
     from r1lab.recipes.load import validate

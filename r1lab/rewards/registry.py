@@ -90,13 +90,10 @@ PYTHON_PREFIX = "python."
 
 def register_reward(fn: Callable, name: str) -> str:
     """Names the function `fn` "python.<name>" for this process's configs, its signature checked now; returns that
-    name. A name taken by another function gets a number ("python.score_2")."""
+    name. The name is the function's, so a notebook cell run again (a new function, the same name) resumes the run
+    its first version started; registering a name again replaces the function it names."""
     takes_batches(fn, name)
-    base, n = PYTHON_PREFIX + (name.strip("<>") or "reward"), 1
-    key = base
-    while key in PYTHON_REWARDS and PYTHON_REWARDS[key] is not fn:
-        n += 1
-        key = f"{base}_{n}"
+    key = PYTHON_PREFIX + (name.strip("<>") or "reward")
     PYTHON_REWARDS[key] = fn
     return key
 

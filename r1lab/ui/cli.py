@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_hf()
+    import r1lab.api  # noqa: F401  (quiets HF's own progress bars: r1lab draws its own)
     try:
         return _dispatch(args)
     except ChildProcessError as err:  # --nproc: the processes' own exit status
@@ -32,16 +32,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-
-def _quiet_hf() -> None:
-    """r1lab draws its own progress; HF's per-checkpoint "Loading weights" / "Writing shards" bars are noise."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _dispatch(args) -> int:
