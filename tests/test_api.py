@@ -93,6 +93,7 @@ def test_run_with_rows_a_lambda_reward_and_a_model_object_resumes(tiny, tmp_path
     assert list(result.dataframe()["step"]) == [1, 2, 3]
     assert r1lab.load(run).metrics == result.metrics and r1lab.load(run).stages == result.stages
     assert len(result.plot().axes) >= 2
+    assert "<td>r1-zero</td>" in result._repr_html_() and str(result.final_model) in result._repr_html_()
 
     with pytest.raises(ConfigError, match="other rows"):  # other rows on the same directory are refused
         r1lab.run("r1-zero", run, task=rows(13), model=model, tokenizer=tokenizer, rewards=rewards, **SETTINGS)

@@ -3,6 +3,7 @@ table, report), which `r1lab.load(run_dir)` also gives for any finished run; and
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,8 @@ class RunResult:
         from r1lab.evaluation.report import format_number
 
         head = "".join(f"<th>{k}</th>" for k in self.table[0])
-        body = "".join("<tr>" + "".join(f"<td>{format_number(v)}</td>" for v in row.values()) + "</tr>" for row in self.table)
+        cell = lambda v: format_number(v) if isinstance(v, (int, float)) else html.escape(str(v if v is not None else ""))  # noqa: E731
+        body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row.values()) + "</tr>" for row in self.table)
         return (f"<p><b>{self.summary['recipe']}</b> in {self.dir}: final model {self.final_model}, report "
                 f"{self.report}</p><table><tr>{head}</tr>{body}</table>" + (f"<p>{self.resume_note}</p>" if self.resume_note else ""))
 
