@@ -28,4 +28,6 @@ def test_the_notebook_runs(tmp_path, monkeypatch):
     assert any("text/html" in out.get("data", {}) and "final model" in out["data"]["text/html"] for out in outputs)
     assert any("grpo 3/3" in text for text in texts), "r1lab's progress lines did not reach the notebook"
     assert any("answer:" in text for text in texts)
+    assert not any("thinking ─" in text for text in texts), "r1lab.chat(model, message) returns its reply, prints nothing"
+    assert not any(out.get("name") == "stderr" for out in outputs), "HF's or tqdm's own output reached the notebook"
     assert (tmp_path / "runs" / "r1-zero-notebook" / "summary.json").exists()

@@ -12,6 +12,7 @@ strings) and returns objects. The CLI (ui/cli.py) parses its arguments and calls
 
 import os
 import sys
+import warnings
 
 from r1lab.api.models import EvalResult, Reply, SFTResult, chat, evaluate, generate, push, report, serve, sft
 from r1lab.api.results import CompareResult, ControlResult, RunResult, Stage, load
@@ -28,6 +29,7 @@ __all__ = ["run", "distill", "pretrain", "compare", "control", "evaluate", "gene
 def quiet_hf() -> None:
     """r1lab draws its own progress; HF's per-file bars ("Loading weights", "Writing shards", "Generating train split")
     are noise, and in a notebook their carriage returns leave broken lines."""
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto in a notebook without ipywidgets
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is first imported
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if "transformers" in sys.modules:

@@ -219,7 +219,8 @@ def ask(model_dir: str, message: str, *, template: str, sampling, tools: list[st
     loaded, tokenizer = load_model(model_dir, device="auto")
     engine = make_engine("torch", loaded, tokenizer)
     prompt = question_prompt(message, template, tokenizer, trained_system(model_dir, template), episodes)
-    tokens, text = answer(engine, prompt, sampling, Console(file=io.StringIO()), episodes)
+    silent = Console(file=io.StringIO(), force_jupyter=False)  # in a notebook rich would display it anyway
+    tokens, text = answer(engine, prompt, sampling, silent, episodes)
     from r1lab.data.format import response_prefix
 
     full = response_prefix(prompt) + text
