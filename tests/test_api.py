@@ -75,7 +75,7 @@ def test_run_with_rows_a_lambda_reward_and_a_model_object_resumes(tiny, tmp_path
         r1lab.run("r1-zero", run, task=rows(), model=model, tokenizer=tokenizer, rewards=rewards, **SETTINGS)
     assert (run / "input-model" / "config.json").exists() and not (run / "summary.json").exists()
     recorded = yaml.safe_load((run / "config.yaml").read_text())
-    assert recorded["rl"]["rewards"] == {"format": 1.0, "python.digits": 1.0, "python.lambda": 0.5}
+    assert recorded["rl"]["rewards"] == {"format": 1.0, "python:digits": 1.0, "python:lambda": 0.5}
     assert recorded["task"] == str(run / "input-data" / "train.jsonl") and recorded["model"] == str(run / "input-model")
     assert [json.loads(line) for line in (run / "input-data" / "train.jsonl").read_text().splitlines()] == rows()
 
@@ -88,8 +88,8 @@ def test_run_with_rows_a_lambda_reward_and_a_model_object_resumes(tiny, tmp_path
     assert result.stages[0].eval_after["k"] == 2 and result.stages[0].eval_after["n"] == 4
     assert result.final_model == run / "r1-zero" / "final" and (result.final_model / "config.json").exists()
     assert result.report.exists() and result.summary["task"] == str(run / "input-data" / "train.jsonl")
-    assert "python.digits, python.lambda" in result.resume_note and "CLI cannot resume" in result.resume_note
-    assert all("reward/python.digits" in r and "reward/python.lambda" in r for r in result.metrics)
+    assert "python:digits, python:lambda" in result.resume_note and "CLI cannot resume" in result.resume_note
+    assert all("reward/python:digits" in r and "reward/python:lambda" in r for r in result.metrics)
     assert list(result.dataframe()["step"]) == [1, 2, 3]
     assert r1lab.load(run).metrics == result.metrics and r1lab.load(run).stages == result.stages
     assert len(result.plot().axes) >= 2
@@ -104,8 +104,8 @@ def test_run_with_rows_a_lambda_reward_and_a_model_object_resumes(tiny, tmp_path
 def test_a_reward_from_another_process_says_how_to_resume():
     from r1lab.rewards.registry import reward_factory
 
-    with pytest.raises(ValueError, match="resume from Python passing the same function again"):
-        reward_factory("python.never_registered")
+    with pytest.raises(ValueError, match="another process: resume from Python, passing it again"):
+        reward_factory("python:never_registered")
 
 
 def test_a_module_function_is_named_by_its_import_path(tmp_path):
@@ -115,7 +115,7 @@ def test_a_module_function_is_named_by_its_import_path(tmp_path):
 
     assert name_rewards([digits, "format"]) == {"helpers:digits": 1.0, "format": 1.0}
     first, second = (lambda r, e: 1.0), (lambda r, e: 0.0)
-    assert name_rewards({first: 1, second: 2}) == {"python.lambda": 1, "python.lambda_2": 2}
+    assert name_rewards({first: 1, second: 2}) == {"python:lambda": 1, "python:lambda_2": 2}
 
 
 def readme_python() -> str:
@@ -140,3 +140,23 @@ def test_the_readmes_python_snippet_runs(tmp_path, monkeypatch, one_thread):
     exec(compile(readme_python(), "README.md", "exec"), scope)
     assert isinstance(scope["result"], r1lab.RunResult) and scope["result"].stages[0].steps == 3
     assert (tmp_path / "runs" / "r1-zero-py" / "summary.json").exists()
+
+
+def test_tools_and_environments_as_objects_are_named_and_found():
+    from helpers import AnswerBook
+
+    from r1lab.api.inputs import name_objects
+    from r1lab.tools.box import load_environment, load_tools
+
+    def shout(text: str) -> str:
+        """Says a text loudly.
+
+        Args:
+            text: what to say
+        """
+        return text.upper()
+
+    named = name_objects({"rl": {"tools": [shout, "r1lab.tools:calculator"]}, "rl.environment": AnswerBook})
+    assert named == {"rl": {"tools": ["python:shout", "r1lab.tools:calculator"]}, "rl.environment": "helpers:AnswerBook"}
+    assert load_tools(["python:shout"])[0].fn("hi") == "HI"
+    assert load_environment("helpers:AnswerBook") is AnswerBook

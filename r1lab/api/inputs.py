@@ -1,10 +1,11 @@
 """Python objects where the CLI takes strings, turned into what a config names, so one config (and one run
 directory) serves both and a run started from Python resumes:
 
-- a reward function (either signature rewards/registry.py accepts): defined in an importable module, it is named
-  by its import path `module:function`, which the CLI resumes too; defined in a notebook, `__main__` or as a lambda,
-  it is registered in this process as "python.<its name>" (rewards/registry.py), and a resume needs the same
-  function handed over again from Python (`resume_note` says so);
+- a reward function (either signature rewards/registry.py accepts), a tool function (rl.tools) or an environment
+  class (rl.environment): defined in an importable module, it is named by its import path `module:function`, which
+  the CLI resumes too; defined in a notebook, `__main__` or as a lambda, it is registered in this process as
+  "python:<its name>" (plugins.py), and a resume needs the same object handed over again from Python (the result's
+  `resume_note` says so);
 - a task given as rows (a list of dicts, a `datasets.Dataset` or a `DatasetDict` with train and test splits): written
   to RUN/input-data/<split>.jsonl, which the config names (task, data.test_file), so a resume from anywhere reads
   the same file and its sha256 is checked as any data file's;
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from r1lab.errors import ConfigError
@@ -33,49 +33,60 @@ def _is_dataset_dict(task) -> bool:
     return hasattr(task, "keys") and hasattr(task, "values") and all(hasattr(v, "to_list") for v in task.values())
 
 
-def reward_name(fn: Callable, name: str | None = None) -> str:
-    """A config's name for the reward function `fn`: its import path where one imports it back, else a name
-    registered in this process ("python." + `name`, by default the function's own)."""
-    from r1lab.rewards.registry import register_reward
+def object_name(obj, name: str | None = None) -> str:
+    """A config's name for `obj` (a function or class): its import path `module:name` where one imports it back, else
+    "python:<name>" (by default its own), registered in this process (plugins.py)."""
+    from r1lab.plugins import register
 
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if module and module != "__main__" and qualname.isidentifier() and inspect.isfunction(fn):
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if module and module != "__main__" and qualname.isidentifier() and (inspect.isfunction(obj) or inspect.isclass(obj)):
         import importlib
 
         try:
-            if getattr(importlib.import_module(module), qualname, None) is fn:
+            if getattr(importlib.import_module(module), qualname, None) is obj:
                 return f"{module}:{qualname}"
         except ImportError:
             pass
-    return register_reward(fn, name or getattr(fn, "__name__", type(fn).__name__))
+    return register(obj, name or getattr(obj, "__name__", type(obj).__name__).strip("<>"))
+
+
+def _named(objects: list) -> list[str]:
+    """Names for `objects` (names kept as they are); two of one name (two lambdas) told apart by their order:
+    lambda, lambda_2."""
+    names, seen = [], {}
+    for obj in objects:
+        if isinstance(obj, str):
+            names.append(obj)
+            continue
+        base = getattr(obj, "__name__", type(obj).__name__).strip("<>")
+        seen[base] = seen.get(base, 0) + 1
+        names.append(object_name(obj, base if seen[base] == 1 else f"{base}_{seen[base]}"))
+    return names
 
 
 def name_rewards(weights) -> dict:
-    """{fn or name: weight} or [fn or name, ...] (weight 1 each) -> {name: weight}. Two functions of one name (two
-    lambdas) are told apart by their order: lambda, lambda_2."""
+    """{fn or name: weight} or [fn or name, ...] (weight 1 each) -> {name: weight}."""
     if isinstance(weights, dict):
         items = list(weights.items())
     elif isinstance(weights, (list, tuple)) or callable(weights):
         items = [(w, 1.0) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
     else:
         raise ConfigError(f"rewards: give a dict {{function or name: weight}} or a list of functions and names, not {type(weights).__name__}")
-    named, seen = {}, {}
-    for key, weight in items:
-        if not isinstance(key, str):
-            base = getattr(key, "__name__", type(key).__name__).strip("<>")
-            seen[base] = seen.get(base, 0) + 1
-            key = reward_name(key, base if seen[base] == 1 else f"{base}_{seen[base]}")
-        named[key] = weight
-    return named
+    return dict(zip(_named([k for k, _ in items]), [w for _, w in items]))
 
 
 def name_objects(settings: dict) -> dict:
-    """`settings` (nested dicts and dotted keys) with every reward function in a rewards mapping named."""
+    """`settings` (nested dicts and dotted keys) with every function or class in a rewards mapping, a tools list or
+    an environment named."""
     out = {}
     for key, value in settings.items():
         leaf = str(key).rsplit(".", 1)[-1]
-        if leaf in REWARD_FIELDS and (isinstance(value, (list, tuple)) or callable(value) or isinstance(value, dict)):
+        if leaf in REWARD_FIELDS and (isinstance(value, (list, tuple, dict)) or callable(value)):
             out[key] = name_rewards(value)
+        elif leaf == "tools" and isinstance(value, (list, tuple)):
+            out[key] = _named(list(value))
+        elif leaf == "environment" and callable(value):
+            out[key] = object_name(value)
         elif isinstance(value, dict):
             out[key] = name_objects(value)
         elif isinstance(value, list):
@@ -85,11 +96,13 @@ def name_objects(settings: dict) -> dict:
     return out
 
 
-def python_rewards(names) -> list[str]:
-    """The names among `names` that only this process knows."""
-    from r1lab.rewards.registry import PYTHON_PREFIX
+def in_process_names(cfg) -> list[str]:
+    """The rewards, tools and environments of a RunConfig that only this process knows ("python:..."), sorted."""
+    from r1lab.plugins import IN_PROCESS_MODULE
 
-    return [n for n in names if n.startswith(PYTHON_PREFIX)]
+    settings = [cfg.rl, *(cfg.stage_rl(s) for s in cfg.stages if s.kind == "rl")]
+    names = {n for rl in settings for n in [*rl.rewards, *rl.general_rewards, *rl.tools, rl.environment or ""]}
+    return sorted(n for n in names if n.startswith(f"{IN_PROCESS_MODULE}:"))
 
 
 def save_rows(task, folder: Path) -> dict:

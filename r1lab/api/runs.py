@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from r1lab.api.inputs import is_rows, name_objects, name_rewards, python_rewards, save_model_object, save_rows
+from r1lab.api.inputs import in_process_names, is_rows, name_objects, name_rewards, save_model_object, save_rows
 from r1lab.api.results import CompareResult, ControlResult, RunResult
 
 
@@ -51,10 +51,9 @@ def prepare(recipe: str, out: str | Path, settings: dict, rewards=None, tokenize
     elif tokenizer is not None:
         raise ValueError("tokenizer: give it with a model object (model=...); a model directory holds its own")
     cfg = load_config(recipe, settings)
-    names = {n for st in [cfg.rl, *(cfg.stage_rl(s) for s in cfg.stages if s.kind == "rl")] for n in [*st.rewards, *st.general_rewards]}
-    own = python_rewards(sorted(names))
-    note = (f"rewards {', '.join(own)} are Python functions of this process: resume from Python, passing them again; "
-            "the CLI cannot resume this run (define them in a module to name them module:function)") if own else ""
+    own = in_process_names(cfg)
+    note = (f"{', '.join(own)}: Python objects of this process; resume from Python, passing them again (the CLI cannot "
+            "resume this run: define them in a module to have them named module:function)") if own else ""
     return cfg, note
 
 

@@ -83,33 +83,11 @@ def environment_reward(response: str, example: Example, *, environment_reward: f
 BATCH_FIRST = ("completions", "prompts")  # a first parameter so named makes a function batched (TRL's)
 
 
-# name -> a function handed over as an object in this process (r1lab.run(rewards=...)): "python.<its name>"
-PYTHON_REWARDS: dict[str, RewardFn] = {}
-PYTHON_PREFIX = "python."
-
-
-def register_reward(fn: Callable, name: str) -> str:
-    """Names the function `fn` "python.<name>" for this process's configs, its signature checked now; returns that
-    name. The name is the function's, so a notebook cell run again (a new function, the same name) resumes the run
-    its first version started; registering a name again replaces the function it names."""
-    takes_batches(fn, name)
-    key = PYTHON_PREFIX + (name.strip("<>") or "reward")
-    PYTHON_REWARDS[key] = fn
-    return key
-
-
 def reward_factory(name: str) -> Callable[..., RewardFn]:
-    """The factory of a built-in name, of a function registered in this process (register_reward), or of your own
-    `module:function` (imported and its signature checked now); a ValueError saying what is wrong.
-    recipes/load.py calls this when a config is loaded."""
+    """The factory of a built-in name, or of your own `module:function` (imported and its signature checked
+    now); a ValueError saying what is wrong. recipes/load.py calls this when a config is loaded."""
     if name in REWARD_FUNCTIONS:
         return REWARD_FUNCTIONS[name]
-    if name in PYTHON_REWARDS:
-        return lambda task, **options: PYTHON_REWARDS[name]
-    if name.startswith(PYTHON_PREFIX):
-        raise ValueError(f"reward {name!r} was a Python function handed to r1lab.run in another process: resume from Python "
-                         "passing the same function again (rewards=...); the CLI resumes only runs whose own rewards are "
-                         "named module:function (a function defined in a module, not in a notebook or a lambda)")
     if is_import_path(name):
         fn = import_reward(name)
         takes_batches(fn, name)
