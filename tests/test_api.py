@@ -160,3 +160,11 @@ def test_tools_and_environments_as_objects_are_named_and_found():
     assert named == {"rl": {"tools": ["python:shout", "r1lab.tools:calculator"]}, "rl.environment": "helpers:AnswerBook"}
     assert load_tools(["python:shout"])[0].fn("hi") == "HI"
     assert load_environment("helpers:AnswerBook") is AnswerBook
+
+
+def test_chat_with_a_message_answers_once_and_prints_nothing(tiny_model_dir, capsys, one_thread):
+    reply = r1lab.chat(str(tiny_model_dir), "Compute 2 + 2", max_new_tokens=6, temperature=0)
+    assert isinstance(reply, r1lab.Reply) and 0 < reply.tokens <= 6 and reply.text.startswith("<think>")
+    assert reply.thinking and capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="max_turns must be at least 1"):
+        r1lab.chat(str(tiny_model_dir), "hi", max_turns=0)
