@@ -6,8 +6,8 @@ From Python: `r1lab.run("r1-zero", out="runs/r1-zero", rl={"steps": 50})` and th
 
 __version__ = "0.1.0"
 
-API = ("run", "distill", "pretrain", "compare", "control", "evaluate", "generate", "sft", "chat", "serve", "push",
-       "report", "load", "RunResult", "Stage", "CompareResult", "ControlResult", "EvalResult", "Reply", "SFTResult")
+API = ("run", "distill", "pretrain", "compare", "control", "evaluate", "generate", "finetune", "chat", "serve_model", "push",
+       "report", "load", "RunResult", "Stage", "CompareResult", "ControlResult", "EvalResult", "GenerateResult", "Reply", "SFTResult")
 __all__ = ["__version__", *API]
 
 

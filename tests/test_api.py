@@ -25,7 +25,11 @@ def test_every_cli_command_has_its_function_at_the_top_level():
     commands = set(sub.choices)
     assert {"run", "eval", "compare", "pretrain", "chat"} <= commands
     assert commands == set(r1lab.api.COMMANDS), "a sub-command without its function in r1lab.api.COMMANDS (or the reverse)"
+    import pkgutil
+
+    packages = {m.name for m in pkgutil.iter_modules(r1lab.__path__)}  # r1lab.sft is the package, not a function
     for name, fn in r1lab.api.COMMANDS.items():
+        assert fn.__name__ not in packages, f"r1lab.{fn.__name__} names a module of r1lab: its twin needs another name"
         assert getattr(r1lab, fn.__name__) is fn, f"r1lab.{fn.__name__} (`r1lab {name}`) is not exposed at the top level"
         assert fn.__doc__ and f"r1lab {name}" in fn.__doc__, f"{fn.__name__}'s docstring names `r1lab {name}`"
 
@@ -125,7 +129,7 @@ def readme_python() -> str:
 
 
 @pytest.mark.slow
-def test_the_readmes_python_snippet_runs(tmp_path, monkeypatch, one_thread):
+def test_the_readmes_python_snippet_runs(tmp_path, monkeypatch, one_thread, caplog):
     """As written, with the micro budget of the other end-to-end tests added to its calls."""
     import matplotlib
 
@@ -140,6 +144,8 @@ def test_the_readmes_python_snippet_runs(tmp_path, monkeypatch, one_thread):
     exec(compile(readme_python(), "README.md", "exec"), scope)
     assert isinstance(scope["result"], r1lab.RunResult) and scope["result"].stages[0].steps == 3
     assert (tmp_path / "runs" / "r1-zero-py" / "summary.json").exists()
+    assert all("reward/python:brevity" in row for row in scope["result"].metrics)
+    assert "failed" not in caplog.text, "the README's reward raised (its samples were scored 0)"
 
 
 def test_tools_and_environments_as_objects_are_named_and_found():

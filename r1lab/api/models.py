@@ -1,5 +1,6 @@
-"""The commands that use a model as functions: `evaluate` (`r1lab eval`), `generate`, `sft`, `chat` (one question
-answered, or the terminal loop), `serve`, `push`, `report`. A model is a directory, a hub name or 'tinyworld';
+"""The commands that use a model as functions: `evaluate` (`r1lab eval`), `generate`, `finetune` (`r1lab sft`),
+`chat` (one question answered, or the terminal loop), `serve_model` (`r1lab serve`), `push`, `report`. (r1lab.sft and
+r1lab.serve are r1lab's own packages, so their twins take other names.) A model is a directory, a hub name or 'tinyworld';
 `evaluate` also takes a model object with its tokenizer, and rows (a list of dicts, a Dataset) as its task."""
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ class Reply:
 
     def __str__(self) -> str:
         return f"thinking: {self.thinking}\nanswer: {self.answer}"
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """`generate`'s samples: the JSONL file holding every one (kept or not) and the counts."""
+
+    path: Path
+    counts: dict
+
+    @property
+    def rows(self) -> list[dict]:
+        """Every sample written, as a dict per line (prompt, response, reward, kept, ...)."""
+        return read_jsonl(self.path)
+
+    def dataframe(self):
+        return frame(self.rows)
 
 
 @dataclass(frozen=True)
@@ -113,9 +130,9 @@ def evaluate(model, *, task="tinyworld", k: int = 4, n: int | None = None, templ
 
 def generate(model: str, out: str | Path, *, task: str = "tinyworld", split: str = "train", n: int | None = None, k: int = 4,
              temperature: float | None = None, max_new_tokens: int | None = None, template: str = "r1-zero",
-             **settings) -> tuple[Path, dict]:
+             **settings) -> GenerateResult:
     """Samples k completions per prompt, scores and filters them, writes every sample to `out` (JSONL):
-    `r1lab generate`. Returns (out, the counts)."""
+    `r1lab generate`. Returns the file and the counts (`GenerateResult`)."""
     from r1lab.engines import make_engine
     from r1lab.models.io import load_model
     from r1lab.recipes.load import validate
@@ -131,13 +148,13 @@ def generate(model: str, out: str | Path, *, task: str = "tinyworld", split: str
     engine = make_engine(cfg.rollout.engine, loaded, tokenizer, seed=cfg.seed, **cfg.rollout.options())
     stats = sample(engine, task_obj, task_obj.examples(split)[:n], k=k, sampling=cfg.sampling, template=cfg.template,
                    system=resolve_system(cfg, path), filters=None, out_path=out)
-    return Path(out), stats
+    return GenerateResult(Path(out), stats)
 
 
 RUN_LEVEL = ("template", "system", "seed", "device", "dtype", "lora", "log", "sft")  # the others are sft's fields
 
 
-def sft(model: str, data, out: str | Path, **settings) -> SFTResult:
+def finetune(model: str, data, out: str | Path, **settings) -> SFTResult:
     """Fine-tunes `model` on `data` (a file, a save_to_disk directory, `r1lab generate`'s output (its kept samples)
     or rows): `r1lab sft`. settings: sft fields (epochs=2, lr=1e-5) and the run's template, system, seed, device,
     dtype, lora, log."""
@@ -228,7 +245,7 @@ def ask(model_dir: str, message: str, *, template: str, sampling, tools: list[st
     return Reply(full, thinking, answer_text, tokens)
 
 
-def serve(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, engine: str = "torch",
+def serve_model(model: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, engine: str = "torch",
           template: str = "auto", name: str | None = None, device: str = "auto", dtype: str = "auto",
           threads: int | None = None, max_tokens: int = 4096, max_n: int = 16, max_body_bytes: int = 1 << 20,
           max_pending: int = 256, batch_window_ms: float = 5.0, max_batch: int = 64) -> None:

@@ -105,16 +105,16 @@ def _generate(args) -> int:
     from r1lab.api import generate
     from r1lab.progress import console
 
-    _, stats = generate(args.model, args.out, task=args.task, split=args.split, n=args.n, k=args.k, temperature=args.temperature,
-                        max_new_tokens=args.max_new_tokens, template=args.template, **_settings(args))
+    stats = generate(args.model, args.out, task=args.task, split=args.split, n=args.n, k=args.k, temperature=args.temperature,
+                        max_new_tokens=args.max_new_tokens, template=args.template, **_settings(args)).counts
     console.print(stats)
     return 0
 
 
 def _sft(args) -> int:
-    from r1lab.api import sft
+    from r1lab.api import finetune
 
-    print(json.dumps(sft(args.model, args.data, args.out, **_settings(args)).summary, indent=2))
+    print(json.dumps(finetune(args.model, args.data, args.out, **_settings(args)).summary, indent=2))
     return 0
 
 
@@ -132,9 +132,9 @@ def _chat(args) -> int:
 
 
 def _serve(args) -> int:
-    from r1lab.api import serve
+    from r1lab.api import serve_model
 
-    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, engine=args.engine, template=args.template,
+    serve_model(args.model, host=args.host, port=args.port, api_key=args.api_key, engine=args.engine, template=args.template,
           name=args.name, device=args.device, dtype=args.dtype, threads=args.threads, max_tokens=args.max_tokens,
           max_n=args.max_n, max_body_bytes=args.max_body_bytes, max_pending=args.max_pending,
           batch_window_ms=args.batch_window_ms, max_batch=args.max_batch)
