@@ -174,3 +174,17 @@ def test_chat_with_a_message_answers_once_and_prints_nothing(tiny_model_dir, cap
     assert reply.thinking and capsys.readouterr().out == ""
     with pytest.raises(ValueError, match="max_turns must be at least 1"):
         r1lab.chat(str(tiny_model_dir), "hi", max_turns=0)
+
+
+def test_a_run_from_rows_and_a_model_object_says_the_cli_command_that_resumes_it(tiny, tmp_path):
+    from r1lab.api.runs import override_strings, prepare
+    from r1lab.recipes.load import load_config
+
+    model, tokenizer = tiny
+    settings = {**SETTINGS, "rl.rewards": {"format": 1.0, "helpers:digits": 1.0}}
+    cfg, note = prepare("r1-zero", tmp_path / "run", {**settings, "task": rows(), "model": model}, tokenizer=tokenizer)
+    command = note.removeprefix("from the CLI: ").removesuffix(" and the other settings as given").split()
+    assert command[:5] == ["r1lab", "run", "r1-zero", "--out", str(tmp_path / "run")]
+    assert sorted(command[5:]) == [f"model={tmp_path / 'run' / 'input-model'}", f"task={tmp_path / 'run' / 'input-data' / 'train.jsonl'}"]
+    # the CLI's strings, parsed, give the config the objects gave: one path
+    assert load_config("r1-zero", parse_overrides([*override_strings(settings), *command[5:]])) == cfg

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 
 from r1lab.errors import ConfigError
@@ -87,6 +88,8 @@ def name_objects(settings: dict) -> dict:
             out[key] = _named(list(value))
         elif leaf == "environment" and callable(value):
             out[key] = object_name(value)
+        elif isinstance(value, os.PathLike):  # a directory or file given as a Path: the config holds text
+            out[key] = str(value)
         elif isinstance(value, dict):
             out[key] = name_objects(value)
         elif isinstance(value, list):

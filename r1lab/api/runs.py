@@ -42,19 +42,29 @@ def prepare(recipe: str, out: str | Path, settings: dict, rewards=None, tokenize
     started = (out / "config.yaml").exists()
     if rewards is not None:
         settings["rl.rewards"] = name_rewards(rewards)
+    written = {}  # settings that now name what objects were written to: what a CLI resume passes
     if is_rows(settings.get("task")):
         if not started:  # a start that failed before the run began: the rows given now replace those written then
             shutil.rmtree(out / "input-data", ignore_errors=True)
-        settings.update(save_rows(settings.pop("task"), out / "input-data"))
-    if settings.get("model") is not None and not isinstance(settings["model"], (str, Path)):
-        settings["model"] = save_model_object(settings["model"], tokenizer, out / "input-model", fresh=not started)
+        written.update(save_rows(settings.pop("task"), out / "input-data"))
+    if settings.get("model") is not None and not isinstance(settings["model"], str):
+        written["model"] = save_model_object(settings.pop("model"), tokenizer, out / "input-model", fresh=not started)
     elif tokenizer is not None:
         raise ValueError("tokenizer: give it with a model object (model=...); a model directory holds its own")
+    settings.update(written)
     cfg = load_config(recipe, settings)
-    own = in_process_names(cfg)
-    note = (f"{', '.join(own)}: Python objects of this process; resume from Python, passing them again (the CLI cannot "
-            "resume this run: define them in a module to have them named module:function)") if own else ""
-    return cfg, note
+    return cfg, resume_note(recipe, out, in_process_names(cfg), written)
+
+
+def resume_note(recipe: str, out: Path, own: list[str], written: dict) -> str:
+    """What resuming a run started with objects needs beyond calling `run` again with the same arguments."""
+    if own:
+        return (f"{', '.join(own)}: Python objects of this process; resume from Python, passing them again (the CLI "
+                "cannot resume this run: define them in a module to have them named module:function)")
+    if written:
+        return (f"from the CLI: r1lab run {recipe} --out {out} {' '.join(f'{k}={v}' for k, v in written.items())} "
+                "and the other settings as given")
+    return ""
 
 
 def run(recipe: str, out: str | Path, *, rewards=None, tokenizer=None, nproc: int = 1, **settings) -> RunResult:
