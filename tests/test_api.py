@@ -182,9 +182,19 @@ def test_a_run_from_rows_and_a_model_object_says_the_cli_command_that_resumes_it
 
     model, tokenizer = tiny
     settings = {**SETTINGS, "rl.rewards": {"format": 1.0, "helpers:digits": 1.0}}
-    cfg, note = prepare("r1-zero", tmp_path / "run", {**settings, "task": rows(), "model": model}, tokenizer=tokenizer)
+    cfg, note, _ = prepare("r1-zero", tmp_path / "run", {**settings, "task": rows(), "model": model}, tokenizer=tokenizer)
     command = note.removeprefix("from the CLI: ").removesuffix(" and the other settings as given").split()
     assert command[:5] == ["r1lab", "run", "r1-zero", "--out", str(tmp_path / "run")]
     assert sorted(command[5:]) == [f"model={tmp_path / 'run' / 'input-model'}", f"task={tmp_path / 'run' / 'input-data' / 'train.jsonl'}"]
     # the CLI's strings, parsed, give the config the objects gave: one path
     assert load_config("r1-zero", parse_overrides([*override_strings(settings), *command[5:]])) == cfg
+
+
+def test_settings_go_back_to_cli_strings_unchanged():
+    """--nproc starts `r1lab run` again in each process: the settings, as strings, must parse back to themselves."""
+    from r1lab.api.runs import override_strings
+
+    given = ["rl.lr=1e-6", "model=123", "task=data.jsonl", "rl.rewards={accuracy: 1, my.mod:fn: 0.5}", "system=",
+             "log.report_to=[wandb]", "rl.steps=5", "eval.every=yes", "rl.tools=[r1lab.tools:calculator]"]
+    settings = parse_overrides(given)
+    assert parse_overrides(override_strings(settings)) == settings

@@ -34,8 +34,8 @@ def override_strings(settings: dict) -> list[str]:
 
 
 def prepare(recipe: str, out: str | Path, settings: dict, rewards=None, tokenizer=None):
-    """(config, resume note): objects among `settings` written to `out` or registered (inputs.py), then the
-    recipe and settings validated as the CLI's are."""
+    """(config, resume note, settings naming only files and names): objects among `settings` written to `out` or
+    registered (inputs.py), then the recipe and settings validated as the CLI's are."""
     from r1lab.recipes.load import load_config
 
     out, settings = Path(out), name_objects(settings)
@@ -53,7 +53,7 @@ def prepare(recipe: str, out: str | Path, settings: dict, rewards=None, tokenize
         raise ValueError("tokenizer: give it with a model object (model=...); a model directory holds its own")
     settings.update(written)
     cfg = load_config(recipe, settings)
-    return cfg, resume_note(recipe, out, in_process_names(cfg), written)
+    return cfg, resume_note(recipe, out, in_process_names(cfg), written), settings
 
 
 def resume_note(recipe: str, out: Path, own: list[str], written: dict) -> str:
@@ -73,22 +73,22 @@ def run(recipe: str, out: str | Path, *, rewards=None, tokenizer=None, nproc: in
     settings: any RunConfig field, e.g. `rl={"steps": 50}`, `**{"rl.lr": 1e-6}`, `task="openai/gsm8k"`; also
     `task=` rows (a list of dicts, a datasets.Dataset or DatasetDict), `model=` a transformers model (with
     `tokenizer=`), and reward functions: `rewards={my_fn: 1.0, "format": 1.0}` (or a list, weight 1 each) sets
-    rl.rewards. Calling it again with the same arguments resumes. nproc > 1: that many processes (torchrun),
-    settings given by name only. Returns the run read back (`RunResult`)."""
+    rl.rewards. Calling it again with the same arguments resumes. nproc > 1: that many processes (torchrun; rows
+    and a model object are written first, functions must be named module:function). Returns the run read back
+    (`RunResult`; None on torchrun's ranks other than 0, which write nothing)."""
     from r1lab import dist
     from r1lab.recipes.pipeline import run_recipe
 
-    cfg, note = prepare(recipe, out, settings, rewards, tokenizer)
+    cfg, note, named = prepare(recipe, out, settings, rewards, tokenizer)
     if nproc > 1:
-        if note or any(not isinstance(v, (str, int, float, bool, list, dict, type(None))) for v in settings.values()) \
-                or rewards is not None:
-            raise ValueError("nproc: objects (functions, rows, models) live in this process; with nproc > 1 name them by "
-                             "path (module:function, a data file, a model directory)")
+        own = in_process_names(cfg)
+        if own:
+            raise ValueError(f"nproc: {', '.join(own)} live in this process; with nproc > 1 name them module:function")
         cfg.check_processes(nproc)  # a bad split fails here, before any process starts
-        status = dist.launch(nproc, ["run", recipe, "--out", str(out), *override_strings(settings)])
+        status = dist.launch(nproc, ["run", recipe, "--out", str(out), *override_strings(named)])
         if status:
             raise ProcessesFailed(status)
-        return RunResult.read(out)
+        return RunResult.read(out, note)
     with dist.process_group():  # torchrun's processes join theirs; one process has none
         run_recipe(cfg, out)
     return RunResult.read(out, note) if dist.is_main() else None  # other ranks wrote nothing to read
