@@ -15,6 +15,14 @@ from r1lab.api.inputs import in_process_names, is_rows, name_objects, name_rewar
 from r1lab.api.results import CompareResult, ControlResult, RunResult
 
 
+def _reads_as_itself(text: str) -> bool:
+    """Whether parse_overrides reads `text` back as this very string (not YAML, or YAML for itself)."""
+    try:
+        return yaml.safe_load(text or '""') == text
+    except yaml.YAMLError:
+        return True  # parse_overrides keeps text YAML cannot read as it is
+
+
 class ProcessesFailed(ChildProcessError):
     """nproc > 1: the processes torchrun started exited with `returncode`."""
 
@@ -28,7 +36,7 @@ def override_strings(settings: dict) -> list[str]:
     out = []
     for key, value in settings.items():
         plain = isinstance(value, str) and (key.rsplit(".", 1)[-1] in ("model", "task", "system", "teacher")
-                                            or yaml.safe_load(value or '""') == value)
+                                            or _reads_as_itself(value))
         out.append(f"{key}={value if plain else json.dumps(value)}")
     return out
 
@@ -91,7 +99,8 @@ def run(recipe: str, out: str | Path, *, rewards=None, tokenizer=None, nproc: in
         return RunResult.read(out, note)
     with dist.process_group():  # torchrun's processes join theirs; one process has none
         run_recipe(cfg, out)
-    return RunResult.read(out, note) if dist.is_main() else None  # other ranks wrote nothing to read
+        main = dist.is_main()  # asked inside: once the group is gone every process is its own main
+    return RunResult.read(out, note) if main else None  # other ranks wrote nothing to read
 
 
 def distill(teacher: str, out: str | Path, *, student: str = "tinyworld", **settings) -> RunResult:
