@@ -198,3 +198,23 @@ def test_settings_go_back_to_cli_strings_unchanged():
              "log.report_to=[wandb]", "rl.steps=5", "eval.every=yes", "rl.tools=[r1lab.tools:calculator]"]
     settings = parse_overrides(given)
     assert parse_overrides(override_strings(settings)) == settings
+
+
+def test_datasets_become_files_the_config_names(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from r1lab.api.inputs import save_rows
+
+    train, test = Dataset.from_list(rows(8)), Dataset.from_list(rows(3))
+    named = save_rows(DatasetDict({"train": train, "test": test}), tmp_path / "d")
+    assert named == {"task": str(tmp_path / "d" / "train.jsonl"), "data.test_file": str(tmp_path / "d" / "test.jsonl")}
+    assert (tmp_path / "d" / "test.jsonl").read_text().count("\n") == 3
+    assert save_rows(train, tmp_path / "e") == {"task": str(tmp_path / "e" / "train.jsonl")}
+    with pytest.raises(ConfigError, match="drop the splits validation"):
+        save_rows(DatasetDict({"train": train, "validation": test}), tmp_path / "f")
+    with pytest.raises(ConfigError, match="non-empty list of dicts"):
+        save_rows([], tmp_path / "g")
+
+
+def test_the_top_level_names_are_the_apis():
+    assert set(r1lab.API) == set(r1lab.api.__all__) and "run" in dir(r1lab)
