@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from r1lab.experiments.compare import load_spec, run_compare, write_compare_report  # noqa: E402
 
-COLUMNS = ("train_return_last5", "final_mean_return", "best_eval_return", "env_steps", "wall_seconds")
+COLUMNS = ("train_return_last5", "final_mean_return", "best_eval_return", "env_steps", "wall_seconds", "steps_to_target",
+           "seconds_to_target")
 
 
 def run_seed(env: str, seed: int, out: Path, extra: list[str]) -> dict:
@@ -28,8 +29,14 @@ def run_seed(env: str, seed: int, out: Path, extra: list[str]) -> dict:
     return write_compare_report(spec, out) if done else run_compare(spec, out)
 
 
-def span(values: list[float]) -> str:
+def span(values: list) -> str:
+    missed = sum(v is None for v in values)  # a target not reached on that seed
+    values = [v for v in values if v is not None]
+    if not values:
+        return "not reached"
     lo, hi = min(values), max(values)
+    if missed:
+        return f"{span(values)} ({missed} not reached)"
     fmt = (lambda v: f"{v:,.0f}") if max(abs(lo), abs(hi)) >= 100 else (lambda v: f"{v:.2f}")
     return fmt(lo) if lo == hi else f"{fmt(lo)} .. {fmt(hi)}"
 

@@ -18,6 +18,20 @@ from r1lab.errors import did_you_mean
 IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
+# Objects handed over from Python in this process (r1lab.run(rewards={fn: 1}), rl={"tools": [fn]}): named
+# "python:<their name>", found here before any import. Registering a name again replaces its object, so a notebook
+# cell run again (a new function, the same name) resumes the run its first version started.
+IN_PROCESS: dict[str, object] = {}
+IN_PROCESS_MODULE = "python"
+
+
+def register(obj, name: str) -> str:
+    """Names `obj` "python:<name>" for this process's configs and returns that name."""
+    key = f"{IN_PROCESS_MODULE}:{name}"
+    IN_PROCESS[key] = obj
+    return key
+
+
 def is_import_path(name: str) -> bool:
     return ":" in name
 
@@ -25,6 +39,12 @@ def is_import_path(name: str) -> bool:
 def import_path(name: str, what: str):
     """The callable `name` ("pkg.module:attribute") names; a ValueError starting "`what` 'name': " saying what
     is wrong."""
+    if name in IN_PROCESS:
+        return IN_PROCESS[name]
+    if name.startswith(f"{IN_PROCESS_MODULE}:"):
+        raise ValueError(f"{what} {name!r} was a Python object handed to r1lab in another process: resume from Python, "
+                         f"passing it again; the CLI resumes only runs whose own {what}s are named module:function "
+                         "(defined in a module, not in a notebook or as a lambda)")
     if not IMPORT_PATH.fullmatch(name):
         raise ValueError(f"{what} {name!r}: a {what} of your own is named module:function, e.g. 'my_pkg.{what}s:my_{what}'")
     module_name, attr = name.split(":")

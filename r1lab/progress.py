@@ -1,6 +1,8 @@
 """Terminal progress: one rich bar per long job, with live fields (loss, reward, accuracy).
 
-Without a terminal (CI logs, pipes) the bar becomes a plain line every 10% of the job.
+Without a terminal (CI logs, pipes) the bar becomes a plain line every 10% of the job; so it does in a notebook,
+where rich's console is not a terminal either and displays each line as an output of its own (whole lines: no
+carriage returns to break, and nothing needs ipywidgets). R1LAB_PROGRESS=bar asks for the live bar anyway.
 """
 
 from __future__ import annotations

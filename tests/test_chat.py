@@ -8,6 +8,7 @@ import torch
 from hub_cache import TOOLS_CHAT_TEMPLATE
 from rich.console import Console
 
+from r1lab.api.terminal_chat import CHAT_SAMPLING, chat
 from r1lab.config import SamplingConfig
 from r1lab.data.format import apply_template
 from r1lab.engines.base import Rollout
@@ -15,7 +16,6 @@ from r1lab.engines.streaming import stream_text
 from r1lab.models.io import load_tokenizer, trained_system
 from r1lab.serve.reasoning import thinking_and_answer
 from r1lab.tools.calls import PLAIN
-from r1lab.ui.chat import CHAT_SAMPLING, chat
 
 EOS = "<|endoftext|>"
 

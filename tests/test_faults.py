@@ -332,7 +332,7 @@ class _Engine:
 
 
 def test_chat_survives_bad_bytes_overlong_lines_and_a_failing_generation(tiny_model_dir):
-    from r1lab.ui.chat import chat
+    from r1lab.api.terminal_chat import chat
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     engine = _Engine(tokenizer)

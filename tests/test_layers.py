@@ -25,6 +25,7 @@ FLOORS = [
     {"rl", "sft", "evaluation"},
     {"recipes", "control"},
     {"experiments", "serve", "export"},
+    {"api"},
     {"ui"},
     {"__main__"},
 ]

@@ -165,3 +165,19 @@ def test_short_ppo_run_on_pendulum_improves(tmp_path):
     first = np.mean([r["mean_return"] for r in log[:3] if r["mean_return"] is not None])
     last = np.mean([r["mean_return"] for r in log[-3:] if r["mean_return"] is not None])
     assert last > first + 300, (first, last)
+
+
+def test_cli_control_video_and_compare_env(tmp_path, capsys):
+    from r1lab.ui.cli import main
+
+    tiny = ["max_env_steps=200", "eval_every=1000000", "eval_episodes=1", "groups=1", "group_size=2", "branch_every=5",
+            "horizon=5", "epochs=1", "minibatches=1"]
+    assert main(["control", "--algo", "grpo-branch", "--env", "InvertedPendulum-v5", "--out", str(tmp_path / "c"),
+                 "--video", *tiny]) == 0
+    assert (tmp_path / "c" / "policy.gif").exists() and '"grpo-branch"' in capsys.readouterr().out
+    assert main(["compare", "robot", "--env", "InvertedPendulum-v5", "--out", str(tmp_path / "cmp"), *tiny,
+                 "num_envs=1", "rollout_steps=100"]) == 0
+    report = (tmp_path / "cmp" / "report.html").read_text()
+    assert report.count("data:image/gif") == 3 and "train_return_last5" in report
+    assert main(["compare", "ppo-vs-grpo", "--env", "Hopper-v5", "--out", str(tmp_path / "x")]) == 2
+    assert "--env" in capsys.readouterr().err and not (tmp_path / "x").exists()

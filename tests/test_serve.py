@@ -20,6 +20,7 @@ import pytest
 import torch
 from hub_cache import TOOLS_CHAT_TEMPLATE, qwen_like_model
 
+from r1lab.api.api_chat import ApiChat, api_key_for
 from r1lab.config import SamplingConfig
 from r1lab.data.format import END_ANSWER, apply_template, conversation_prompt, without_reasoning
 from r1lab.engines import Rollout, make_engine
@@ -28,7 +29,6 @@ from r1lab.serve.api import ChatRequest, ServeLimits, cut_at_stop
 from r1lab.serve.app import make_app
 from r1lab.serve.reasoning import reasoning_and_content
 from r1lab.serve.server import build_app, serving_in_thread
-from r1lab.ui.api_chat import ApiChat, api_key_for
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLY = " 3 + 4 = 7 </think> <answer> 7 </answer>"  # what the scripted model writes after the template's <think>

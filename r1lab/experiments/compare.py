@@ -202,7 +202,8 @@ def _row(spec: CompareSpec, name: str, run_dir: Path, curves: list[dict]) -> dic
     else:
         _, last = start_and_end(curves, "mean_return", window=5)  # the training return, as CleanRL reports its own
         row.update({"final_mean_return": summary["final_mean_return"], "train_return_last5": last,
-                    "best_eval_return": summary.get("best_eval_return"), "env_steps": summary["env_steps"]})
+                    "best_eval_return": summary.get("best_eval_return"), "env_steps": summary["env_steps"],
+                    "steps_to_target": summary.get("env_steps_to_target"), "seconds_to_target": summary.get("time_to_target_s")})
     if any("learned_reward" in r for r in curves) or spec.recipe == "r1-prm":  # the learned reward against the truth
         rl = [r for r in curves if "accuracy" in r]
         (row["accuracy first 10"], row["accuracy last 10"]), (row["learned first 10"], row["learned last 10"]) = (

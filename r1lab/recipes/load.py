@@ -66,9 +66,11 @@ def parse_overrides(overrides: list[str]) -> dict:
     return changes
 
 
-def validate(data: dict, source: str = "config", overrides: list[str] = ()) -> RunConfig:
-    """`overrides` (field=value) applied over `data`, validated: a ConfigError names every wrong field."""
-    return _checked(RunConfig, apply_changes(RunConfig, data, parse_overrides(list(overrides))), source)
+def validate(data: dict, source: str = "config", overrides: list[str] | dict = ()) -> RunConfig:
+    """`overrides` (field=value strings, or a dict of them already parsed: dotted keys or nested dicts) applied over
+    `data`, validated: a ConfigError names every wrong field."""
+    changes = dict(overrides) if isinstance(overrides, dict) else parse_overrides(list(overrides))
+    return _checked(RunConfig, apply_changes(RunConfig, data, changes), source)
 
 
 def validate_control(settings: dict, source: str = "control settings") -> ControlConfig:
@@ -85,7 +87,8 @@ def _checked(model, data: dict, source: str):
     return cfg
 
 
-def load_config(recipe: str, overrides: list[str] = ()) -> RunConfig:
+def load_config(recipe: str, overrides: list[str] | dict = ()) -> RunConfig:
+    """A recipe (name or YAML path) with `overrides` (as `validate` takes them), validated and its names checked."""
     path = recipe_path(recipe)
     try:
         data = yaml.safe_load(path.read_text()) or {}

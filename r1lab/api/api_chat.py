@@ -30,10 +30,10 @@ import openai
 from rich.console import Console
 from rich.text import Text
 
+from r1lab.api.display import ToolShown, call_text, show_response
 from r1lab.data.format import END_THINK, THINK
 from r1lab.serve.reasoning import thinking_and_answer
 from r1lab.tools.calls import ToolCall, parse_call
-from r1lab.ui.display import ToolShown, call_text, show_response
 
 RETRY_AFTER_CAP_S = 60.0  # a server asking for longer than this gets the failure reported instead of a long wait
 DEFAULT_MAX_TURNS = 4  # replies per question when tools are given

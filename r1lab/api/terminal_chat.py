@@ -11,6 +11,8 @@ from contextlib import closing
 from rich.console import Console
 from rich.text import Text
 
+from r1lab.api.chat_input import clean, context_of, robust_stdin, too_long
+from r1lab.api.display import ToolShown, call_text, show_response
 from r1lab.config import EVAL_SAMPLING, SamplingConfig
 from r1lab.data.format import END_ANSWER, apply_template, conversation_prompt, response_prefix
 from r1lab.engines import make_engine
@@ -18,8 +20,6 @@ from r1lab.engines.episodes import Turns, run_episodes
 from r1lab.models.io import load_model, trained_system, trained_tools
 from r1lab.tools.box import ToolBox, load_tools
 from r1lab.tools.calls import parse_call
-from r1lab.ui.chat_input import clean, context_of, robust_stdin, too_long
-from r1lab.ui.display import ToolShown, call_text, show_response
 
 # Sampled as models are evaluated (the paper's protocol), with room for a longer answer than a test's.
 CHAT_SAMPLING = SamplingConfig(**EVAL_SAMPLING, max_new_tokens=512)
@@ -79,7 +79,7 @@ def chat(model_dir: str, *, template: str = "r1-zero", system: str | None = None
             continue
         t0 = time.time()
         try:
-            n = answer(engine, prompt, sampling, console, episodes)
+            n, _ = answer(engine, prompt, sampling, console, episodes)
         except KeyboardInterrupt:
             console.print(Text("\n(interrupted)", style="yellow"))
             continue
@@ -110,13 +110,13 @@ def question_prompt(question: str, template: str, tokenizer, system: str | None,
     return apply_template(question, template, tokenizer, system)
 
 
-def answer(engine, prompt: str, sampling: SamplingConfig, console: Console, episodes: Turns | None) -> int:
-    """Writes and shows the response to `prompt`; returns how many tokens the model wrote. Without tools it is
+def answer(engine, prompt: str, sampling: SamplingConfig, console: Console, episodes: Turns | None) -> tuple[int, str]:
+    """Writes and shows the response to `prompt`; returns how many tokens the model wrote and the text. Without tools it is
     shown as it is sampled; with tools the episode runs whole (its turns as in training), then is shown."""
     if episodes is None:
         with closing(engine.stream(prompt, sampling)) as chunks:  # closing it stops the generation
             text = show_response(chunks, console, response_prefix(prompt))
-        return len(engine.tokenizer(text, add_special_tokens=False)["input_ids"])  # the text re-tokenized: near enough
+        return len(engine.tokenizer(text, add_special_tokens=False)["input_ids"]), text  # re-tokenized: near enough
     ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     limit = context_of(engine)
     budget = sampling.max_new_tokens if limit is None else min(sampling.max_new_tokens, limit - len(ids))
@@ -126,7 +126,7 @@ def answer(engine, prompt: str, sampling: SamplingConfig, console: Console, epis
     special = [t for t in engine.tokenizer.all_special_tokens if t]
     visible = tuple(functools.reduce(lambda m, t: m.replace(t, ""), special, m) for m in markers)  # as texts hold them
     show_response(episode_chunks(rollout.texts[0], episodes, visible), console, response_prefix(prompt))
-    return int(rollout.loss_mask.sum())  # the model's tokens, not the results'
+    return int(rollout.loss_mask.sum()), rollout.texts[0]  # the model's tokens, not the results'
 
 
 def episode_chunks(text: str, episodes: Turns, markers: tuple[str, str, str, str] | None = None):
