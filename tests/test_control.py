@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from r1lab.config import ControlConfig
-from r1lab.control.envs import make_env, reset_envs
-from r1lab.control.episodes import run_episodes
-from r1lab.control.policies import CategoricalPolicy
-from r1lab.control.ppo import rollout_gae
-from r1lab.control.run import run_control
+from r1lab.gym.envs import make_env, reset_envs
+from r1lab.gym.episodes import run_episodes
+from r1lab.gym.policies import CategoricalPolicy
+from r1lab.gym.ppo import rollout_gae
+from r1lab.gym.run import run_control
 from r1lab.rl.algorithms import group_advantages
 from r1lab.rl.ppo import value_loss
 

@@ -23,7 +23,7 @@ FLOORS = [
     {"engines", "rewards"},
     {"tinyworld"},
     {"rl", "sft", "evaluation"},
-    {"recipes", "control"},
+    {"recipes", "gym"},
     {"experiments", "serve", "export"},
     {"api"},
     {"ui"},

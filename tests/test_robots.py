@@ -10,11 +10,11 @@ import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 from r1lab.config import ControlConfig
-from r1lab.control.envs import make_env, reset_envs, restore, snapshot
-from r1lab.control.episodes import play
-from r1lab.control.grpo import BranchingGRPO
-from r1lab.control.policies import GaussianPolicy, ObsNorm
-from r1lab.control.run import run_control
+from r1lab.gym.envs import make_env, reset_envs, restore, snapshot
+from r1lab.gym.episodes import play
+from r1lab.gym.grpo import BranchingGRPO
+from r1lab.gym.policies import GaussianPolicy, ObsNorm
+from r1lab.gym.run import run_control
 from r1lab.errors import ConfigError
 
 pytest.importorskip("mujoco")
@@ -147,7 +147,7 @@ def test_tiny_robot_runs_write_policy_and_summary(tmp_path, algo):
 
 def test_video_writes_a_gif_of_the_policy(tmp_path):
     imageio = pytest.importorskip("imageio.v2")
-    from r1lab.control.video import write_gif
+    from r1lab.gym.video import write_gif
 
     policy = GaussianPolicy(4, np.array([-3.0]), np.array([3.0]), [8], False, "clip")
     path = write_gif(policy, "InvertedPendulum-v5", tmp_path / "policy.gif", max_frames=10)

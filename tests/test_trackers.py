@@ -134,7 +134,7 @@ stages:
 
 
 def test_control_reports_each_iteration_and_starts_a_new_run_each_time(tmp_path, offline_trackers):
-    from r1lab.control.run import run_control
+    from r1lab.gym.run import run_control
 
     cfg = ControlConfig(algo="grpo", groups=2, group_size=2, max_env_steps=300, eval_every=200, eval_episodes=2, hidden=[8],
                         log={"report_to": ["tensorboard", "wandb"]})

@@ -139,7 +139,7 @@ def compare(spec: str, out: str | Path, *, env: str | None = None, **settings) -
 def control(algo: str, out: str | Path, *, env: str = "CartPole-v1", video: bool = False, **settings) -> ControlResult:
     """PPO, GRPO or branching GRPO (grpo-branch) on a gymnasium control task or MuJoCo robot with small MLPs:
     `r1lab control`. settings: ControlConfig fields over the env's preset; `video` writes out/policy.gif."""
-    from r1lab.control.run import run_control
+    from r1lab.gym.run import run_control
     from r1lab.recipes.load import validate_control
 
     run_control(validate_control({"algo": algo, "env": env, **({"video": True} if video else {}), **settings}), out)

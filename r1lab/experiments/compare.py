@@ -89,7 +89,7 @@ def run_compare(spec: CompareSpec, out: str | Path) -> dict:
 
                 run_recipe(cfg, out / name)
             else:
-                from r1lab.control.run import run_control
+                from r1lab.gym.run import run_control
 
                 with run_lock(out / name):
                     run_control(cfg, out / name)

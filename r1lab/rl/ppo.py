@@ -1,5 +1,5 @@
 """PPO's parts: per-token rewards, GAE, the clipped value loss and the value model (a critic on a copy
-of the policy's transformer). GAE and the value loss serve the control tasks too (control/ppo.py).
+of the policy's transformer). GAE and the value loss serve the control tasks too (gym/ppo.py).
 
 Shapes: N completions, T completion tokens; for GAE, any leading shape with time last.
 """

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from r1lab.config import ControlConfig
-from r1lab.control.envs import make_env, restore
-from r1lab.control.episodes import play, run_episodes
-from r1lab.control.policies import make_policy
-from r1lab.control.ppo import mean_stats
+from r1lab.gym.envs import make_env, restore
+from r1lab.gym.episodes import play, run_episodes
+from r1lab.gym.policies import make_policy
+from r1lab.gym.ppo import mean_stats
 from r1lab.rl.algorithms import clipped_objective, group_advantages
 
 

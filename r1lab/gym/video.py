@@ -7,7 +7,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from r1lab.control.envs import make_env
+from r1lab.gym.envs import make_env
 from r1lab.errors import ConfigError
 
 

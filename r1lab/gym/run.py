@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from r1lab.config import ControlConfig, check_env
-from r1lab.control.envs import make_env
-from r1lab.control.episodes import run_episodes
-from r1lab.control.grpo import GRPO, BranchingGRPO
-from r1lab.control.ppo import PPO
+from r1lab.gym.envs import make_env
+from r1lab.gym.episodes import run_episodes
+from r1lab.gym.grpo import GRPO, BranchingGRPO
+from r1lab.gym.ppo import PPO
 from r1lab.progress import progress_bar
 from r1lab.store.trackers import reporting
 
@@ -92,7 +92,7 @@ def _run(cfg: ControlConfig, out: Path, report: Callable[[dict], None] | None = 
     final, _ = run_episodes(agent.actor, eval_envs, eval_rng.integers(0, 2**31, cfg.eval_episodes), greedy)
     torch.save(agent.actor.state_dict(), out / "policy.pt")
     if cfg.video:
-        from r1lab.control.video import write_gif
+        from r1lab.gym.video import write_gif
 
         write_gif(agent.actor, cfg.env, out / "policy.gif", seed=cfg.seed)
     summary = {

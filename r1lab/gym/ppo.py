@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from r1lab.config import ControlConfig
-from r1lab.control.envs import make_env, reset_envs
-from r1lab.control.policies import make_policy, mlp
+from r1lab.gym.envs import make_env, reset_envs
+from r1lab.gym.policies import make_policy, mlp
 from r1lab.rl.algorithms import clipped_objective
 from r1lab.rl.ppo import gae, value_loss
 

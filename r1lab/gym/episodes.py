@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from r1lab.control.envs import reset_envs, snapshot
+from r1lab.gym.envs import reset_envs, snapshot
 
 
 def play(policy, envs: list[gym.Env], obs: np.ndarray, greedy: bool = False, update_norm: bool = False,
