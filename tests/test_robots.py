@@ -10,12 +10,12 @@ import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
 from r1lab.config import ControlConfig
+from r1lab.errors import ConfigError
 from r1lab.gym.envs import make_env, reset_envs, restore, snapshot
 from r1lab.gym.episodes import play
 from r1lab.gym.grpo import BranchingGRPO
 from r1lab.gym.policies import GaussianPolicy, ObsNorm
 from r1lab.gym.run import run_control
-from r1lab.errors import ConfigError
 
 pytest.importorskip("mujoco")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,8 +7,8 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from r1lab.gym.envs import make_env
 from r1lab.errors import ConfigError
+from r1lab.gym.envs import make_env
 
 
 def write_gif(policy, env_id: str, path: str | Path, seed: int = 0, max_frames: int = 200, fps: int = 30) -> Path:
