@@ -31,6 +31,8 @@ def make_env(env_id: str, render: bool = False) -> gym.Env:
     options = {"render_mode": "rgb_array"} if render else {}
     if render and env_id in MUJOCO_ENVS:
         options.update(width=240, height=240)  # a GIF's frame, not a screen's
+        if env_id in ("Hopper-v5", "HalfCheetah-v5"):  # their models' tracking camera: the default one stays put
+            options["camera_name"] = "track"
     return gym.make(env_id, **options)
 
 

@@ -94,7 +94,7 @@ def _run(cfg: ControlConfig, out: Path, report: Callable[[dict], None] | None = 
     if cfg.video:
         from r1lab.gym.video import write_gif
 
-        write_gif(agent.actor, cfg.env, out / "policy.gif", seed=cfg.seed)
+        write_gif(agent.actor, cfg.env, out / "policy.gif", seed=cfg.seed, greedy=greedy)
     summary = {
         "algo": cfg.algo, "env": cfg.env, "seed": cfg.seed,
         "final_mean_return": float(final.mean()), "final_std_return": float(final.std()),

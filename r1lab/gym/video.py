@@ -1,4 +1,4 @@
-"""A short GIF of a trained policy: one episode, the policy's mean action (its mode), rendered offscreen."""
+"""A short GIF of a trained policy: one episode, rendered offscreen, its actions chosen as evaluation chooses them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from r1lab.errors import ConfigError
 from r1lab.gym.envs import make_env
 
 
-def write_gif(policy, env_id: str, path: str | Path, seed: int = 0, max_frames: int = 200, fps: int = 30) -> Path:
-    """Plays one greedy episode and writes every k-th frame to `path` so that at most `max_frames` remain
-    (a 1000-step Hopper episode becomes about 7 s at 30 fps). Written to a temporary name, then moved."""
+def write_gif(policy, env_id: str, path: str | Path, seed: int = 0, greedy: bool = False, max_frames: int = 200,
+              fps: int = 30) -> Path:
+    """Plays one episode (sampled actions, or the policy's mode with `greedy`) and writes every k-th frame to `path`
+    so that at most `max_frames` remain (a 1000-step Hopper episode: about 7 s at 30 fps). Written to a temporary
+    name, then moved."""
     try:
         env = make_env(env_id, render=True)
         obs, _ = env.reset(seed=seed)
@@ -25,7 +27,7 @@ def write_gif(policy, env_id: str, path: str | Path, seed: int = 0, max_frames: 
     every = max(1, length // max_frames)
     t = 0
     while not done:
-        action, _ = policy.sample(policy.obs_norm(obs[None]), greedy=True)
+        action, _ = policy.sample(policy.obs_norm(obs[None]), greedy=greedy)
         obs, _, term, trunc, _ = env.step(policy.env_actions(action)[0])
         done, t = term or trunc, t + 1
         if t % every == 0 or done:
