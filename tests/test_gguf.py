@@ -4,6 +4,7 @@ it), the round trip: llama.cpp tokenises, completes and scores like transformers
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -47,6 +48,11 @@ def test_the_file_holds_the_model_its_tokenizer_and_template(tiny_model_dir, tmp
     modelfile = (tmp_path / "Modelfile").read_text()
     assert "FROM ./tiny.gguf" in modelfile and 'PARAMETER stop "<|endoftext|>"' in modelfile
     assert "PARAMETER temperature 0.6" in modelfile and "PARAMETER top_p 0.95" in modelfile
+    # ollama calls a model a thinking model when its template has {{ .Thinking }} between the tags inside the range
+    # over .Messages (its thinking.InferTags); the prompt ends with the opening tag, so its parser starts inside it
+    assert re.search(r"range \$i, \$_ := \.Messages .*\{\{- if and \$last \.Thinking \}\} <think>\{\{ \.Thinking \}\}</think>"
+                     r"\{\{ end \}\}", modelfile)
+    assert modelfile.split('TEMPLATE """')[1].split('"""')[0].endswith("Assistant: <think>")
     assert result["template"] == "r1-zero" and result["bytes"] == (tmp_path / "tiny.gguf").stat().st_size
 
 
@@ -245,3 +251,53 @@ def test_qwen2_takes_the_same_path(trained_qwen2):
     llm = load_llama(trained_qwen2["f16"], n_ctx=256)
     agreement = greedy_agreement(llm, trained_qwen2["model"], trained_qwen2["prompt_ids"][:20], max_new=24, eos=0)
     assert agreement["same"] == 20, agreement
+
+
+def test_r1lab_chat_api_talks_to_llama_cpps_server(trained):
+    """`r1lab chat --api` against llama.cpp's OpenAI-compatible server (llama-cpp-python's) serving the exported file,
+    as against ollama's: the server builds the prompt from the file's own chat template, token for token the prompt
+    r1lab writes (r1-zero's, ending in <think>), and the client shows the reply and keeps it in the conversation."""
+    if os.environ.get("R1LAB_REQUIRE_LLAMA_CPP") != "1":
+        pytest.importorskip("llama_cpp.server.app")  # llama-cpp-python[server]
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import openai
+    from rich.console import Console
+
+    from r1lab.api.api_chat import ApiChat
+    from r1lab.data.format import conversation_prompt
+    from r1lab.tinyworld.problems import TinyWorldTask
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(trained["f16"]), "--model_alias",
+                               "tiny", "--n_ctx", "256", "--n_threads", "1", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    client = openai.OpenAI(base_url=base, api_key="none", max_retries=0, timeout=60)
+    try:
+        for _ in range(240):  # it loads the model, then listens
+            try:
+                assert [m.id for m in client.models.list().data] == ["tiny"]
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None, server.stderr.read()
+                time.sleep(0.25)
+        question = TinyWorldTask("tinyworld", train_size=400, test_size=200, seed=0).examples("test")[0].prompt
+        messages = [{"role": "user", "content": question}]
+        done = client.chat.completions.create(model="tiny", messages=messages, max_tokens=16, temperature=0)
+        prompt = conversation_prompt(messages, "r1-zero", system="")
+        assert prompt.endswith("Assistant: <think>")
+        assert done.usage.prompt_tokens == len(trained["tokenizer"](prompt, add_special_tokens=False)["input_ids"])
+        chat = ApiChat(base, "tiny", None, Console(record=True, width=100), temperature=0.0, max_tokens=16)
+        assert chat.ask(question)
+        said = chat.turns[-1]
+        assert said["role"] == "assistant" and (said["content"] or said["reasoning_content"])
+        assert chat.turns[0] == {"role": "user", "content": question}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -48,12 +48,19 @@ def r1_zero_jinja(system: str | None) -> str:
 
 
 def r1_zero_go_template() -> str:
-    """The same format as ollama's Go template; ollama fills .System from the Modelfile's SYSTEM or the request."""
+    """The same format as ollama's Go template; ollama fills .System from the Modelfile's SYSTEM or the request.
+
+    The `.Thinking` branch makes ollama treat the model as a thinking model, as its deepseek-r1 template does: ollama
+    reads the tags around `{{ .Thinking }}` inside the range over .Messages (its thinking.InferTags), and since the
+    prompt ends with the opening tag, its parser starts inside the thinking and returns it apart from the answer.
+    The branch writes only a last assistant message's own thinking (a reply being continued); earlier turns go
+    back as their answer, as conversation_prompt writes them."""
     return (
         '{{- $sep := "" }}{{- if .System }}{{ .System }}{{ $sep = " " }}{{ end }}'
-        '{{- range .Messages }}'
+        '{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 }}'
         '{{- if eq .Role "user" }}{{ $sep }}User: {{ .Content }}.{{ $sep = " " }}'
-        '{{- else if eq .Role "assistant" }}{{ $sep }}Assistant: {{ .Content }}{{ $sep = " " }}{{ end }}'
+        '{{- else if eq .Role "assistant" }}{{ $sep }}Assistant: '
+        '{{- if and $last .Thinking }} ' + THINK + '{{ .Thinking }}' + END_THINK + '{{ end }} {{ .Content }}{{ $sep = " " }}{{ end }}'
         '{{- end }}{{ $sep }}Assistant: ' + THINK
     )
 
