@@ -181,3 +181,15 @@ def test_cli_control_video_and_compare_env(tmp_path, capsys):
     assert report.count("data:image/gif") == 3 and "train_return_last5" in report
     assert main(["compare", "ppo-vs-grpo", "--env", "Hopper-v5", "--out", str(tmp_path / "x")]) == 2
     assert "--env" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_missing_renderer_is_named_before_training(monkeypatch, tmp_path):
+    import r1lab.gym.video as video
+
+    def no_gl(env_id, render=False):
+        raise RuntimeError("EGL: no display")
+
+    monkeypatch.setattr(video, "make_env", no_gl)
+    with pytest.raises(ConfigError, match="MUJOCO_GL=egl"):
+        run_control(ControlConfig(env="InvertedPendulum-v5", video=True), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -32,6 +32,10 @@ def run_control(cfg: ControlConfig, out: str | Path) -> dict:
     """
     check_env(cfg.env)
     make_env(cfg.env).close()  # a missing extra is named before anything is written
+    if cfg.video:  # and a missing renderer before training, not after
+        from r1lab.gym.video import check_rendering
+
+        check_rendering(cfg.env)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
@@ -91,10 +95,6 @@ def _run(cfg: ControlConfig, out: Path, report: Callable[[dict], None] | None = 
 
     final, _ = run_episodes(agent.actor, eval_envs, eval_rng.integers(0, 2**31, cfg.eval_episodes), greedy)
     torch.save(agent.actor.state_dict(), out / "policy.pt")
-    if cfg.video:
-        from r1lab.gym.video import write_gif
-
-        write_gif(agent.actor, cfg.env, out / "policy.gif", seed=cfg.seed, greedy=greedy)
     summary = {
         "algo": cfg.algo, "env": cfg.env, "seed": cfg.seed,
         "final_mean_return": float(final.mean()), "final_std_return": float(final.std()),
@@ -104,6 +104,10 @@ def _run(cfg: ControlConfig, out: Path, report: Callable[[dict], None] | None = 
         "iteration_at_target": None, **hit, "best_eval_return": best_eval, "config": cfg.model_dump(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if cfg.video:  # after the summary: the run is whole even if the picture fails
+        from r1lab.gym.video import write_gif
+
+        write_gif(agent.actor, cfg.env, out / "policy.gif", seed=cfg.seed, greedy=greedy)
     return summary
 
 
