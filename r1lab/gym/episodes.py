@@ -16,13 +16,12 @@ def play(policy, envs: list[gym.Env], obs: np.ndarray, greedy: bool = False, upd
     """Plays each env on from its observation obs[i] (E, D) until its episode ends or it took `max_steps`.
 
     Returns the returns (E,) and the batch: obs (S, D) normalised as the policy saw them, actions (S,) or (S, A),
-    logp (S,) under the sampling policy, episode (S,) the env each step was taken in, t (S,) the step's index in
-    its env's play. With `snapshot_every` k, batch["snapshots"][i] lists (t, snapshot) of env i at t = 0, k, 2k, ...
-    taken before the step; `update_norm` folds the observations seen into the policy's running statistics."""
+    logp (S,) under the sampling policy, episode (S,) the env each step was taken in. With `snapshot_every` k,
+    batch["snapshots"][i] lists (t, snapshot) of env i at t = 0, k, 2k, ... taken before the step; `update_norm` folds the observations seen into the policy's running statistics."""
     obs = np.array(obs, dtype=np.float64)
     alive = np.ones(len(envs), dtype=bool)
     returns, taken = np.zeros(len(envs)), np.zeros(len(envs), dtype=int)
-    steps: dict[str, list] = {"obs": [], "actions": [], "logp": [], "episode": [], "t": []}
+    steps: dict[str, list] = {"obs": [], "actions": [], "logp": [], "episode": []}
     snapshots: list[list] = [[] for _ in envs]
     while alive.any():
         idx = np.flatnonzero(alive)
@@ -31,8 +30,7 @@ def play(policy, envs: list[gym.Env], obs: np.ndarray, greedy: bool = False, upd
                 snapshots[i].append((int(taken[i]), snapshot(envs[i])))
         normed = policy.obs_norm(obs[idx], update=update_norm)
         actions, logp = policy.sample(normed, greedy)
-        for k, v in (("obs", normed), ("actions", actions), ("logp", logp), ("episode", torch.as_tensor(idx)),
-                     ("t", torch.as_tensor(taken[idx]))):
+        for k, v in (("obs", normed), ("actions", actions), ("logp", logp), ("episode", torch.as_tensor(idx))):
             steps[k].append(v)
         for j, (i, action) in enumerate(zip(idx, policy.env_actions(actions))):
             obs[i], r, term, trunc, _ = envs[i].step(action)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -54,8 +55,7 @@ def _run(cfg: ControlConfig, out: Path, report: Callable[[dict], None] | None = 
     """The training loop of run_control; `report(row)` (the trackers' log) gets each metrics row, with its stage and step."""
     torch.manual_seed(cfg.seed)
     agent = AGENTS[cfg.algo](cfg)
-    probe = make_env(cfg.env)
-    target = cfg.target_return if cfg.target_return is not None else probe.spec.reward_threshold
+    target = cfg.target_return if cfg.target_return is not None else gym.spec(cfg.env).reward_threshold
     eval_rng = np.random.default_rng([cfg.seed, 1])  # start states apart from training's
     eval_envs = [make_env(cfg.env) for _ in range(cfg.eval_episodes)]
     greedy = cfg.eval_mode == "greedy"
