@@ -17,7 +17,8 @@ def play(policy, envs: list[gym.Env], obs: np.ndarray, greedy: bool = False, upd
 
     Returns the returns (E,) and the batch: obs (S, D) normalised as the policy saw them, actions (S,) or (S, A),
     logp (S,) under the sampling policy, episode (S,) the env each step was taken in. With `snapshot_every` k,
-    batch["snapshots"][i] lists (t, snapshot) of env i at t = 0, k, 2k, ... taken before the step; `update_norm` folds the observations seen into the policy's running statistics."""
+    batch["snapshots"][i] lists (t, snapshot) of env i at t = 0, k, 2k, ... taken before the step; `update_norm`
+    folds the observations seen into the policy's running statistics."""
     obs = np.array(obs, dtype=np.float64)
     alive = np.ones(len(envs), dtype=bool)
     returns, taken = np.zeros(len(envs)), np.zeros(len(envs), dtype=int)
